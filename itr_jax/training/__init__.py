@@ -1,0 +1,1 @@
+"""Training: optimizer, train state, the jit-compiled train step, checkpoints and the loop."""

@@ -1,0 +1,59 @@
+"""Where training metrics go: TensorBoard (via clu), `metrics.jsonl`, the console.
+
+Only process 0 writes; other processes get a writer that drops everything, so
+multi-host runs do not produce duplicate logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+import jax
+from clu import metric_writers
+
+
+class MetricsLog:
+  """Writes scalar metrics to TensorBoard and appends them to metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.is_main = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._writer = metric_writers.create_default_writer(
+        os.path.join(workdir, "tensorboard"), just_logging=not self.is_main,
+        asynchronous=False)
+
+  def write(self, step: int, kind: str, metrics: Mapping[str, float]) -> None:
+    """Records `metrics` (plain floats) at `step`; kind is "train", "dev", ..."""
+    if not self.is_main:
+      return
+    scalars = {f"{kind}/{k}": float(v) for k, v in metrics.items()}
+    self._writer.write_scalars(step, scalars)
+    record = {"step": int(step), "kind": kind}
+    record.update({k: _json_number(v) for k, v in metrics.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def close(self) -> None:
+    self._writer.flush()
+    self._writer.close()
+
+
+def _json_number(value) -> float | str:
+  value = float(value)
+  return value if math.isfinite(value) else str(value)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All records of a run's metrics.jsonl (an empty list if there is none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def format_metrics(metrics: Mapping[str, float], keys=None) -> str:
+  keys = keys or list(metrics)
+  return " ".join(f"{k}={float(metrics[k]):.4g}" for k in keys if k in metrics)
