@@ -1,0 +1,184 @@
+"""Smooth-NDCG (S-NDCG) of Li et al. (2023), per query row and for a batch.
+
+For query row q with graded relevance R_q (RSC, in [0, 1]) and ranks r_q:
+
+  DCG_q  = sum_j (2^{R_qj} - 1) / log2(1 + r_qj)
+  NDCG_q = DCG_q / IDCG_q            (0 where IDCG_q = 0, e.g. R_q = 0)
+
+S-NDCG uses the smooth ranks of `ranks.smooth_ranks`; hard NDCG uses
+r_qj = 1 + #{k : s_qk > s_qj}. The ideal DCG has two conventions:
+
+* ``idcg="tied"`` (official code): IDCG_q = sum_j (2^{R_qj} - 1) /
+  log2(1 + rank_qj) with rank_qj = 1 + #{k : R_qk > R_qj}, so tied
+  relevances share the best rank of their group;
+* ``idcg="sorted"``: the textbook IDCG, relevance sorted in decreasing order
+  and discounted by positions 1..N.
+
+Relevance is a target: it receives no gradient.
+
+The row functions take a block of Q query rows against all N candidates, so
+that a device holding Q of the B queries computes exactly its share.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from itr_jax.losses import _validation
+from itr_jax.losses import ranks as ranks_lib
+
+IDCG_MODES = ("tied", "sorted")
+T2I_RELEVANCE_MODES = ("paper", "transpose")
+
+
+def discounted_cumulative_gain(relevance: jax.Array, ranks: jax.Array) -> jax.Array:
+  """DCG_q = sum_j (2^{R_qj} - 1) / log2(1 + r_qj) for rows [Q, N] -> [Q].
+
+  >>> rel, ranks = jnp.array([[1.0, 0.0]]), jnp.array([[1.0, 2.0]])
+  >>> discounted_cumulative_gain(rel, ranks).tolist()
+  [1.0]
+  """
+  gains = jnp.exp2(relevance) - 1.0
+  return jnp.sum(gains / jnp.log2(1.0 + ranks), axis=-1)
+
+
+def ideal_dcg(relevance: jax.Array, *, idcg: str = "tied") -> jax.Array:
+  """IDCG of each row of `relevance` [Q, N] -> [Q] (see the module docstring).
+
+  >>> rel = jnp.array([[1.0, 0.5, 0.5]])
+  >>> g = 2 ** 0.5 - 1
+  >>> tied = 1 + 2 * g / jnp.log2(3.0)               # both 0.5s at rank 2
+  >>> bool(jnp.isclose(ideal_dcg(rel, idcg="tied")[0], tied))
+  True
+  >>> ordered = 1 + g / jnp.log2(3.0) + g / jnp.log2(4.0)
+  >>> bool(jnp.isclose(ideal_dcg(rel, idcg="sorted")[0], ordered))
+  True
+  """
+  _validation.check_choice("idcg", idcg, IDCG_MODES)
+  rel = jax.lax.stop_gradient(relevance)
+  if idcg == "tied":
+    return discounted_cumulative_gain(rel, ranks_lib.hard_ranks(rel))
+  descending = -jnp.sort(-rel, axis=-1)
+  positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
+  return discounted_cumulative_gain(descending, positions)
+
+
+def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, idcg: str) -> jax.Array:
+  """NDCG per row from given ranks; 0 (and no NaN gradient) where IDCG = 0."""
+  ideal = ideal_dcg(relevance, idcg=idcg)
+  positive = ideal > 0
+  dcg = discounted_cumulative_gain(relevance, ranks)
+  return jnp.where(positive, dcg / jnp.where(positive, ideal, 1.0), 0.0)
+
+
+def _check_rows(query_scores, query_relevance, idcg):
+  _validation.check_rank("query_scores", query_scores, 2)
+  _validation.check_same_shape("query_relevance", query_relevance,
+                               "query_scores", query_scores)
+  _validation.check_choice("idcg", idcg, IDCG_MODES)
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+  return jnp.asarray(x, jnp.promote_types(jnp.result_type(x), jnp.float32))
+
+
+def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
+                     tau=0.01, idcg: str = "tied",
+                     chunk_size: Optional[int] = None) -> jax.Array:
+  """S-NDCG [Q] of Q query rows [Q, N] against all N candidates.
+
+  O(Q * N * chunk_size) memory, exact gradient (`ranks.smooth_ranks`).
+
+  >>> s = jnp.array([[0.9, 0.1, 0.5]])
+  >>> r = jnp.array([[1.0, 0.0, 0.5]])
+  >>> round(float(smooth_ndcg_rows(s, r, tau=0.01)[0]), 4)   # ideal order
+  1.0
+  """
+  _check_rows(query_scores, query_relevance, idcg)
+  rel = jax.lax.stop_gradient(_as_float(query_relevance))
+  ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size)
+  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+
+
+def dense_smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
+                           tau=0.01, idcg: str = "tied") -> jax.Array:
+  """`smooth_ndcg_rows` with O(Q * N^2) memory and plain autodiff (reference).
+
+  >>> s = jnp.array([[0.9, 0.1, 0.5]])
+  >>> r = jnp.array([[1.0, 0.0, 0.5]])
+  >>> round(float(dense_smooth_ndcg_rows(s, r, tau=0.01)[0]), 4)
+  1.0
+  """
+  _check_rows(query_scores, query_relevance, idcg)
+  rel = jax.lax.stop_gradient(_as_float(query_relevance))
+  ranks = ranks_lib.dense_smooth_ranks(query_scores, tau=tau)
+  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+
+
+def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
+                   idcg: str = "tied") -> jax.Array:
+  """NDCG [Q] with hard ranks r_qj = 1 + #{k : s_qk > s_qj}; no gradient.
+
+  >>> s = jnp.array([[0.1, 0.9]])
+  >>> r = jnp.array([[1.0, 0.0]])   # the relevant candidate is ranked 2nd
+  >>> round(float(hard_ndcg_rows(s, r)[0]), 4)   # 1 / log2(3)
+  0.6309
+  """
+  _check_rows(query_scores, query_relevance, idcg)
+  rel = jax.lax.stop_gradient(_as_float(query_relevance))
+  ranks = ranks_lib.hard_ranks(query_scores)
+  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+
+
+def t2i_relevance_rows(relevance: jax.Array, t2i_relevance: str) -> jax.Array:
+  """Relevance rows for the text-to-image queries (rows of scores.T).
+
+  "paper" (official code) reuses R's rows: caption query j is scored against
+  R[j, :]; "transpose" uses R.T, i.e. caption j's relevance to image i is
+  R[i, j].
+  """
+  _validation.check_choice("t2i_relevance", t2i_relevance, T2I_RELEVANCE_MODES)
+  return relevance if t2i_relevance == "paper" else relevance.T
+
+
+def check_batch(scores: jax.Array, relevance: jax.Array) -> None:
+  """Validates a [B, B] score matrix and its relevance matrix."""
+  _validation.check_square("scores", scores)
+  _validation.check_same_shape("relevance", relevance, "scores", scores)
+
+
+def smooth_ndcg_loss(scores: jax.Array, relevance: jax.Array, *, tau=0.01,
+                     t2i_relevance: str = "paper", idcg: str = "tied",
+                     chunk_size: Optional[int] = None):
+  """S-NDCG loss of a batch: ((1 - S-NDCG_i2t) + (1 - S-NDCG_t2i)) / 2.
+
+  `scores[i, j]` is image i vs caption j; i2t queries are the rows of `scores`
+  with relevance rows R, t2i queries the rows of `scores.T` with relevance
+  rows `t2i_relevance_rows(R, t2i_relevance)`. NDCGs are batch means.
+
+  Returns:
+    (loss, aux) with aux = {ndcg_i2t, ndcg_t2i, hard_ndcg_i2t, hard_ndcg_t2i}.
+
+  >>> s = jnp.array([[0.9, 0.1], [0.2, 0.8]])
+  >>> r = jnp.array([[1.0, 0.3], [0.3, 1.0]])
+  >>> loss, aux = smooth_ndcg_loss(s, r)
+  >>> round(float(loss), 4), round(float(aux["hard_ndcg_i2t"]), 4)
+  (0.0, 1.0)
+  """
+  check_batch(scores, relevance)
+  _validation.check_choice("idcg", idcg, IDCG_MODES)
+  t2i_rel = t2i_relevance_rows(relevance, t2i_relevance)
+  ndcg_i2t = smooth_ndcg_rows(scores, relevance, tau=tau, idcg=idcg,
+                              chunk_size=chunk_size).mean()
+  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, tau=tau, idcg=idcg,
+                              chunk_size=chunk_size).mean()
+  aux = {
+      "ndcg_i2t": ndcg_i2t,
+      "ndcg_t2i": ndcg_t2i,
+      "hard_ndcg_i2t": hard_ndcg_rows(scores, relevance, idcg=idcg).mean(),
+      "hard_ndcg_t2i": hard_ndcg_rows(scores.T, t2i_rel, idcg=idcg).mean(),
+  }
+  loss = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
+  return loss, aux

@@ -1,0 +1,55 @@
+"""RSC relevance (Li et al., 2023): caption-caption similarity as graded relevance.
+
+Each image i comes with the embeddings of its C reference captions
+E_img[i, c] and each caption j with its own embedding E_cap[j] (from a frozen
+text encoder). Caption j's relevance to image i is its best cosine similarity
+to one of the image's captions, mapped to [0, 1]; the paired caption is fully
+relevant:
+
+  cos_ij = max_c cos(E_img[i, c], E_cap[j])
+  R_ij   = (1 + cos_ij) / 2   for i != j,      R_ii = 1.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from itr_jax.losses import _validation
+
+# Floor on the norm so an all-zero embedding gives cos = 0 instead of NaN.
+_EPS = 1e-12
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  sq_norm = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq_norm, _EPS * _EPS))
+
+
+def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
+  """RSC relevance R [B, B] (image i, caption j), in [0, 1], without gradient.
+
+  Args:
+    image_caption_emb: [B, C, D] embeddings of each image's C captions.
+    caption_emb: [B, D] embedding of each batch caption (caption i pairs with
+      image i). Neither needs to be normalised.
+
+  >>> img_caps = jnp.array([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
+  >>> caps = jnp.array([[3.0, 0.0], [-1.0, 0.0]])
+  >>> rsc(img_caps, caps).tolist()  # R_01 = (1 + max(-1, 0)) / 2
+  [[1.0, 0.5], [0.8535534143447876, 1.0]]
+  """
+  _validation.check_rank("image_caption_emb", image_caption_emb, 3)
+  _validation.check_rank("caption_emb", caption_emb, 2)
+  b, _, d = image_caption_emb.shape
+  if caption_emb.shape != (b, d):
+    raise ValueError(
+        f"`caption_emb` must be [B, D] = {(b, d)} to match `image_caption_emb` "
+        f"[B, C, D] = {image_caption_emb.shape}, got {caption_emb.shape}.")
+  dtype = jnp.promote_types(
+      jnp.result_type(image_caption_emb, caption_emb), jnp.float32)
+  img = _l2_normalize(jnp.asarray(image_caption_emb, dtype))
+  cap = _l2_normalize(jnp.asarray(caption_emb, dtype))
+  cos = jnp.max(jnp.einsum("icd,jd->ijc", img, cap,
+                           precision=jax.lax.Precision.HIGHEST), axis=-1)
+  relevance = jnp.where(jnp.eye(b, dtype=bool), 1.0, (1.0 + cos) / 2.0)
+  return jax.lax.stop_gradient(relevance.astype(dtype))
