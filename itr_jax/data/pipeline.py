@@ -1,0 +1,321 @@
+"""tf.data input pipelines over a ``PrecomputedSplit``: train and eval batches.
+
+Every batch is a dict of NumPy arrays with a leading batch dimension ``b``
+(the per-process batch), static shapes throughout:
+
+=====================  ===========  =========================================
+key                    shape/dtype  meaning
+=====================  ===========  =========================================
+``images``             f32[b,R,F]   region features of the caption's image
+``tokens``             i32[b,L]     ``<start> words <end> <pad>...``, L=max_len
+``lengths``            i32[b]       true token count incl. <start>/<end>
+``image_ids``          i32[b]       image index in the split (-1: padding)
+``caption_ids``        i32[b]       caption index in the split (-1: padding)
+``image_caption_emb``  f32[b,C,D]   sentence embeddings of the image's C captions
+``caption_emb``        f32[b,D]     sentence embedding of the caption
+``mask``               bool[b]      False on eval padding rows (train: all True)
+=====================  ===========  =========================================
+
+The two embedding keys are present only when the split has caption
+embeddings. Image batches (``eval_image_batches``) hold ``images``,
+``image_ids``, ``image_caption_emb`` and ``mask``; caption batches
+(``eval_caption_batches``) hold everything but ``images`` and
+``image_caption_emb`` unless ``with_images=True``.
+
+Training order is a pure function of (seed, epoch): epoch ``e`` visits the
+captions in the order ``np.random.default_rng((seed, e)).permutation(N)``, in
+``N // batch_size`` full batches (the remainder is dropped). Step ``s`` is
+batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``, so a run
+resumed at step ``s`` sees exactly the batches of an uninterrupted run, and
+skipped steps read nothing. With P processes, ``batch_size`` is the global
+batch and process p gets its rows ``[p*B/P, (p+1)*B/P)``.
+
+Batches are assembled by a parallel, order-preserving ``tf.data`` map: each
+step's caption indices are computed first, then the whole batch's features
+are gathered from the memmap in one fancy-indexing read (unique images, in
+file order) and prefetched.
+
+>>> import tempfile
+>>> from itr_jax.data import synthetic_scenes, precomputed, vocab as V
+>>> d = synthetic_scenes.generate(tempfile.mkdtemp() + "/s", num_train=8,
+...     num_dev=2, num_test=0, regions=4, feature_dim=8, emb_dim=6)
+>>> split = precomputed.load_split(d, "train")
+>>> batch = next(train_batches(split, V.Vocabulary.load(d + "/vocab.json"),
+...                            batch_size=4, seed=0, max_len=16))
+>>> {k: v.shape for k, v in sorted(batch.items())}  # doctest: +NORMALIZE_WHITESPACE
+{'caption_emb': (4, 6), 'caption_ids': (4,), 'image_caption_emb': (4, 5, 6),
+ 'image_ids': (4,), 'images': (4, 4, 8), 'lengths': (4,), 'mask': (4,),
+ 'tokens': (4, 16)}
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from itr_jax.data.precomputed import PrecomputedSplit
+from itr_jax.data.vocab import Vocabulary
+
+Batch = dict[str, np.ndarray]
+
+
+def steps_per_epoch(split: PrecomputedSplit, batch_size: int) -> int:
+  """Full (global) batches per epoch: ``N_captions // batch_size``."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  steps = split.num_captions // batch_size
+  if steps == 0:
+    raise ValueError(f"batch_size={batch_size} exceeds the {split.num_captions} "
+                     f"captions of split {split.split!r}; use a smaller batch")
+  return steps
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(num_captions: int, seed: int, epoch: int) -> np.ndarray:
+  perm = np.random.default_rng((seed, epoch)).permutation(num_captions)
+  perm.flags.writeable = False
+  return perm
+
+
+def train_caption_ids(num_captions: int, *, batch_size: int, seed: int,
+                      step: int) -> np.ndarray:
+  """Caption indices ``int64[batch_size]`` of global training step ``step``.
+
+  >>> train_caption_ids(10, batch_size=4, seed=0, step=2).shape
+  (4,)
+  """
+  if seed < 0 or step < 0:
+    raise ValueError(f"seed and step must be >= 0, got seed={seed}, "
+                     f"step={step}")
+  spe = num_captions // batch_size
+  if spe == 0:
+    raise ValueError(f"batch_size={batch_size} exceeds num_captions="
+                     f"{num_captions}")
+  epoch, i = divmod(step, spe)
+  return _epoch_permutation(num_captions, seed, epoch)[
+      i * batch_size:(i + 1) * batch_size]
+
+
+def _process_slice(batch_size: int, process_index: int | None,
+                   process_count: int | None) -> slice:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in "
+                     f"[0, process_count={process_count})")
+  if batch_size % process_count:
+    raise ValueError(f"the global batch_size={batch_size} must be divisible by "
+                     f"process_count={process_count}")
+  per = batch_size // process_count
+  return slice(process_index * per, (process_index + 1) * per)
+
+
+def _gather(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
+  """``float32(array[ids])``, reading each needed row once, in file order."""
+  unique, inverse = np.unique(ids, return_inverse=True)
+  return np.asarray(array[unique], dtype=np.float32)[inverse.reshape(ids.shape)]
+
+
+class _Assembler:
+  """Builds batches of a split from caption or image indices."""
+
+  def __init__(self, split: PrecomputedSplit, vocab: Vocabulary | None,
+               max_len: int | None):
+    self.split = split
+    self.has_emb = split.caption_emb is not None
+    if vocab is not None:
+      # Tokenised once up front; batches then just index these arrays.
+      self.tokens, self.lengths = vocab.encode_batch(split.captions, max_len)
+
+  def captions(self, caption_ids: np.ndarray, mask: np.ndarray,
+               with_images: bool) -> Batch:
+    split = self.split
+    image_ids = split.image_of_caption(caption_ids)
+    batch = {"tokens": self.tokens[caption_ids],
+             "lengths": self.lengths[caption_ids],
+             "image_ids": np.where(mask, image_ids, -1).astype(np.int32),
+             "caption_ids": np.where(mask, caption_ids, -1).astype(np.int32),
+             "mask": mask}
+    if with_images:
+      batch["images"] = _gather(split.images, image_ids)
+    if self.has_emb:
+      batch["caption_emb"] = _gather(split.caption_emb, caption_ids)
+      if with_images:
+        batch["image_caption_emb"] = _gather(
+            split.caption_emb, split.captions_of_image(image_ids))
+    return batch
+
+  def images(self, image_ids: np.ndarray, mask: np.ndarray) -> Batch:
+    split = self.split
+    batch = {"images": _gather(split.images, image_ids),
+             "image_ids": np.where(mask, image_ids, -1).astype(np.int32),
+             "mask": mask}
+    if self.has_emb:
+      batch["image_caption_emb"] = _gather(
+          split.caption_emb, split.captions_of_image(image_ids))
+    return batch
+
+  def signature(self, b: int, keys: list[str], max_len: int | None):
+    s = self.split
+    c, d = s.captions_per_image, s.emb_dim
+    specs = {"images": ((b, s.num_regions, s.feature_dim), tf.float32),
+             "tokens": ((b, max_len), tf.int32),
+             "lengths": ((b,), tf.int32),
+             "image_ids": ((b,), tf.int32),
+             "caption_ids": ((b,), tf.int32),
+             "image_caption_emb": ((b, c, d), tf.float32),
+             "caption_emb": ((b, d), tf.float32),
+             "mask": ((b,), tf.bool)}
+    return {k: specs[k] for k in keys}
+
+
+def _dataset(steps: tf.data.Dataset, make: Callable[[int], Batch],
+             spec: dict, prefetch: int) -> tf.data.Dataset:
+  """Maps step numbers to batches with ``make`` (order-preserving, parallel)."""
+  keys = list(spec)
+
+  def py_fn(step):
+    batch = make(int(step))
+    return [batch[k] for k in keys]
+
+  def tf_fn(step):
+    values = tf.numpy_function(py_fn, [step], [spec[k][1] for k in keys],
+                               stateful=False)
+    return {k: tf.ensure_shape(v, spec[k][0]) for k, v in zip(keys, values)}
+
+  options = tf.data.Options()
+  options.deterministic = True
+  return (steps.map(tf_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+          .prefetch(prefetch).with_options(options))
+
+
+def _check_max_len(max_len):
+  if max_len is None or max_len < 3:
+    raise ValueError(f"max_len must be an int >= 3, got {max_len}")
+
+
+def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
+                       batch_size: int, seed: int, max_len: int,
+                       start_step: int = 0, num_steps: int | None = None,
+                       process_index: int | None = None,
+                       process_count: int | None = None,
+                       prefetch: int = 2) -> tf.data.Dataset:
+  """The training ``tf.data.Dataset`` of batch dicts (see module doc).
+
+  Args:
+    split: the training split.
+    vocab: tokenizes the captions.
+    batch_size: GLOBAL batch size; each process gets ``batch_size / P`` rows.
+    seed: shuffling seed (order depends only on seed and epoch).
+    max_len: token length L.
+    start_step: first global step (resume); earlier steps are not read.
+    num_steps: number of steps to yield; None: forever (epochs loop).
+    process_index, process_count: default ``jax.process_index()`` /
+      ``jax.process_count()``.
+    prefetch: batches prepared ahead.
+  """
+  _check_max_len(max_len)
+  steps_per_epoch(split, batch_size)  # validates batch_size
+  if seed < 0 or start_step < 0:
+    raise ValueError(f"seed and start_step must be >= 0, got seed={seed}, "
+                     f"start_step={start_step}")
+  rows = _process_slice(batch_size, process_index, process_count)
+  assembler = _Assembler(split, vocab, max_len)
+  n = split.num_captions
+
+  def make(step):
+    ids = train_caption_ids(n, batch_size=batch_size, seed=seed, step=step)
+    ids = np.asarray(ids[rows])
+    return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True)
+
+  keys = ["images", "tokens", "lengths", "image_ids", "caption_ids", "mask"]
+  if assembler.has_emb:
+    keys += ["image_caption_emb", "caption_emb"]
+  steps = (tf.data.Dataset.counter(start_step) if num_steps is None else
+           tf.data.Dataset.range(start_step, start_step + num_steps))
+  return _dataset(steps, make,
+                  assembler.signature(rows.stop - rows.start, keys, max_len),
+                  prefetch)
+
+
+def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
+                  batch_size: int, seed: int, max_len: int,
+                  start_step: int = 0, num_steps: int | None = None,
+                  process_index: int | None = None,
+                  process_count: int | None = None,
+                  prefetch: int = 2) -> Iterator[Batch]:
+  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``."""
+  return make_train_dataset(
+      split, vocab, batch_size=batch_size, seed=seed, max_len=max_len,
+      start_step=start_step, num_steps=num_steps, process_index=process_index,
+      process_count=process_count, prefetch=prefetch).as_numpy_iterator()
+
+
+def _padded_ids(total: int, batch_size: int, step: int, rows: slice):
+  ids = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
+  mask = ids < total
+  return np.where(mask, ids, 0), mask
+
+
+def _eval_dataset(total, batch_size, process_index, process_count, make_rows,
+                  keys, assembler, max_len, prefetch) -> Iterator[Batch]:
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  rows = _process_slice(batch_size, process_index, process_count)
+  num_batches = -(-total // batch_size)
+
+  def make(step):
+    ids, mask = _padded_ids(total, batch_size, step, rows)
+    return make_rows(ids, mask)
+
+  spec = assembler.signature(rows.stop - rows.start, keys, max_len)
+  return _dataset(tf.data.Dataset.range(num_batches), make, spec,
+                  prefetch).as_numpy_iterator()
+
+
+def eval_caption_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
+                         batch_size: int, max_len: int,
+                         with_images: bool = False,
+                         process_index: int | None = None,
+                         process_count: int | None = None,
+                         prefetch: int = 2) -> Iterator[Batch]:
+  """Every caption once, in order, in ``ceil(N_captions / batch_size)``
+  batches; the last is padded (``mask`` False, ids -1, data of caption 0)."""
+  _check_max_len(max_len)
+  assembler = _Assembler(split, vocab, max_len)
+  keys = ["tokens", "lengths", "image_ids", "caption_ids", "mask"]
+  if with_images:
+    keys.insert(0, "images")
+  if assembler.has_emb:
+    keys += (["image_caption_emb"] if with_images else []) + ["caption_emb"]
+  return _eval_dataset(
+      split.num_captions, batch_size, process_index, process_count,
+      lambda ids, mask: assembler.captions(ids, mask, with_images), keys,
+      assembler, max_len, prefetch)
+
+
+def eval_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
+                 batch_size: int, max_len: int, **kwargs) -> Iterator[Batch]:
+  """Every caption once with its image: all training keys, padded + mask."""
+  return eval_caption_batches(split, vocab, batch_size=batch_size,
+                              max_len=max_len, with_images=True, **kwargs)
+
+
+def eval_image_batches(split: PrecomputedSplit, *, batch_size: int,
+                       process_index: int | None = None,
+                       process_count: int | None = None,
+                       prefetch: int = 2) -> Iterator[Batch]:
+  """Every image once, in order (``images``, ``image_ids``,
+  ``image_caption_emb``, ``mask``); the last batch is padded."""
+  assembler = _Assembler(split, None, None)
+  keys = ["images", "image_ids", "mask"]
+  if assembler.has_emb:
+    keys.append("image_caption_emb")
+  return _eval_dataset(split.num_images, batch_size, process_index,
+                       process_count, assembler.images, keys, assembler, None,
+                       prefetch)
