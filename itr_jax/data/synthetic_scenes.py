@@ -130,6 +130,11 @@ class Scene:
   setting: str
 
 
+def _pick(rng: np.random.Generator, options: Sequence):
+  """A uniform choice from ``options`` (faster than ``rng.choice`` here)."""
+  return options[int(rng.integers(len(options)))]
+
+
 def _units_of_relation(scene_objs, a: int, rel: str, b: int) -> str:
   if RELATIONS[rel][1] == rel:  # symmetric: order-free
     x, y = sorted((scene_objs[a].cls, scene_objs[b].cls))
@@ -155,22 +160,22 @@ def sample_scene(rng: np.random.Generator) -> Scene:
   n = int(rng.choice(4, p=[0.2, 0.3, 0.3, 0.2])) + 1
   objects = []
   for c in rng.choice(len(CLASSES), n, replace=False):
-    attrs = {"size": str(rng.choice(list(SIZES))),
-             "colour": str(rng.choice(list(COLOURS)))}
+    attrs = {"size": _pick(rng, list(SIZES)),
+             "colour": _pick(rng, list(COLOURS))}
     if not CLASSES[c][2]:
-      attrs["material"] = str(rng.choice(list(MATERIALS)))
+      attrs["material"] = _pick(rng, list(MATERIALS))
     objects.append(Object(int(c), attrs))
   order = rng.permutation(n)
-  relations = [(int(order[k]), str(rng.choice(list(RELATIONS))),
+  relations = [(int(order[k]), _pick(rng, list(RELATIONS)),
                 int(order[k + 1]))
                for k in range(n - 1) if rng.random() < 0.6]
-  return Scene(objects, relations, str(rng.choice(list(SETTINGS))))
+  return Scene(objects, relations, _pick(rng, list(SETTINGS)))
 
 
 def _noun_phrase(rng, obj: Object, kinds: Sequence[str]) -> str:
-  words = [str(rng.choice(_ATTRIBUTES[k][obj.attrs[k]]))
+  words = [_pick(rng, _ATTRIBUTES[k][obj.attrs[k]])
            for k in ("size", "colour", "material") if k in kinds]
-  words.append(str(rng.choice(CLASSES[obj.cls][1])))
+  words.append(_pick(rng, CLASSES[obj.cls][1]))
   article = "an" if words[0][0] in "aeiou" else "a"
   return " ".join([article] + words)
 
@@ -206,13 +211,13 @@ def sample_caption(rng: np.random.Generator,
     units.add(_units_of_relation(objs, a, r, b))
     if rng.random() < 0.4:  # say it the other way round
       a, r, b = b, RELATIONS[r][1], a
-    parts.append(f"{np_of(a)} {rng.choice(RELATIONS[r][0])} {np_of(b)}")
+    parts.append(f"{np_of(a)} {_pick(rng, RELATIONS[r][0])} {np_of(b)}")
   parts.extend(np_of(i) for i in mentioned)
   text = _join(parts)
   if rng.random() < 0.3:
-    text += " " + str(rng.choice(SETTINGS[scene.setting]))
+    text += " " + _pick(rng, SETTINGS[scene.setting])
     units.add(f"set:{scene.setting}")
-  text = str(rng.choice(_TEMPLATES)).format(x=text)
+  text = _pick(rng, _TEMPLATES).format(x=text)
   if rng.random() < 0.5:
     text = text[0].upper() + text[1:] + "."
   return text, units
