@@ -105,12 +105,13 @@ class TfidfFeaturizer:
       elif len(rows):
         # Sparse rows times the projection: sum each caption's (contiguous)
         # projected terms with one reduceat; captions with no term stay 0.
+        # Only non-empty rows take part: their starts are strictly increasing.
         per_row = np.bincount(rows, minlength=len(block))
-        starts = np.minimum(np.cumsum(per_row) - per_row, len(rows) - 1)
-        block[:] = np.add.reduceat(
+        nonempty = per_row > 0
+        starts = (np.cumsum(per_row) - per_row)[nonempty]
+        block[nonempty] = np.add.reduceat(
             vals[:, None].astype(np.float32) * self.projection[cols], starts,
             axis=0)
-        block[per_row == 0] = 0
       norms = np.linalg.norm(block, axis=1, keepdims=True)
       np.divide(block, norms, out=block, where=norms > 0)
     return out

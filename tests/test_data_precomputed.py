@@ -1,0 +1,163 @@
+"""Tests for itr_jax.data.precomputed: loading and up-front validation."""
+import os
+
+import numpy as np
+import pytest
+
+from itr_jax.data import precomputed
+from itr_jax.data.testing import write_random_split
+
+
+@pytest.mark.parametrize("per_image", [5, 1])
+def test_load_layouts(tmp_path, per_image):
+  src = write_random_split(str(tmp_path), "train", num_images=4,
+                           captions_per_image=per_image, regions=3,
+                           feature_dim=5, emb_dim=7)
+  s = precomputed.load_split(str(tmp_path), "train")
+  assert s.captions_per_image == per_image
+  assert (s.num_images, s.num_captions) == (4, 4 * per_image)
+  assert (s.num_regions, s.feature_dim, s.emb_dim) == (3, 5, 7)
+  assert isinstance(s.images, np.memmap)  # never loaded whole
+  np.testing.assert_array_equal(s.images, src["images"])
+  np.testing.assert_array_equal(s.caption_emb, src["caption_emb"])
+  assert s.captions == src["captions"]
+  assert s.true_relevance is None
+  np.testing.assert_array_equal(s.image_of_caption(np.arange(4 * per_image)),
+                                np.arange(4 * per_image) // per_image)
+  np.testing.assert_array_equal(
+      s.captions_of_image(np.array([0, 3])),
+      [list(range(0, per_image)), list(range(3 * per_image, 4 * per_image))])
+
+
+def test_no_embeddings_is_fine_unless_required(tmp_path):
+  write_random_split(str(tmp_path), "dev", num_images=2, emb_dim=0)
+  assert precomputed.load_split(str(tmp_path), "dev").caption_emb is None
+  with pytest.raises(ValueError, match="no caption embeddings.*text_features"):
+    precomputed.load_split(str(tmp_path), "dev", require_caption_emb=True)
+
+
+def test_explicit_embedding_path(tmp_path):
+  write_random_split(str(tmp_path), "dev", num_images=2, emb_dim=0)
+  path = str(tmp_path / "other.npy")
+  np.save(path, np.ones((10, 3), np.float32))
+  s = precomputed.load_split(str(tmp_path), "dev", caption_emb_path=path)
+  assert s.emb_dim == 3
+  with pytest.raises(ValueError, match="missing caption embedding file"):
+    precomputed.load_split(str(tmp_path), "dev",
+                           caption_emb_path=str(tmp_path / "absent.npy"))
+
+
+def test_float16_features_accepted(tmp_path):
+  write_random_split(str(tmp_path), "dev", num_images=2, dtype=np.float16)
+  assert precomputed.load_split(str(tmp_path), "dev").images.dtype == np.float16
+
+
+def test_max_images_truncates_consistently(tmp_path):
+  src = write_random_split(str(tmp_path), "dev", num_images=5)
+  rel = np.random.default_rng(0).random((5, 25)).astype(np.float32)
+  np.save(tmp_path / "dev_relevance.npy", rel)
+  s = precomputed.load_split(str(tmp_path), "dev", max_images=2)
+  assert (s.num_images, s.num_captions) == (2, 10)
+  assert s.captions == src["captions"][:10]
+  np.testing.assert_array_equal(s.caption_emb, src["caption_emb"][:10])
+  np.testing.assert_array_equal(s.true_relevance, rel[:2, :10])
+  assert precomputed.load_split(str(tmp_path), "dev",
+                                max_images=0).num_images == 5
+
+
+def test_missing_files_are_named_with_listing(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=2)
+  with pytest.raises(ValueError, match=r"'test_ims.npy'.*contains \["):
+    precomputed.load_split(str(tmp_path), "test")
+  os.remove(tmp_path / "train_caps.txt")
+  with pytest.raises(ValueError, match=r"'train_caps.txt'.*train_ims.npy"):
+    precomputed.load_split(str(tmp_path), "train")
+  with pytest.raises(ValueError, match="does not exist"):
+    precomputed.load_split(str(tmp_path / "nowhere"), "train")
+
+
+def test_unreadable_npy(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=2)
+  (tmp_path / "train_ims.npy").write_bytes(b"garbage")
+  with pytest.raises(ValueError, match="cannot read image features"):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+@pytest.mark.parametrize("array,match", [
+    (np.zeros((2, 3), np.float32), "rank 3"),
+    (np.zeros((2, 3, 4), np.int32), "must hold floats"),
+    (np.zeros((2, 0, 4), np.float32), "empty dimension"),
+])
+def test_bad_feature_arrays(tmp_path, array, match):
+  write_random_split(str(tmp_path), "train", num_images=2)
+  np.save(tmp_path / "train_ims.npy", array)
+  with pytest.raises(ValueError, match=match):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+def test_caption_count_mismatch_explains_layouts(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=3, emb_dim=0)
+  with open(tmp_path / "train_caps.txt", "a") as f:
+    f.write("one caption too many\n")
+  with pytest.raises(ValueError, match=r"3 images and 16 captions.*15 "
+                     r"captions.*3 captions"):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+def test_empty_caption_line_number(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=1, emb_dim=0)
+  lines = (tmp_path / "train_caps.txt").read_text().splitlines()
+  lines[3] = "   "
+  (tmp_path / "train_caps.txt").write_text("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match="line 4 is an empty caption"):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+def test_embedding_count_mismatch_says_what_to_run(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=2)
+  np.save(tmp_path / "train_caps_emb.npy", np.zeros((9, 4), np.float32))
+  with pytest.raises(ValueError, match=r"9 rows.*10 captions.*"
+                     r"itr_jax.data.text_features"):
+    precomputed.load_split(str(tmp_path), "train")
+  np.save(tmp_path / "train_caps_emb.npy", np.zeros((10,), np.float32))
+  with pytest.raises(ValueError, match="rank 2"):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+def test_relevance_shape_checked(tmp_path):
+  write_random_split(str(tmp_path), "dev", num_images=2)
+  np.save(tmp_path / "dev_relevance.npy", np.zeros((10, 2), np.float32))
+  with pytest.raises(ValueError, match=r"expected \[N_images, N_captions\]"):
+    precomputed.load_split(str(tmp_path), "dev")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_found_in_later_chunk(tmp_path, monkeypatch, bad):
+  src = write_random_split(str(tmp_path), "train", num_images=7)
+  images = src["images"].copy()
+  images[5, 1, 2] = bad
+  np.save(tmp_path / "train_ims.npy", images)
+  # One image per chunk: the bad row must be found across chunk boundaries.
+  monkeypatch.setattr(precomputed, "_CHECK_CHUNK_BYTES", images[0].nbytes)
+  with pytest.raises(ValueError, match=r"train_ims.npy.*NaN or Inf.*row 5"):
+    precomputed.load_split(str(tmp_path), "train")
+  # The check can be skipped (e.g. when the data was validated before).
+  precomputed.load_split(str(tmp_path), "train", check_values=False)
+
+
+def test_non_finite_embeddings(tmp_path):
+  src = write_random_split(str(tmp_path), "train", num_images=2)
+  emb = src["caption_emb"].copy()
+  emb[7, 0] = np.nan
+  np.save(tmp_path / "train_caps_emb.npy", emb)
+  with pytest.raises(ValueError, match=r"train_caps_emb.npy.*row 7"):
+    precomputed.load_split(str(tmp_path), "train")
+
+
+def test_available_splits(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=1)
+  write_random_split(str(tmp_path), "test", num_images=1)
+  np.save(tmp_path / "dev_ims.npy", np.zeros((1, 1, 1), np.float32))  # no caps
+  assert precomputed.available_splits(str(tmp_path)) == ["test", "train"]
+  assert precomputed.available_splits(str(tmp_path), ["train", "dev"]) == [
+      "train"]
