@@ -9,10 +9,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.itr_jax_installed"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+  "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
