@@ -25,6 +25,35 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(sq_norm, _EPS * _EPS))
 
 
+def rsc_matrix(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
+  """Rectangular RSC relevance (1 + max_c cos(E_img[i, c], E_cap[j])) / 2, [N, M].
+
+  For evaluation over a whole split, where caption j's own image is not
+  singled out by position: with the 5:1 layout a caption's own image already
+  scores 1 because the caption is one of that image's captions.
+
+  Args:
+    image_caption_emb: [N, C, D] embeddings of each image's C captions.
+    caption_emb: [M, D] caption embeddings.
+
+  >>> rsc_matrix(jnp.array([[[1.0, 0.0]]]), jnp.array([[0.0, 1.0], [2.0, 0.0]])).tolist()
+  [[0.5, 1.0]]
+  """
+  _validation.check_rank("image_caption_emb", image_caption_emb, 3)
+  _validation.check_rank("caption_emb", caption_emb, 2)
+  if caption_emb.shape[-1] != image_caption_emb.shape[-1]:
+    raise ValueError(
+        f"`caption_emb` [M, D] and `image_caption_emb` [N, C, D] must share D; "
+        f"got {caption_emb.shape} and {image_caption_emb.shape}.")
+  dtype = jnp.promote_types(
+      jnp.result_type(image_caption_emb, caption_emb), jnp.float32)
+  img = _l2_normalize(jnp.asarray(image_caption_emb, dtype))
+  cap = _l2_normalize(jnp.asarray(caption_emb, dtype))
+  cos = jnp.max(jnp.einsum("icd,jd->ijc", img, cap,
+                           precision=jax.lax.Precision.HIGHEST), axis=-1)
+  return jax.lax.stop_gradient((1.0 + cos) / 2.0)
+
+
 def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
   """RSC relevance R [B, B] (image i, caption j), in [0, 1], without gradient.
 
@@ -45,11 +74,5 @@ def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
     raise ValueError(
         f"`caption_emb` must be [B, D] = {(b, d)} to match `image_caption_emb` "
         f"[B, C, D] = {image_caption_emb.shape}, got {caption_emb.shape}.")
-  dtype = jnp.promote_types(
-      jnp.result_type(image_caption_emb, caption_emb), jnp.float32)
-  img = _l2_normalize(jnp.asarray(image_caption_emb, dtype))
-  cap = _l2_normalize(jnp.asarray(caption_emb, dtype))
-  cos = jnp.max(jnp.einsum("icd,jd->ijc", img, cap,
-                           precision=jax.lax.Precision.HIGHEST), axis=-1)
-  relevance = jnp.where(jnp.eye(b, dtype=bool), 1.0, (1.0 + cos) / 2.0)
-  return jax.lax.stop_gradient(relevance.astype(dtype))
+  relevance = rsc_matrix(image_caption_emb, caption_emb)
+  return jnp.where(jnp.eye(b, dtype=bool), jnp.ones((), relevance.dtype), relevance)
