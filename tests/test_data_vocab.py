@@ -128,5 +128,6 @@ def test_resolve_vocab_builds_from_train_only_and_saves(tmp_path):
   other = V.Vocabulary.build(["x"])
   other.save(str(data / "vocab.json"))
   assert V.resolve_vocab(str(data)) == other
+  assert V.resolve_vocab(str(data), vocab_path="") == other  # config default
   assert V.resolve_vocab(str(data), vocab_path=os.path.join(
       workdir, "vocab.json")) == vocab

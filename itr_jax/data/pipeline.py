@@ -60,6 +60,13 @@ from itr_jax.data.vocab import Vocabulary
 
 Batch = dict[str, np.ndarray]
 
+# tf.data only runs host-side input code here: keep TensorFlow off any GPU so
+# it cannot claim accelerator memory that JAX needs.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # devices already initialised by the caller
+  pass
+
 
 def steps_per_epoch(split: PrecomputedSplit, batch_size: int) -> int:
   """Full (global) batches per epoch: ``N_captions // batch_size``."""

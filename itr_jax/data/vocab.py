@@ -169,13 +169,13 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
                   train_split: str = "train") -> Vocabulary:
   """Finds or builds the vocabulary for a precomputed dataset.
 
-  Order: ``vocab_path`` if given; else ``{workdir}/vocab.json`` if it exists
+  Order: ``vocab_path`` if given (non-empty); else ``{workdir}/vocab.json`` if it exists
   (so a resumed run reuses its vocabulary); else ``{data_dir}/vocab.json``;
   else built from ``{data_dir}/{train_split}_caps.txt`` (train captions only,
   never dev/test) with ``min_count``, and saved to ``{workdir}/vocab.json``
   when ``workdir`` is given.
   """
-  if vocab_path is not None:
+  if vocab_path:  # None or "" (the config default) mean "not given"
     return Vocabulary.load(vocab_path)
   if workdir is not None and os.path.exists(os.path.join(workdir, "vocab.json")):
     return Vocabulary.load(os.path.join(workdir, "vocab.json"))
