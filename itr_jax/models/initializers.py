@@ -1,0 +1,25 @@
+"""Parameter initialisers that reproduce the official PyTorch initialisation."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def symmetric_uniform(limit: float):
+  """Initialiser drawing every entry from U(-limit, limit).
+
+  Used for the word embeddings (limit 0.1, as the official code) and, with
+  limit 1/sqrt(hidden), for GRU weights like PyTorch's `nn.GRU` default.
+
+  >>> init = symmetric_uniform(0.1)
+  >>> w = init(jax.random.key(0), (3, 4))
+  >>> bool(jnp.all(jnp.abs(w) <= 0.1))
+  True
+  """
+  if not limit > 0:
+    raise ValueError(f"limit must be positive, got {limit!r}.")
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, minval=-limit, maxval=limit)
+
+  return init

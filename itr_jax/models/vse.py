@@ -1,0 +1,118 @@
+"""The two-tower visual-semantic embedding model (VSE++ / VSE-infinity)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from itr_jax.models.image_encoder import ImageEncoder
+from itr_jax.models.pooling import POOLINGS
+from itr_jax.models.text_encoder import TextEncoder
+
+Dtype = Any
+
+
+class VSEModel(nn.Module):
+  """Image and text encoders into one joint space of unit-norm embeddings.
+
+  Scores are dot products `image_emb @ caption_emb.T` (cosine similarities).
+  Methods, all usable as `model.apply(variables, ..., method=...)`:
+
+  * `encode_images(images [B, R, F], region_mask [B, R] | None) -> [B, E]`
+  * `encode_texts(tokens int32 [B, L], lengths int32 [B]) -> [B, E]`
+  * `__call__(images, tokens, lengths, region_mask=None) -> (img_emb, cap_emb)`
+
+  Parameters live under `image_encoder` and `text_encoder` (the names a
+  per-module learning-rate multiplier refers to). Embeddings are float32 even
+  when `dtype` (the computation dtype) is e.g. bfloat16.
+
+  >>> model = VSEModel(vocab_size=10, word_dim=3, embed_size=4)
+  >>> images = jnp.ones((2, 5, 6))
+  >>> tokens = jnp.array([[1, 2, 0], [3, 0, 0]])
+  >>> lengths = jnp.array([2, 1])
+  >>> variables = model.init(jax.random.key(0), images, tokens, lengths)
+  >>> img_emb, cap_emb = model.apply(variables, images, tokens, lengths)
+  >>> (img_emb @ cap_emb.T).shape
+  (2, 2)
+  >>> model.apply(variables, images, method=VSEModel.encode_images).shape
+  (2, 4)
+  """
+  vocab_size: int
+  word_dim: int = 300
+  embed_size: int = 1024
+  pooling: str = "max"
+  bidirectional: bool = False
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    if not (isinstance(self.vocab_size, int) and self.vocab_size > 0):
+      raise ValueError("vocab_size must be a positive int (the vocabulary "
+                       f"length, filled in from the data), got "
+                       f"{self.vocab_size!r}.")
+    self.image_encoder = ImageEncoder(
+        embed_size=self.embed_size, pooling=self.pooling, dtype=self.dtype,
+        param_dtype=self.param_dtype)
+    self.text_encoder = TextEncoder(
+        vocab_size=self.vocab_size, word_dim=self.word_dim,
+        embed_size=self.embed_size, bidirectional=self.bidirectional,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def encode_images(self, images: jax.Array,
+                    region_mask: Optional[jax.Array] = None) -> jax.Array:
+    return self.image_encoder(images, region_mask)
+
+  def encode_texts(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    return self.text_encoder(tokens, lengths)
+
+  def __call__(self, images, tokens, lengths, region_mask=None):
+    return self.encode_images(images, region_mask), self.encode_texts(
+        tokens, lengths)
+
+
+MODEL_FIELDS = ("vocab_size", "word_dim", "embed_size", "pooling",
+                "bidirectional", "dtype", "param_dtype")
+
+
+def _dtype(name, field):
+  if name is None or name == "":
+    return None
+  try:
+    return jnp.dtype(name)
+  except TypeError:
+    raise ValueError(f"config.model.{field} must name a dtype such as "
+                     f"'float32' or 'bfloat16', got {name!r}.") from None
+
+
+def create_model(config: ml_collections.ConfigDict) -> VSEModel:
+  """Builds a `VSEModel` from the `config.model` subtree.
+
+  Fields (all optional except `vocab_size`, which the training script fills
+  in from the vocabulary): vocab_size, word_dim (300), embed_size (1024),
+  pooling ("max" | "gpo"), bidirectional (False), dtype (None: float32;
+  "bfloat16" computes in bf16), param_dtype ("float32"). Unknown fields raise,
+  so a typo cannot be silently ignored.
+
+  >>> cfg = ml_collections.ConfigDict(dict(vocab_size=100, pooling="gpo"))
+  >>> create_model(cfg).pooling
+  'gpo'
+  """
+  fields = dict(config)
+  unknown = sorted(set(fields) - set(MODEL_FIELDS))
+  if unknown:
+    raise ValueError(f"Unknown config.model field(s) {unknown}; known fields "
+                     f"are {list(MODEL_FIELDS)}.")
+  if not fields.get("vocab_size"):
+    raise ValueError("config.model.vocab_size must be set to the vocabulary "
+                     "size (e.g. config.model.vocab_size = len(vocab)).")
+  if fields.get("pooling", "max") not in POOLINGS:
+    raise ValueError(f"config.model.pooling must be one of {POOLINGS}, got "
+                     f"{fields['pooling']!r}.")
+  fields["dtype"] = _dtype(fields.get("dtype"), "dtype")
+  fields["param_dtype"] = _dtype(fields.get("param_dtype"),
+                                 "param_dtype") or jnp.float32
+  fields["vocab_size"] = int(fields["vocab_size"])
+  return VSEModel(**fields)
