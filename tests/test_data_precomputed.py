@@ -32,7 +32,7 @@ def test_load_layouts(tmp_path, per_image):
 def test_no_embeddings_is_fine_unless_required(tmp_path):
   write_random_split(str(tmp_path), "dev", num_images=2, emb_dim=0)
   assert precomputed.load_split(str(tmp_path), "dev").caption_emb is None
-  with pytest.raises(ValueError, match="no caption embeddings.*text_features"):
+  with pytest.raises(ValueError, match="no caption embeddings.*embed_captions.*text_features"):
     precomputed.load_split(str(tmp_path), "dev", require_caption_emb=True)
 
 

@@ -205,9 +205,11 @@ def load_split(data_dir: str, split: str, *,
   emb_path = (caption_emb_path if explicit else
               os.path.join(data_dir, f"{split}_caps_emb.npy"))
   caption_emb = None
-  fix = (f"run `python -m itr_jax.data.text_features --data_dir {data_dir}` "
-         "(TF-IDF stand-in) or write sentence-encoder embeddings of "
-         f"{split}_caps.txt, one row per line, to {emb_path}")
+  fix = (f"run `python -m itr_jax.tools.embed_captions --data_dir={data_dir} "
+         f"--split={split}` (sentence encoder) or `python -m "
+         f"itr_jax.data.text_features --data_dir {data_dir}` (TF-IDF "
+         f"stand-in), which write one row per line of {split}_caps.txt to "
+         f"{split}_caps_emb.npy")
   if explicit or os.path.exists(emb_path):
     caption_emb = _open_npy(emb_path, "caption embedding")
     _check_float(caption_emb, emb_path, 2, "[N_captions, D]")

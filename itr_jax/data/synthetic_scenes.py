@@ -374,10 +374,13 @@ def generate(out_dir: str, *, seed: int = 0, num_train: int = 3000,
   """
   _check_args(num_train, num_dev, num_test, regions, feature_dim, latent_dim,
               emb_dim, noise, seed)
-  params = _params(seed=seed, num_train=num_train, num_dev=num_dev,
-                   num_test=num_test, regions=regions, feature_dim=feature_dim,
-                   latent_dim=latent_dim, noise=noise, emb_dim=emb_dim,
-                   relevance_splits=sorted(relevance_splits))
+  # Plain Python types: the manifest is JSON and compared on reuse.
+  params = _params(seed=int(seed), num_train=int(num_train),
+                   num_dev=int(num_dev), num_test=int(num_test),
+                   regions=int(regions), feature_dim=int(feature_dim),
+                   latent_dim=int(latent_dim), noise=float(noise),
+                   emb_dim=int(emb_dim),
+                   relevance_splits=sorted(str(s) for s in relevance_splits))
   if _reuse(out_dir, params):
     return out_dir
   tmp = f"{out_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
