@@ -1,0 +1,350 @@
+r"""Sentence embeddings of a captions file, for RSC relevance (resumable).
+
+    python -m itr_jax.tools.embed_captions --data_dir=DIR --split=train
+
+reads ``DIR/train_caps.txt`` (one caption per line, as the precomputed loader
+reads it) and writes ``DIR/train_caps_emb.npy`` (``[N, dim]`` float32, row i
+embedding line i, unit L2 norm) plus the sidecar ``DIR/train_caps_emb.json``
+recording the encoder (name, sha256 of its weights, tokenizer settings), the
+count, dim and dtype, and the sha256 of the captions file.
+
+Work is done in chunks saved under ``train_caps_emb.npy.partial/``; a rerun
+after an interruption skips finished chunks. The output and sidecar appear
+only when complete (atomic renames). An existing output made from other
+captions or by another encoder is never replaced without ``--overwrite``.
+
+>>> import tempfile, os
+>>> d = tempfile.mkdtemp()
+>>> _ = open(os.path.join(d, "dev_caps.txt"), "w").write("a dog\na cat\n")
+>>> class Fake:  # any object with these attributes works as the encoder
+...   name, weights_sha256, tokenizer_settings, dim = "fake", "0", {}, 2
+...   def encode(self, texts, batch_size): return np.ones((len(texts), 2), np.float32)
+>>> path = embed_captions_file(os.path.join(d, "dev_caps.txt"), encoder=Fake(),
+...                            progress=False)
+>>> np.load(path).shape
+(2, 2)
+>>> check_sidecar(path, os.path.join(d, "dev_caps.txt"))  # consistent: no error
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from itr_jax.text_encoders.file_sha256 import file_sha256
+
+SIDECAR_FORMAT = "itr_jax.caption_embeddings/1"
+_CAPS_SUFFIX = "_caps.txt"
+
+
+def default_output_path(captions_path: str) -> str:
+  """``{split}_caps.txt`` -> ``{split}_caps_emb.npy`` (the loader's default).
+
+  >>> default_output_path("/data/f30k/train_caps.txt")
+  '/data/f30k/train_caps_emb.npy'
+  """
+  stem = captions_path[:-4] if captions_path.endswith(".txt") else captions_path
+  return stem + "_emb.npy"
+
+
+def sidecar_path(emb_path: str) -> str:
+  """``x.npy`` -> ``x.json``, the provenance record next to the embeddings."""
+  stem = emb_path[:-4] if emb_path.endswith(".npy") else emb_path
+  return stem + ".json"
+
+
+def read_sidecar(emb_path: str) -> Optional[dict]:
+  """The sidecar record of `emb_path`, or None when it has none."""
+  path = sidecar_path(emb_path)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _command(captions_path: str, emb_path: str, overwrite: bool) -> str:
+  """The CLI invocation that (re)writes `emb_path` from `captions_path`."""
+  data_dir = os.path.dirname(captions_path) or "."
+  name = os.path.basename(captions_path)
+  if name.endswith(_CAPS_SUFFIX):
+    args = f"--data_dir={data_dir} --split={name[:-len(_CAPS_SUFFIX)]}"
+  else:
+    args = f"--captions={captions_path}"
+  if os.path.abspath(emb_path) != os.path.abspath(
+      default_output_path(captions_path)):
+    args += f" --out={emb_path}"
+  return (f"python -m itr_jax.tools.embed_captions {args}"
+          + (" --overwrite" if overwrite else ""))
+
+
+def _read_captions(path: str) -> list[str]:
+  # The loader's own reader, so the rows align with what training reads.
+  from itr_jax.data.precomputed import read_captions  # pylint: disable=g-import-not-at-top
+  return read_captions(path)
+
+
+def _identity(captions_path: str, count: int, encoder: Any) -> dict:
+  """The sidecar fields that must match for an output to be reusable."""
+  return {
+      "format": SIDECAR_FORMAT,
+      "captions_file": os.path.basename(captions_path),
+      "captions_sha256": file_sha256(captions_path),
+      "count": count,
+      "dim": int(encoder.dim),
+      "dtype": "float32",
+      "encoder": {
+          "name": encoder.name,
+          "weights_sha256": encoder.weights_sha256,
+          "tokenizer": encoder.tokenizer_settings,
+          "pooling": "mean",
+          "normalized": True,
+      },
+  }
+
+
+def _same(record: Optional[dict], identity: dict) -> bool:
+  # Round-trip through JSON so tuples and lists compare equal.
+  if record is None:
+    return False
+  want = json.loads(json.dumps(identity))
+  return all(record.get(k) == v for k, v in want.items())
+
+
+def _differences(record: Optional[dict], identity: dict) -> str:
+  if record is None:
+    return "it has no sidecar, so its captions and encoder are unknown"
+  want = json.loads(json.dumps(identity))
+  keys = [k for k, v in want.items() if record.get(k) != v]
+  return "its sidecar differs in " + ", ".join(keys)
+
+
+def _write_npy(path: str, array: np.ndarray) -> None:
+  """np.save to a temporary name, then an atomic rename."""
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    np.save(f, array)
+  os.replace(tmp, path)
+
+
+def _chunk_path(partial_dir: str, start: int, end: int) -> str:
+  return os.path.join(partial_dir, f"chunk_{start:010d}_{end:010d}.npy")
+
+
+def _finished_chunk(path: str, rows: int, dim: int) -> bool:
+  try:
+    chunk = np.load(path, mmap_mode="r")
+  except (OSError, ValueError):
+    return False  # Absent or torn: compute it (again).
+  return chunk.shape == (rows, dim) and chunk.dtype == np.float32
+
+
+def _prepare_partial(partial_dir: str, identity: dict, chunk_size: int) -> int:
+  """Creates or reuses the chunk directory; returns the chunk size to use."""
+  manifest_path = os.path.join(partial_dir, "manifest.json")
+  if os.path.isdir(partial_dir):
+    manifest = None
+    if os.path.isfile(manifest_path):
+      with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest is not None and _same(manifest.get("identity"), identity):
+      return int(manifest["chunk_size"])  # Resume with the chunks as cut.
+    print(f"discarding stale partial work in {partial_dir} (other captions or "
+          "encoder)", file=sys.stderr)
+    shutil.rmtree(partial_dir)
+  os.makedirs(partial_dir)
+  tmp = manifest_path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({"identity": identity, "chunk_size": chunk_size}, f, indent=1)
+  os.replace(tmp, manifest_path)
+  return chunk_size
+
+
+def embed_captions_file(
+    captions_path: str,
+    out_path: Optional[str] = None,
+    *,
+    encoder: Any = None,
+    encoder_path: Optional[str] = None,
+    batch_size: int = 128,
+    chunk_size: int = 4096,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_chunk_done: Optional[Callable[[int, int], None]] = None,
+) -> str:
+  """Embeds every line of `captions_path` into `out_path`; returns out_path.
+
+  Args:
+    captions_path: one caption per line (read as the precomputed loader does).
+    out_path: default ``{split}_caps_emb.npy`` next to ``{split}_caps.txt``.
+    encoder: an object with ``encode(texts, batch_size) -> [n, dim] float32``
+      and attributes ``name``, ``weights_sha256``, ``tokenizer_settings``,
+      ``dim`` (a `SentenceEncoder`); default loads `encoder_path`.
+    encoder_path: a sentence-transformers directory; None is the packaged
+      all-MiniLM-L6-v2. Ignored when `encoder` is given.
+    batch_size: captions per jitted encoder call.
+    chunk_size: captions per saved chunk (the unit of resumption). A resumed
+      run keeps the chunk size of the run it resumes.
+    overwrite: replace an existing output that does not match these captions
+      and this encoder (an up-to-date output is never recomputed).
+    progress: show a tqdm progress bar.
+    on_chunk_done: called as ``on_chunk_done(start, end)`` after each chunk
+      is saved (progress reporting; tests use it to simulate interruption).
+
+  Raises:
+    FileExistsError: `out_path` exists from other captions/encoder and
+      `overwrite` is False.
+    ValueError: bad arguments or captions file.
+  """
+  if batch_size < 1 or chunk_size < 1:
+    raise ValueError(f"batch_size ({batch_size}) and chunk_size "
+                     f"({chunk_size}) must be >= 1")
+  captions = _read_captions(captions_path)
+  out_path = out_path or default_output_path(captions_path)
+  if not out_path.endswith(".npy"):
+    raise ValueError(f"out_path {out_path!r} must end in .npy")
+  if encoder is None:
+    from itr_jax.text_encoders.sentence_encoder import SentenceEncoder  # pylint: disable=g-import-not-at-top
+    encoder = SentenceEncoder.from_pretrained(encoder_path)
+  identity = _identity(captions_path, len(captions), encoder)
+
+  if os.path.exists(out_path):
+    record = read_sidecar(out_path)
+    if _same(record, identity):
+      print(f"{out_path} is up to date ({len(captions)} captions, "
+            f"{encoder.name})", file=sys.stderr)
+      return out_path
+    if not overwrite:
+      raise FileExistsError(
+          f"{out_path} exists but was not made from {captions_path} with "
+          f"encoder {encoder.name!r}: {_differences(record, identity)}. "
+          "Refusing to replace it; rerun with --overwrite (overwrite=True) "
+          f"to do so: {_command(captions_path, out_path, True)}")
+
+  partial_dir = out_path + ".partial"
+  chunk_size = _prepare_partial(partial_dir, identity, chunk_size)
+  n, dim = len(captions), int(encoder.dim)
+  ranges = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+  todo = [(s, e) for s, e in ranges
+          if not _finished_chunk(_chunk_path(partial_dir, s, e), e - s, dim)]
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  with tqdm(total=n, initial=n - sum(e - s for s, e in todo),
+            unit="caption", disable=not progress,
+            desc=os.path.basename(out_path)) as bar:
+    for start, end in todo:
+      emb = np.asarray(encoder.encode(captions[start:end],
+                                      batch_size=batch_size), np.float32)
+      if emb.shape != (end - start, dim):
+        raise ValueError(f"encoder returned shape {emb.shape} for "
+                         f"{end - start} captions; expected "
+                         f"{(end - start, dim)}")
+      _write_npy(_chunk_path(partial_dir, start, end), emb)
+      bar.update(end - start)
+      if on_chunk_done is not None:
+        on_chunk_done(start, end)
+
+  # Assemble into a temporary file, then rename: the output is all or nothing.
+  tmp = out_path + ".tmp"
+  full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                   shape=(n, dim))
+  for start, end in ranges:
+    full[start:end] = np.load(_chunk_path(partial_dir, start, end))
+  full.flush()
+  del full
+  record = dict(identity, itr_jax_tool="itr_jax.tools.embed_captions",
+                created_utc=datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"))
+  side_tmp = sidecar_path(out_path) + ".tmp"
+  with open(side_tmp, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=1, ensure_ascii=False)
+  # Embeddings first: a crash between the renames leaves a sidecar that no
+  # longer matches, which check_sidecar reports, rather than a stale match.
+  os.replace(tmp, out_path)
+  os.replace(side_tmp, sidecar_path(out_path))
+  shutil.rmtree(partial_dir)
+  return out_path
+
+
+def check_sidecar(emb_path: str, captions_path: str) -> None:
+  """Raises ValueError (with the command to fix it) if `emb_path` is stale.
+
+  Checks the row count against the captions and, when the sidecar exists, the
+  captions' sha256, count, dim and dtype it records. Embeddings without a
+  sidecar (e.g. downloaded ones) pass on the count alone.
+  """
+  fix = _command(captions_path, emb_path, True)
+  if not os.path.isfile(emb_path):
+    raise ValueError(f"missing caption embeddings {emb_path!r}; run: "
+                     f"{_command(captions_path, emb_path, False)}")
+  emb = np.load(emb_path, mmap_mode="r")
+  count = len(_read_captions(captions_path))
+  if emb.ndim != 2 or emb.shape[0] != count:
+    raise ValueError(f"{emb_path!r} has shape {emb.shape} but "
+                     f"{captions_path!r} has {count} captions; re-embed: "
+                     f"{fix}")
+  record = read_sidecar(emb_path)
+  if record is None:
+    return
+  problems = []
+  if record.get("captions_sha256") != file_sha256(captions_path):
+    problems.append(f"it was made from a different "
+                    f"{record.get('captions_file', 'captions file')} "
+                    "(sha256 mismatch)")
+  if record.get("count") != count:
+    problems.append(f"it records {record.get('count')} captions, not {count}")
+  if record.get("dim") != emb.shape[1] or record.get("dtype") != str(
+      emb.dtype):
+    problems.append(f"it records dim {record.get('dim')} / dtype "
+                    f"{record.get('dtype')} but the file is {emb.shape[1]} / "
+                    f"{emb.dtype}")
+  if problems:
+    raise ValueError(f"{emb_path!r} does not match {captions_path!r}: "
+                     f"{'; '.join(problems)}. Re-embed: {fix}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m itr_jax.tools.embed_captions",
+      description="Sentence embeddings of {split}_caps.txt for RSC relevance.")
+  parser.add_argument("--data_dir", help="dataset directory")
+  parser.add_argument("--split", default="train",
+                      help="reads {data_dir}/{split}_caps.txt (default train)")
+  parser.add_argument("--captions", help="explicit captions file (instead of "
+                      "--data_dir/--split)")
+  parser.add_argument("--out", help="output .npy (default "
+                      "{split}_caps_emb.npy next to the captions)")
+  parser.add_argument("--encoder_path", help="local sentence-transformers "
+                      "directory (default: packaged all-MiniLM-L6-v2)")
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--chunk_size", type=int, default=4096,
+                      help="captions per resumable chunk")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an output made from other captions or "
+                      "by another encoder")
+  parser.add_argument("--no_progress", action="store_true")
+  args = parser.parse_args(argv)
+  if args.captions:
+    captions_path = args.captions
+  elif args.data_dir:
+    captions_path = os.path.join(args.data_dir, f"{args.split}{_CAPS_SUFFIX}")
+  else:
+    parser.error("pass --data_dir (with --split) or --captions")
+  try:
+    out = embed_captions_file(
+        captions_path, args.out, encoder_path=args.encoder_path,
+        batch_size=args.batch_size, chunk_size=args.chunk_size,
+        overwrite=args.overwrite, progress=not args.no_progress)
+  except (FileExistsError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
