@@ -169,6 +169,22 @@ def test_matches_package_on_full_rankings_and_our_coco_protocols(subset):
   assert shuffled == pytest.approx(ours, rel=1e-12)
 
 
+def test_coco_1k_exact_with_short_lists(subset):
+  # With k = 10, a query's 5K top-10 holds only ~2 items of its own fold; the
+  # wrapper must still hand the package enough fold items for exact 1K R@10.
+  annotations, image_ids, caption_ids = subset
+  rng = np.random.default_rng(5)
+  sims = rng.standard_normal((len(image_ids), len(caption_ids)))
+  sims += 1.0 * np.kron(np.eye(len(image_ids)), np.ones((1, 5)))  # weak: ranks spread out
+  ours = metrics.eccv_caption_metrics(sims, image_ids, caption_ids, annotations=annotations,
+                                      target_metrics=("coco_1k_recalls",))
+  reference = metrics.coco_1k(sims)
+  assert 0 < reference["t2i_r1"] < reference["t2i_r10"] < 100
+  for k in (1, 5, 10):
+    for d in ("i2t", "t2i"):
+      assert ours[f"coco_1k_r{k}_{d}"] == pytest.approx(reference[f"{d}_r{k}"], rel=1e-12)
+
+
 def test_default_k_is_the_longest_positive_list(full_annotations):
   # The shipped annotations: at most 48 ECCV positives per image query and 19
   # per caption query; the default list length must cover them.
