@@ -35,6 +35,9 @@ def test_hand_computed():
   assert metrics.ndcg(scores, relevance, k=2) == pytest.approx(
       (3 / np.log2(3)) / (3 + 1 / np.log2(3)), rel=1e-15)
   assert metrics.ndcg(np.array([[0.1, 0.5, 0.9]]), np.array([[0, 1, 2]])) == 1.0
+  # Binary (bool) relevance: gains 1 / 0; the relevant item at rank 2.
+  assert metrics.ndcg(np.array([[0.9, 0.5, 0.1]]), np.array([[False, True, False]])) == (
+      pytest.approx(1 / np.log2(3), rel=1e-15))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -153,7 +153,7 @@ def eccv_caption_metrics(sims, image_ids, caption_ids, *,
 
     sims = img_emb @ cap_emb.T                      # rows: images, cols: captions
     eccv_caption_metrics(sims, coco_image_ids, coco_caption_ids)
-    # {'eccv_map_at_r_i2t': 24.0, 'eccv_map_at_r_t2i': 31.9, ...}
+    # {'coco_1k_r1_i2t': ..., 'coco_1k_r1_t2i': ..., ..., 'eccv_map_at_r_i2t': ...}
 
   Args:
     sims: [5000, 25000] similarities (NumPy or JAX), any row/column order.
@@ -188,8 +188,8 @@ def eccv_caption_metrics(sims, image_ids, caption_ids, *,
   if k is None:
     k = needed
   elif _checks.check_positive_int(k, "k") < needed:
-    raise ValueError(f"`k`={k} is too short for {sorted(target_metrics)}: they read up to "
-                     f"{needed} retrieved items per query; pass k >= {needed} or k=None.")
+    raise ValueError(f"`k`={k} is too short: the requested metrics read up to {needed} "
+                     f"retrieved items per query; pass k >= {needed} or k=None.")
 
   i2t_top = top_k_indices(sims, k)
   t2i_top = top_k_indices(sims.T, k)

@@ -55,6 +55,9 @@ def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
     float64 array [R].
   """
   scores = _checks.as_score_matrix(scores, "scores")
+  relevance = np.asarray(relevance)
+  if relevance.dtype == bool:  # binary relevance: gains 0 / 1
+    relevance = relevance.astype(np.uint8)
   relevance = _checks.as_score_matrix(relevance, "relevance")
   k = _checks.check_optional_k(k)
   if scores.shape != relevance.shape:
@@ -119,7 +122,9 @@ def ndcg_both_directions(sims, relevance, *, k: int | None = None) -> dict[str, 
     k: cut-off for both directions (None: full ranking).
   """
   sims = _checks.as_score_matrix(sims, "sims")
-  relevance = _checks.as_score_matrix(relevance, "relevance")
+  relevance = np.asarray(relevance)
+  if relevance.ndim != 2:
+    raise ValueError(f"`relevance` must be a 2-D matrix, got shape {relevance.shape}.")
   return {
       "ndcg_i2t": ndcg(sims, relevance, k=k),
       "ndcg_t2i": ndcg(sims.T, relevance.T, k=k),
