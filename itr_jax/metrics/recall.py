@@ -12,7 +12,10 @@ i.e. the position of the best ground truth in a descending sort. For distinct
 scores this is exactly the rank the loop-based reference (per-query argsort)
 finds. Ties with the ground truth are resolved in its favour (optimistic);
 the reference resolves them by argsort order instead, which is implementation
-defined. Ties have probability zero for float similarities of real embeddings.
+defined. Exact ties with the ground truth are rare for float32 similarities
+(none in a random 5000 x 25000 COCO-sized test) but common for low-precision
+(bfloat16) or collapsed (constant) embeddings, where the optimistic rule
+overstates recall: compute similarities in float32 before evaluating.
 """
 from __future__ import annotations
 
