@@ -1,0 +1,163 @@
+"""Throughput of one jit-compiled train step in the paper's configuration.
+
+One step = both encoders forward (36 x 2048 BUTD regions -> FC 1024 -> max
+pool; 300-d words -> GRU 1024), RSC relevance, `listwise_itr_loss` (triplet +
+S-NDCG, lambda = 0.5), backward, clip + Adam update: the real
+`itr_jax.training.train_step.make_train_step` on random data of the paper's
+shapes (vocab 8500, captions of 12-20 tokens padded to L = 32).
+
+Reports the median wall time over `--steps` steps after compilation. `--part
+gru` times the caption GRU alone (forward + backward) for the implementation
+choices behind `itr_jax.models.GRU`.
+
+  python benchmarks/train_step.py                       # B = 128 and 512
+  python benchmarks/train_step.py --batch_sizes=128 --steps=10 --part=gru
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from itr_jax import models
+from itr_jax.training import defaults
+from itr_jax.training import optimizer
+from itr_jax.training import train_step as train_step_lib
+
+
+def random_batch(rng: np.random.Generator, batch: int, args) -> dict:
+  """A batch with the shapes and dtypes the data pipeline produces."""
+  lengths = rng.integers(12, 21, size=batch).astype(np.int32)
+  tokens = rng.integers(1, args.vocab_size, size=(batch, args.max_len))
+  tokens = np.where(np.arange(args.max_len)[None] < lengths[:, None], tokens, 0)
+  return {
+      "images": rng.standard_normal((batch, args.regions, args.img_dim),
+                                    np.float32),
+      "tokens": tokens.astype(np.int32),
+      "lengths": lengths,
+      "image_caption_emb": rng.standard_normal(
+          (batch, 5, args.text_emb_dim), np.float32),
+      "caption_emb": rng.standard_normal((batch, args.text_emb_dim), np.float32),
+  }
+
+
+def time_calls(call, steps):
+  """(compile + first call seconds, per-call seconds) of `steps` more calls."""
+
+  def timed():
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    return time.perf_counter() - start
+
+  first = timed()
+  return first, [timed() for _ in range(steps)]
+
+
+def bench_train_step(batch_size: int, args):
+  config = defaults.base_config()
+  config.model.vocab_size = args.vocab_size
+  model = models.create_model(config.model)
+  batch = jax.device_put(random_batch(np.random.default_rng(0), batch_size,
+                                      args))
+  variables = jax.jit(model.init)(jax.random.key(0), batch["images"],
+                                  batch["tokens"], batch["lengths"])
+  state = train_step_lib.TrainState.create(
+      apply_fn=model.apply, params=variables["params"],
+      tx=optimizer.create_optimizer(config.optim, steps_per_epoch=1000))
+  train_step = train_step_lib.make_train_step(model, config.loss)
+  holder = [state]  # the step donates its input state
+
+  def call():
+    holder[0], metrics = train_step(holder[0], batch)
+    return holder[0], metrics
+
+  return time_calls(call, args.steps)
+
+
+class _FlaxGRUCellEncoder(nn.Module):
+  """Baseline: `nn.RNN(nn.GRUCell)` over all L steps, plain autodiff."""
+  hidden: int
+
+  @nn.compact
+  def __call__(self, words, lengths):
+    states = nn.RNN(nn.GRUCell(self.hidden))(words, seq_lengths=lengths)
+    return jnp.take_along_axis(states, (lengths - 1)[:, None, None], 1)[:, 0]
+
+
+class _ItrGRUEncoder(nn.Module):
+  hidden: int
+
+  @nn.compact
+  def __call__(self, words, lengths):
+    return models.GRU(self.hidden)(words, lengths)[1]
+
+
+def bench_gru(batch_size: int, args):
+  """Rows (name, per-step seconds) for the caption GRU, forward + backward."""
+  rng = np.random.default_rng(0)
+  words = jnp.asarray(rng.standard_normal(
+      (batch_size, args.max_len, 300), np.float32))
+  lengths = jnp.asarray(rng.integers(12, 21, batch_size).astype(np.int32))
+  full = jnp.full_like(lengths, args.max_len)
+  rows = []
+  for name, module, lens in [
+      ("itr_jax GRU (fused input proj, skip padding, hand VJP)",
+       _ItrGRUEncoder(1024), lengths),
+      ("itr_jax GRU, no padding to skip (all lengths = L)",
+       _ItrGRUEncoder(1024), full),
+      ("flax nn.RNN(nn.GRUCell), autodiff", _FlaxGRUCellEncoder(1024),
+       lengths)]:
+    params = jax.jit(module.init)(jax.random.key(0), words, lens)
+
+    @jax.jit
+    def grad(params, lens, module=module):
+      return jax.grad(lambda p: jnp.sum(module.apply(p, words, lens) ** 2))(
+          params)
+
+    _, times = time_calls(lambda: grad(params, lens), args.steps)
+    rows.append((name, times))
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch_sizes", default="128,512")
+  parser.add_argument("--steps", type=int, default=5,
+                      help="timed steps after compilation (median reported)")
+  parser.add_argument("--part", choices=("train", "gru", "all"),
+                      default="train")
+  parser.add_argument("--vocab_size", type=int, default=8500)
+  parser.add_argument("--max_len", type=int, default=32)
+  parser.add_argument("--regions", type=int, default=36)
+  parser.add_argument("--img_dim", type=int, default=2048)
+  parser.add_argument("--text_emb_dim", type=int, default=768,
+                      help="dimension of the frozen caption embeddings (RSC)")
+  args = parser.parse_args()
+  sizes = [int(b) for b in args.batch_sizes.split(",")]
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
+        f"{jax.devices()[0].device_kind}, {args.steps} timed steps")
+  if args.part in ("train", "all"):
+    print("\n| batch | ms/step (median) | steps/s | min ms | compile+1st s |")
+    print("|---:|---:|---:|---:|---:|")
+    for b in sizes:
+      first, times = bench_train_step(b, args)
+      med = statistics.median(times)
+      print(f"| {b} | {1e3 * med:.0f} | {1 / med:.2f} | "
+            f"{1e3 * min(times):.0f} | {first:.1f} |", flush=True)
+  if args.part in ("gru", "all"):
+    print("\n| batch | caption GRU fwd+bwd (H=1024, L=32) | ms (median) "
+          "| min ms |")
+    print("|---:|---|---:|---:|")
+    for b in sizes:
+      for name, times in bench_gru(b, args):
+        print(f"| {b} | {name} | {1e3 * statistics.median(times):.0f} | "
+              f"{1e3 * min(times):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
