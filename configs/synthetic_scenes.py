@@ -1,7 +1,7 @@
 """Default demo: VSE++ + S-NDCG on the embedded synthetic-scenes dataset.
 
 Runs anywhere, no download: the dataset is generated (deterministically from
-`data.seed`) into `data.data_dir` on first use. A few minutes on 2 CPU cores.
+`data.synthetic.seed`) into `data.data_dir` on first use. A few minutes on 2 CPU cores.
 
   python -m itr_jax.train --config=configs/synthetic_scenes.py --workdir=workdirs/demo
 """
@@ -13,8 +13,6 @@ def get_config():
   c.data.name = "synthetic_scenes"
   c.data.data_dir = "data/synthetic_scenes"
   c.data.max_len = 24
-  c.data.synthetic.update(
-      num_train=2000, num_dev=200, num_test=200, regions=12, feature_dim=128)
 
   # Small encoders so the demo trains in minutes on a laptop CPU.
   c.model.word_dim = 64

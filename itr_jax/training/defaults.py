@@ -25,10 +25,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.caption_emb_path = ""  # empty: {data_dir}/{split}_caps_emb.npy
   c.data.max_len = 48  # caption tokens incl. <start>/<end>; longer ones are cut.
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).
+  # Generator settings, used when name == "synthetic_scenes" (see
+  # itr_jax.data.synthetic_scenes.generate). Its own seed, so that runs with
+  # different training seeds share one dataset.
   c.data.synthetic = ml_collections.ConfigDict(dict(
-      num_train=0, num_dev=0, num_test=0, regions=0, feature_dim=0))
+      seed=0, num_train=2000, num_dev=200, num_test=200, regions=12, feature_dim=128,
+      latent_dim=64, noise=0.5, emb_dim=256))
 
   c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 0  # 0: the vocabulary's size, filled in at run time.
   c.model.word_dim = 300
   c.model.embed_size = 1024
   c.model.pooling = "max"  # "max" (VSE++) or "gpo" (VSE-infinity).

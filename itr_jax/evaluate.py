@@ -1,0 +1,120 @@
+r"""Evaluate a trained run on its test split.
+
+  python -m itr_jax.evaluate --workdir=workdirs/demo [--split=test] \
+      [--checkpoint=best|latest|<step>] [--coco_ids=ids.npz]
+
+Reports R@1/5/10, medr, meanr both ways and RSUM, plus NDCG with RSC relevance
+(and ground-truth relevance on synthetic scenes). A 5000-image split (MS-COCO
+`testall`) is reported with the 5-fold 1K protocol and the 5K protocol;
+with --coco_ids (an .npz with `image_ids` [5000] and `caption_ids` [25000],
+the COCO ids of the split's rows and captions) ECCV Caption metrics follow.
+Results are printed and written to <workdir>/eval_<split>.json.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from itr_jax import metrics
+from itr_jax.data import vocab as vocab_lib
+from itr_jax.evaluation import evaluate
+from itr_jax.training import checkpointing
+from itr_jax.training import experiment_data
+from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import trainer
+from itr_jax.training import workdir as workdir_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
+_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.test_split).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "'best' (by dev RSUM), 'latest', or a step number.")
+_COCO_IDS = flags.DEFINE_string(
+    "coco_ids", None, "Optional .npz with COCO `image_ids` and `caption_ids` "
+    "for the split's rows/columns: adds ECCV Caption metrics.")
+flags.mark_flags_as_required(["workdir"])
+
+COCO_5K_IMAGES = 5000
+
+
+def restore_params(config, workdir: str, model, split, which: str):
+  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`."""
+  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  if which == "best":
+    step = checkpoints.best_step() or checkpoints.latest_step()
+  elif which == "latest":
+    step = checkpoints.latest_step()
+  else:
+    step = int(which)
+  if step is None or step not in checkpoints.manager.all_steps():
+    raise ValueError(
+        f"No checkpoint {which!r} in {checkpoints.directory} (have "
+        f"{list(checkpoints.manager.all_steps())}); train first with "
+        "`python -m itr_jax.train`.")
+  # The optimizer is only needed for the state's structure.
+  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
+  abstract = trainer.abstract_train_state(config, model, tx, split)
+  state = checkpoints.restore(step, abstract)
+  checkpoints.close()
+  return state.params, step
+
+
+def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
+                 coco_ids: str | None = None) -> dict:
+  config = workdir_lib.load_config(workdir)
+  split_name = split_name or config.data.test_split
+  directory = experiment_data.data_dir(config)
+  split = experiment_data.load_split(config, directory, split_name)
+  vocab = vocab_lib.resolve_vocab(directory, vocab_path=config.data.vocab_path or None,
+                                  workdir=workdir, train_split=config.data.train_split)
+  model = trainer.build_model(config, len(vocab))
+  params, step = restore_params(config, workdir, model, split, which)
+
+  image_emb, caption_emb = evaluate.encode_eval_split(model, params, split, vocab, config)
+  report = {"checkpoint_step": step, "split": split_name, "num_images": split.num_images}
+  if split.num_images == COCO_5K_IMAGES:
+    sims = image_emb @ caption_emb.T
+    report["coco_1k"] = metrics.coco_1k(sims, captions_per_image=split.captions_per_image)
+    report["coco_5k"] = evaluate.retrieval_report(
+        image_emb, caption_emb, captions_per_image=split.captions_per_image,
+        rsc_relevance=evaluate.split_relevance(split),
+        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+    if coco_ids:
+      ids = np.load(coco_ids)
+      report["eccv"] = metrics.eccv_caption_metrics(sims, ids["image_ids"], ids["caption_ids"])
+  else:
+    if coco_ids:
+      raise ValueError(f"--coco_ids needs the 5000-image COCO test split; "
+                       f"{split_name!r} has {split.num_images} images.")
+    report["full"] = evaluate.retrieval_report(
+        image_emb, caption_emb, captions_per_image=split.captions_per_image,
+        rsc_relevance=evaluate.split_relevance(split),
+        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+  path = os.path.join(workdir, f"eval_{split_name}.json")
+  with open(path, "w") as f:
+    json.dump(report, f, indent=2)
+  return report
+
+
+def format_report(report: dict) -> str:
+  lines = [f"checkpoint step {report['checkpoint_step']}, split "
+           f"{report['split']!r} ({report['num_images']} images)"]
+  for protocol, values in report.items():
+    if isinstance(values, dict):
+      lines.append(f"  [{protocol}]")
+      lines.extend(f"    {k:<18} {v:8.3f}" for k, v in values.items())
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value)
+  print(format_report(report))
+
+
+if __name__ == "__main__":
+  app.run(main)

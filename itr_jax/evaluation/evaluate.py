@@ -1,0 +1,68 @@
+"""Retrieval evaluation of a model on a split: recall, RSUM and NDCG.
+
+NDCG is reported with two relevance sources: RSC relevance from the split's
+sentence embeddings (what the loss optimises; any dataset with embeddings),
+and ground-truth relevance where the dataset knows it (synthetic scenes).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from itr_jax import metrics
+from itr_jax.data import pipeline
+from itr_jax.data.precomputed import PrecomputedSplit
+from itr_jax.data.vocab import Vocabulary
+from itr_jax.evaluation import encode
+from itr_jax.relevance import rsc_matrix
+
+# Shown on the console after each dev evaluation.
+SUMMARY_KEYS = ("rsum", "i2t_r1", "t2i_r1", "rsc_ndcg_i2t", "rsc_ndcg_t2i",
+                "true_ndcg_i2t", "true_ndcg_t2i")
+
+
+def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
+  """RSC relevance [N_images, N_captions] of every pair in `split`, if it has embeddings."""
+  if split.caption_emb is None:
+    return None
+  emb = np.asarray(split.caption_emb, np.float32)
+  image_caption_emb = emb.reshape(split.num_images, split.captions_per_image, -1)
+  return np.asarray(rsc_matrix(image_caption_emb, emb))
+
+
+def retrieval_report(image_emb: np.ndarray, caption_emb: np.ndarray, *,
+                     captions_per_image: int, rsc_relevance=None,
+                     true_relevance=None, ndcg_k: int = 0) -> dict[str, float]:
+  """Flat metrics dict for one set of embeddings (sims = cosine similarities)."""
+  sims = np.asarray(jnp.asarray(image_emb) @ jnp.asarray(caption_emb).T)
+  report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image)
+  k = ndcg_k or None
+  for name, relevance in (("rsc", rsc_relevance), ("true", true_relevance)):
+    if relevance is not None:
+      both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k)
+      report.update({f"{name}_{key}": value for key, value in both.items()})
+  return report
+
+
+def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
+                      config: ml_collections.ConfigDict):
+  """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split."""
+  bs = config.eval.batch_size
+  return encode.encode_split(
+      model, params,
+      pipeline.eval_image_batches(split, batch_size=bs, process_index=0, process_count=1),
+      pipeline.eval_caption_batches(split, vocab, batch_size=bs,
+                                    max_len=config.data.max_len,
+                                    process_index=0, process_count=1))
+
+
+def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
+                   config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Encodes all of `split` with `params` and scores retrieval on it."""
+  image_emb, caption_emb = encode_eval_split(model, params, split, vocab, config)
+  return retrieval_report(
+      image_emb, caption_emb, captions_per_image=split.captions_per_image,
+      rsc_relevance=split_relevance(split), true_relevance=split.true_relevance,
+      ndcg_k=config.eval.ndcg_k)

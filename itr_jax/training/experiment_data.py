@@ -1,0 +1,80 @@
+"""Turns `config.data` into opened, validated splits, a vocabulary and iterators.
+
+Everything a run needs from disk is opened and checked here, before any
+compilation or training work, so a broken dataset fails in seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+
+from itr_jax.data import pipeline
+from itr_jax.data import precomputed
+from itr_jax.data import synthetic_scenes
+from itr_jax.data import vocab as vocab_lib
+
+
+@dataclasses.dataclass
+class ExperimentData:
+  config: ml_collections.ConfigDict
+  data_dir: str
+  train: precomputed.PrecomputedSplit
+  dev: precomputed.PrecomputedSplit
+  vocab: vocab_lib.Vocabulary
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
+
+  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """This process's training batches from global step `start_step` on."""
+    return pipeline.train_batches(
+        self.train, self.vocab, batch_size=self.config.train.batch_size,
+        seed=self.config.seed, max_len=self.config.data.max_len,
+        start_step=start_step)
+
+
+def data_dir(config: ml_collections.ConfigDict) -> str:
+  """The dataset directory; generates the synthetic dataset there if asked to."""
+  data = config.data
+  if not data.data_dir:
+    raise ValueError(
+        "config.data.data_dir is empty: set it to the folder holding "
+        "{split}_ims.npy and {split}_caps.txt, e.g. "
+        "--config.data.data_dir=/path/to/f30k_precomp")
+  if data.name == "synthetic_scenes":
+    return synthetic_scenes.generate(data.data_dir, **data.synthetic)
+  if data.name != "precomputed":
+    raise ValueError(f"config.data.name must be 'precomputed' or "
+                     f"'synthetic_scenes', got {data.name!r}")
+  return data.data_dir
+
+
+def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
+               max_images: int | None = None,
+               require_caption_emb: bool = False) -> precomputed.PrecomputedSplit:
+  """Opens `split`; config.data.caption_emb_path may contain "{split}"."""
+  emb_path = config.data.caption_emb_path or None
+  return precomputed.load_split(
+      directory, split, max_images=max_images or None,
+      caption_emb_path=emb_path.format(split=split) if emb_path else None,
+      require_caption_emb=require_caption_emb)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
+  """Opens and validates the train and dev splits and the vocabulary."""
+  directory = data_dir(config)
+  train = load_split(config, directory, config.data.train_split,
+                     require_caption_emb=True)
+  dev = load_split(config, directory, config.data.dev_split,
+                   max_images=config.data.dev_max_images)
+  vocab = vocab_lib.resolve_vocab(
+      directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
+      min_count=config.data.vocab_min_count, train_split=config.data.train_split)
+  result = ExperimentData(config, directory, train, dev, vocab)
+  _ = result.steps_per_epoch  # fails early if the batch exceeds the split
+  return result
+

@@ -1,0 +1,161 @@
+"""The train loop: one readable function, big_vision style.
+
+  train_and_evaluate(config, workdir)
+
+prepares the data, builds model and optimizer, resumes from the latest
+checkpoint in `workdir` if there is one, trains with the jit-compiled step,
+evaluates on the dev split at every epoch end (and once before training, so
+the untrained model's numbers are on record), and keeps the latest N
+checkpoints plus the best by dev RSUM.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from flax.training import train_state
+
+from itr_jax import models
+from itr_jax.training import experiment_data
+from itr_jax.evaluation import evaluate
+from itr_jax.training import checkpointing
+from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import reporting
+from itr_jax.training import train_step as train_step_lib
+from itr_jax.training import workdir as workdir_lib
+
+# What the progress bar shows; everything is logged to TensorBoard/JSONL.
+_PROGRESS_KEYS = ("loss", "pairwise", "listwise", "ndcg_i2t", "ndcg_t2i")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced NaN/Inf; the message names the term and the step."""
+
+
+def build_model(config: ml_collections.ConfigDict, vocab_size: int):
+  """The VSE model of config.model, with the vocabulary's size filled in."""
+  model_config = ml_collections.ConfigDict(config.model.to_dict())
+  if not model_config.vocab_size:
+    model_config.vocab_size = vocab_size
+  elif model_config.vocab_size < vocab_size:
+    raise ValueError(f"config.model.vocab_size={model_config.vocab_size} is "
+                     f"smaller than the vocabulary ({vocab_size} words); set it "
+                     "to 0 to use the vocabulary's size.")
+  return models.create_model(model_config)
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, tx,
+                       split) -> train_state.TrainState:
+  """Fresh parameters (seeded by config.seed) and optimizer state."""
+  images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
+  tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
+  lengths = jnp.full((1,), 2, jnp.int32)
+  params = model.init(jax.random.PRNGKey(config.seed), images, tokens,
+                      lengths)["params"]
+  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def abstract_train_state(config, model, tx, split):
+  """Shapes and dtypes of the train state, for restoring without initialising."""
+  return jax.eval_shape(lambda: create_train_state(config, model, tx, split))
+
+
+def check_finite(metrics: dict, step: int) -> None:
+  """Raises NonFiniteLossError naming every non-finite loss term."""
+  bad = sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
+  if bad:
+    raise NonFiniteLossError(
+        f"Non-finite values at step {step}: " +
+        ", ".join(f"{k}={metrics[k]}" for k in bad) +
+        ". The last good checkpoint is kept; lower optim.learning_rate, raise "
+        "loss.tau, or check the input features for NaN/Inf.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       fresh: bool = False) -> dict:
+  """Trains per `config`, writing into `workdir`; returns the best dev metrics."""
+  workdir_lib.prepare(workdir, config, fresh=fresh)
+  data = experiment_data.prepare(config, workdir)
+  model = build_model(config, len(data.vocab))
+
+  steps_per_epoch = data.steps_per_epoch
+  total_steps = steps_per_epoch * config.train.num_epochs
+  warmup_steps = steps_per_epoch * config.train.warmup_epochs
+  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch)
+  schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)
+
+  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  start_step = checkpoints.latest_step() or 0
+  if start_step:
+    state = checkpoints.restore(
+        start_step, abstract_train_state(config, model, tx, data.train))
+    logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+  else:
+    state = create_train_state(config, model, tx, data.train)
+
+  log = reporting.MetricsLog(workdir)
+
+  def evaluate_dev(state, step: int) -> dict:
+    t0 = time.time()
+    metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config)
+    metrics["eval_seconds"] = time.time() - t0
+    log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
+    tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
+                    + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
+    return metrics
+
+  if start_step == 0:
+    evaluate_dev(state, 0)  # the untrained model, as a baseline
+
+  train_steps = {
+      hardest: train_step_lib.make_train_step(model, config.loss, hardest=hardest)
+      for hardest in (True, False)}
+  batches = data.train_batches(start_step=start_step)
+  pending = []  # device metrics since the last log step, fetched lazily
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
+                       dynamic_ncols=True, disable=jax.process_index() != 0)
+  last_log_time, last_log_step = time.time(), start_step
+  for step in range(start_step, total_steps):
+    batch = next(batches)
+    state, metrics = train_steps[step >= warmup_steps](state, batch)
+    pending.append(metrics)
+    done = step + 1
+    progress.update(1)
+
+    epoch_end = done % steps_per_epoch == 0
+    save = epoch_end or done % config.train.checkpoint_every_steps == 0
+    if done % config.train.log_every_steps == 0 or done == total_steps or save:
+      # Fetching metrics syncs with the device: only at log and save steps.
+      # Checking before every save keeps NaN states out of checkpoints.
+      summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
+                 for k in pending[0]}
+      pending = []
+      check_finite(summary, done)
+      now = time.time()
+      summary["steps_per_second"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
+      summary["learning_rate"] = float(schedule(step))
+      summary["epoch"] = done / steps_per_epoch
+      last_log_time, last_log_step = now, done
+      log.write(done, "train", summary)
+      progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+
+    if save:
+      evaluate_now = epoch_end and (
+          (done // steps_per_epoch) % config.eval.every_epochs == 0
+          or done == total_steps)
+      dev = evaluate_dev(state, done) if evaluate_now else None
+      checkpoints.save(done, state,
+                       metrics=None if dev is None else {"rsum": float(dev["rsum"])})
+
+  progress.close()
+  log.close()
+  best = {"best_step": checkpoints.best_step(), **(checkpoints.best_metrics() or {})}
+  checkpoints.close()
+  return best
