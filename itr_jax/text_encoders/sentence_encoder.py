@@ -10,6 +10,7 @@ and we read only its files). Nothing here touches the network.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -82,8 +83,55 @@ def _check_modules(model_dir: str) -> None:
                      "tokens alone) is supported")
 
 
+@dataclasses.dataclass(frozen=True)
+class PretrainedBert:
+  """A loaded sentence-transformers BERT directory (no jit, no device copy).
+
+  For a text tower: ``SentenceBert(p.config, normalize=False)`` with
+  parameters ``{'bert': p.params}``, ids from ``p.tokenizer(texts)``.
+  """
+  model_dir: str
+  config: BertConfig
+  params: dict  # the BertEncoder tree, float32 NumPy arrays
+  tokenizer: WordPiece
+  weights_sha256: str
+
+
+def load_pretrained_bert(path: Optional[str] = None, *,
+                         max_seq_length: Optional[int] = None
+                         ) -> PretrainedBert:
+  """Reads config, safetensors weights and tokenizer of a local directory.
+
+  `path` None is the packaged all-MiniLM-L6-v2. Refuses directories whose
+  sentence-transformers pipeline is not BERT -> mean pooling [-> Normalize].
+  """
+  model_dir = default_model_dir() if path is None else os.fspath(path)
+  if not os.path.isdir(model_dir):
+    raise ValueError(f"encoder path {model_dir!r} is not a directory; pass "
+                     "a local sentence-transformers model directory")
+  _check_modules(model_dir)
+  config = BertConfig.from_json_file(os.path.join(model_dir, "config.json"))
+  if max_seq_length is not None and not (
+      2 <= max_seq_length <= config.max_position_embeddings):
+    raise ValueError(f"max_seq_length must be in [2, "
+                     f"{config.max_position_embeddings}], got {max_seq_length}")
+  tokenizer = WordPiece(model_dir, max_seq_length)
+  if tokenizer.max_seq_length > config.max_position_embeddings:
+    raise ValueError(
+        f"{model_dir!r}: max_seq_length {tokenizer.max_seq_length} exceeds "
+        f"max_position_embeddings {config.max_position_embeddings}; pass "
+        "max_seq_length")
+  weights = os.path.join(model_dir, "model.safetensors")
+  return PretrainedBert(model_dir, config, load_bert_params(weights, config),
+                        tokenizer, file_sha256(weights))
+
+
 class SentenceEncoder:
   """Jitted, batched, length-bucketed BERT sentence embedder (mean + L2 norm).
+
+  Embeddings are always L2-normalised (all-MiniLM-L6-v2's own pipeline ends
+  in Normalize; for a model without it, sentence-transformers' vectors differ
+  from ours only in length).
 
   Attributes:
     name: the encoder's name for provenance records.
@@ -93,30 +141,13 @@ class SentenceEncoder:
     params: the `BertEncoder` parameter tree (float32 NumPy arrays).
   """
 
-  def __init__(self, model_dir: str, *, name: Optional[str] = None,
-               max_seq_length: Optional[int] = None):
-    if not os.path.isdir(model_dir):
-      raise ValueError(f"encoder path {model_dir!r} is not a directory; pass "
-                       "a local sentence-transformers model directory")
-    _check_modules(model_dir)
-    self.model_dir = model_dir
-    self.config = BertConfig.from_json_file(
-        os.path.join(model_dir, "config.json"))
-    weights = os.path.join(model_dir, "model.safetensors")
-    self.params = load_bert_params(weights, self.config)
-    self.weights_sha256 = file_sha256(weights)
-    if max_seq_length is not None and not (
-        2 <= max_seq_length <= self.config.max_position_embeddings):
-      raise ValueError(f"max_seq_length must be in [2, "
-                       f"{self.config.max_position_embeddings}], got "
-                       f"{max_seq_length}")
-    self.tokenizer = WordPiece(model_dir, max_seq_length)
-    if self.tokenizer.max_seq_length > self.config.max_position_embeddings:
-      raise ValueError(
-          f"{model_dir!r}: max_seq_length {self.tokenizer.max_seq_length} "
-          f"exceeds max_position_embeddings "
-          f"{self.config.max_position_embeddings}; pass max_seq_length")
-    self.name = name or os.path.basename(os.path.normpath(model_dir))
+  def __init__(self, pretrained: PretrainedBert, *, name: Optional[str] = None):
+    self.model_dir = pretrained.model_dir
+    self.config = pretrained.config
+    self.params = pretrained.params
+    self.tokenizer = pretrained.tokenizer
+    self.weights_sha256 = pretrained.weights_sha256
+    self.name = name or os.path.basename(os.path.normpath(self.model_dir))
     self.buckets = length_buckets(self.tokenizer.max_seq_length)
     model = SentenceBert(self.config, normalize=True, precision="highest")
     self._device_params = jax.device_put(self.params)
@@ -127,10 +158,8 @@ class SentenceEncoder:
   def from_pretrained(cls, path: Optional[str] = None, *,
                       max_seq_length: Optional[int] = None) -> "SentenceEncoder":
     """Loads `path`, or the packaged all-MiniLM-L6-v2 when None."""
-    if path is None:
-      return cls(default_model_dir(), name=DEFAULT_NAME,
-                 max_seq_length=max_seq_length)
-    return cls(os.fspath(path), max_seq_length=max_seq_length)
+    return cls(load_pretrained_bert(path, max_seq_length=max_seq_length),
+               name=DEFAULT_NAME if path is None else None)
 
   @property
   def dim(self) -> int:
