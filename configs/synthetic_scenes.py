@@ -19,9 +19,9 @@ def get_config():
   c.model.embed_size = 256
 
   c.train.batch_size = 128
-  c.train.num_epochs = 6
+  c.train.num_epochs = 10
   c.train.log_every_steps = 20
   c.train.checkpoint_every_steps = 200
-  c.optim.lr_update = 4
+  c.optim.lr_update = 8
   c.eval.batch_size = 500
   return c
