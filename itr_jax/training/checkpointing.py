@@ -6,9 +6,14 @@ carry no metrics, so they only ever count toward "latest N".
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 from typing import Any, Optional
 
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
@@ -63,6 +68,35 @@ class Checkpoints:
     """Restores `step` into the structure (and shardings) of `abstract_state`."""
     return self.manager.restore(
         step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Optional[int], Any]:
+    """(step, state) of the newest checkpoint that restores; (None, None) if none.
+
+    A checkpoint that fails to restore (corrupted or partly written by a
+    killed run) is moved to `checkpoints_corrupted/` next to the checkpoint
+    directory, with a warning, and the one before it is tried. Nothing is
+    deleted, so the only good checkpoint can never be lost.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return step, self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning(
+            "Checkpoint at step %d in %s cannot be restored (%s: %s); moving it "
+            "aside and trying the previous one.", step, self.directory,
+            type(e).__name__, e)
+        self._move_aside(step)
+    return None, None
+
+  def _move_aside(self, step: int) -> None:
+    if jax.process_index() == 0:
+      target = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupted",
+                            f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

@@ -6,8 +6,10 @@ compilation or training work, so a broken dataset fails in seconds.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -15,6 +17,9 @@ from itr_jax.data import pipeline
 from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
 from itr_jax.data import vocab as vocab_lib
+
+
+VOCAB_FILE = "vocab.json"
 
 
 @dataclasses.dataclass
@@ -28,6 +33,12 @@ class ExperimentData:
   @property
   def steps_per_epoch(self) -> int:
     return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
+
+  def save_vocab(self, workdir: str) -> None:
+    """Keeps the run's vocabulary in its workdir, so resuming reuses it."""
+    path = os.path.join(workdir, VOCAB_FILE)
+    if jax.process_index() == 0 and not os.path.exists(path):
+      self.vocab.save(path)
 
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's training batches from global step `start_step` on."""
@@ -64,15 +75,22 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
       require_caption_emb=require_caption_emb)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
-  """Opens and validates the train and dev splits and the vocabulary."""
+def prepare(config: ml_collections.ConfigDict, workdir: str, *,
+            reuse_workdir_vocab: bool = True) -> ExperimentData:
+  """Opens and validates the train and dev splits and the vocabulary.
+
+  Writes nothing into `workdir`; a vocabulary already there is reused (a
+  resumed run must keep its word ids) unless `reuse_workdir_vocab` is False.
+  """
   directory = data_dir(config)
   train = load_split(config, directory, config.data.train_split,
                      require_caption_emb=True)
   dev = load_split(config, directory, config.data.dev_split,
                    max_images=config.data.dev_max_images)
   vocab = vocab_lib.resolve_vocab(
-      directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
+      directory, vocab_path=config.data.vocab_path or None,
+      workdir=workdir if reuse_workdir_vocab and os.path.exists(
+          os.path.join(workdir, VOCAB_FILE)) else None,
       min_count=config.data.vocab_min_count, train_split=config.data.train_split)
   result = ExperimentData(config, directory, train, dev, vocab)
   _ = result.steps_per_epoch  # fails early if the batch exceeds the split

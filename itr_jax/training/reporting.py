@@ -54,6 +54,25 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def truncate_after(workdir: str, step: int) -> None:
+  """Drops records logged after `step` (all of them for step 0).
+
+  A run killed after its last checkpoint logged steps it will now redo;
+  dropping them keeps metrics.jsonl one record per step and kind.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  records = read_metrics(workdir)
+  kept = [r for r in records if step and r["step"] <= step]
+  if len(kept) == len(records):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  os.replace(tmp, path)
+
+
 def format_metrics(metrics: Mapping[str, float], keys=None) -> str:
   keys = keys or list(metrics)
   return " ".join(f"{k}={float(metrics[k]):.4g}" for k in keys if k in metrics)

@@ -11,6 +11,7 @@ from flax.training import train_state
 
 from itr_jax import losses
 from itr_jax import relevance as relevance_lib
+from itr_jax import sharding
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
@@ -23,11 +24,34 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
               t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg)
 
 
+def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for bad loss hyperparameters, before any work is done.
+
+  Traces the loss once on a 2-pair batch (nothing is computed), so the checks
+  are exactly the loss's own; the message gets a `config.loss` prefix.
+  """
+  try:
+    jax.eval_shape(lambda: losses.listwise_itr_loss(
+        jnp.zeros((2, 2)), jnp.ones((2, 2)), **loss_kwargs(loss_config)))
+  except ValueError as e:
+    raise ValueError(f"Invalid config.loss: {e} Fix it with e.g. "
+                     "--config.loss.tau=0.01.") from e
+
+
 def batch_loss(model, params, batch: Batch, *, hardest: bool,
-               loss_config: ml_collections.ConfigDict):
-  """Loss and its parts for one batch; `scores[i, j]` = image i vs caption j."""
+               loss_config: ml_collections.ConfigDict, mesh=None):
+  """Loss and its parts for one batch; `scores[i, j]` = image i vs caption j.
+
+  With a `mesh` the batch is split over its batch axes and the loss is
+  `sharding.global_batch_listwise_loss`: the same value, each device scoring
+  only its own query rows against the whole batch.
+  """
   image_emb, caption_emb = model.apply(
       {"params": params}, batch["images"], batch["tokens"], batch["lengths"])
+  if mesh is not None:
+    return sharding.global_batch_listwise_loss(
+        image_emb, caption_emb, batch["image_caption_emb"], batch["caption_emb"],
+        mesh=mesh, hardest=hardest, **loss_kwargs(loss_config))
   scores = image_emb @ caption_emb.T
   relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"])
   return losses.listwise_itr_loss(
@@ -35,21 +59,33 @@ def batch_loss(model, params, batch: Batch, *, hardest: bool,
 
 
 def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
-                    hardest: bool = True) -> Callable[[TrainState, Batch], tuple]:
+                    hardest: bool = True, mesh=None,
+                    state_sharding=None) -> Callable[[TrainState, Batch], tuple]:
   """Returns `train_step(state, batch) -> (state, metrics)`, jit-compiled.
 
   `hardest=False` gives the sum-over-negatives triplet used for warm-up. The
   input state is donated: its buffers are reused for the new one.
+
+  With a `mesh` (`sharding.create_mesh`), the step is compiled for it: the
+  state in and out is placed by `state_sharding` (a tree of NamedShardings,
+  `sharding.state_shardings`; default replicated), the batch is split along
+  the mesh's batch axes (`sharding.global_batch` builds it), the metrics are
+  replicated, and the loss has global-batch semantics (see `batch_loss`).
   """
 
   def train_step(state: TrainState, batch: Batch):
     def loss_fn(params):
       return batch_loss(model, params, batch, hardest=hardest,
-                        loss_config=loss_config)
+                        loss_config=loss_config, mesh=mesh)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads)
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 
-  return jax.jit(train_step, donate_argnums=0)
+  if mesh is None:
+    return jax.jit(train_step, donate_argnums=0)
+  state_sharding = sharding.replicated(mesh) if state_sharding is None else state_sharding
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)))

@@ -23,10 +23,11 @@ import tqdm
 from flax.training import train_state
 
 from itr_jax import models
-from itr_jax.training import experiment_data
 from itr_jax.evaluation import evaluate
+from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import reporting
 from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import workdir as workdir_lib
@@ -67,23 +68,38 @@ def abstract_train_state(config, model, tx, split):
   return jax.eval_shape(lambda: create_train_state(config, model, tx, split))
 
 
-def check_finite(metrics: dict, step: int) -> None:
-  """Raises NonFiniteLossError naming every non-finite loss term."""
-  bad = sorted(k for k, v in metrics.items() if not math.isfinite(float(v)))
-  if bad:
-    raise NonFiniteLossError(
-        f"Non-finite values at step {step}: " +
-        ", ".join(f"{k}={metrics[k]}" for k in bad) +
-        ". The last good checkpoint is kept; lower optim.learning_rate, raise "
-        "loss.tau, or check the input features for NaN/Inf.")
+def check_finite(step_metrics: list[dict], first_step: int) -> None:
+  """Raises NonFiniteLossError at the first step with a NaN/Inf metric.
+
+  `step_metrics[i]` holds the host copies of step `first_step + i`'s metrics.
+  The message names the step and every non-finite term (pairwise = triplet,
+  listwise = 1 - S-NDCG, ndcg_i2t / ndcg_t2i = the direction, grad_norm).
+  """
+  for i, metrics in enumerate(step_metrics):
+    bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+    if bad:
+      raise NonFiniteLossError(
+          f"Non-finite values at step {first_step + i + 1}: " +
+          ", ".join(f"{k}={float(metrics[k])}" for k in bad) +
+          ". Training stopped; the last good checkpoint is kept. Lower "
+          "optim.learning_rate or optim.grad_clip, raise loss.tau, or check "
+          "the inputs.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        fresh: bool = False) -> dict:
-  """Trains per `config`, writing into `workdir`; returns the best dev metrics."""
-  workdir_lib.prepare(workdir, config, fresh=fresh)
-  data = experiment_data.prepare(config, workdir)
+  """Trains per `config`, writing into `workdir`; returns the best dev metrics.
+
+  Everything that can be checked is checked before anything is written into
+  `workdir`: the loss hyperparameters, the data, and that `workdir` does not
+  hold another run (unless `fresh`, which moves that run aside).
+  """
+  train_step_lib.check_loss_config(config.loss)
+  workdir_lib.check(workdir, config, fresh=fresh)
+  data = experiment_data.prepare(config, workdir, reuse_workdir_vocab=not fresh)
   model = build_model(config, len(data.vocab))
+  workdir_lib.prepare(workdir, config, fresh=fresh)
+  data.save_vocab(workdir)
 
   steps_per_epoch = data.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
@@ -92,14 +108,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)
 
   checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  start_step = checkpoints.latest_step() or 0
-  if start_step:
-    state = checkpoints.restore(
-        start_step, abstract_train_state(config, model, tx, data.train))
-    logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+  start_step, state = checkpoints.restore_latest(
+      abstract_train_state(config, model, tx, data.train))
+  if start_step is None:
+    start_step, state = 0, create_train_state(config, model, tx, data.train)
   else:
-    state = create_train_state(config, model, tx, data.train)
-
+    logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+  # Drop what a killed run logged after its last checkpoint: redone below.
+  reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
 
   def evaluate_dev(state, step: int) -> dict:
@@ -119,6 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       for hardest in (True, False)}
   batches = data.train_batches(start_step=start_step)
   pending = []  # device metrics since the last log step, fetched lazily
+  preemption = preemption_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   last_log_time, last_log_step = time.time(), start_step
@@ -130,14 +147,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     progress.update(1)
 
     epoch_end = done % steps_per_epoch == 0
-    save = epoch_end or done % config.train.checkpoint_every_steps == 0
+    preempted = preemption.should_stop(done)
+    save = (epoch_end or done % config.train.checkpoint_every_steps == 0
+            or preempted)
     if done % config.train.log_every_steps == 0 or done == total_steps or save:
       # Fetching metrics syncs with the device: only at log and save steps.
       # Checking before every save keeps NaN states out of checkpoints.
-      summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
-                 for k in pending[0]}
+      host_metrics = jax.device_get(pending)
+      check_finite(host_metrics, done - len(pending))
+      summary = {k: float(np.mean([m[k] for m in host_metrics]))
+                 for k in host_metrics[0]}
       pending = []
-      check_finite(summary, done)
       now = time.time()
       summary["steps_per_second"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
       summary["learning_rate"] = float(schedule(step))
@@ -153,7 +173,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       dev = evaluate_dev(state, done) if evaluate_now else None
       checkpoints.save(done, state,
                        metrics=None if dev is None else {"rsum": float(dev["rsum"])})
+    if preempted:
+      tqdm.tqdm.write(f"Preempted: saved a checkpoint at step {done}; run the "
+                      "same command again to resume.")
+      break
 
+  preemption.close()
   progress.close()
   log.close()
   best = {"best_step": checkpoints.best_step(), **(checkpoints.best_metrics() or {})}

@@ -54,25 +54,37 @@ def config_differences(old: dict, new: dict) -> list[str]:
                       for f in RESUMABLE_FIELDS)]
 
 
+def check(workdir: str, config: ml_collections.ConfigDict, *,
+          fresh: bool = False) -> None:
+  """Raises ValueError if `workdir` holds a run `config` cannot resume.
+
+  Writes nothing. With `fresh`, any earlier run is acceptable (it will be
+  moved aside by `prepare`).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if fresh or not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json())
+  diffs = config_differences(old, new)
+  if diffs:
+    details = ", ".join(
+        f"{k}: {_flatten(old).get(k)!r} -> {_flatten(new).get(k)!r}" for k in diffs)
+    raise ValueError(
+        f"Workdir {workdir!r} holds a run with a different config ({details}). "
+        "Use another --workdir, or pass --fresh to move that run aside "
+        "(it is kept under previous_runs/) and start over.")
+
+
 def prepare(workdir: str, config: ml_collections.ConfigDict, *,
             fresh: bool = False) -> None:
   """Checks `workdir` against `config`, then records the resolved config."""
+  check(workdir, config, fresh=fresh)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
-  new = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    diffs = config_differences(old, new)
-    if diffs and not fresh:
-      details = ", ".join(
-          f"{k}: {_flatten(old).get(k)!r} -> {_flatten(new).get(k)!r}" for k in diffs)
-      raise ValueError(
-          f"Workdir {workdir!r} holds a run with a different config ({details}). "
-          "Use another --workdir, or pass --fresh to move that run aside "
-          "(it is kept under previous_runs/) and start over.")
-    if fresh and jax.process_index() == 0:
-      _move_aside(workdir)
+  if fresh and os.path.exists(path) and jax.process_index() == 0:
+    _move_aside(workdir)
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
