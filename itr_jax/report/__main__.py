@@ -1,0 +1,28 @@
+r"""Report of a sweep: Markdown + CSV tables (mean ± std over seeds) and PNG plots.
+
+  python -m itr_jax.report workdirs/sweeps/loss_terms [--out_dir=DIR] [--nocurves]
+
+Writes into <sweep_dir>/report/ (see itr_jax.report.build). For a page of
+retrieval examples of one trained run, see `python -m itr_jax.report.examples`.
+"""
+from absl import app
+from absl import flags
+
+from itr_jax.report import build
+
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default <sweep_dir>/report).")
+_CURVES = flags.DEFINE_bool("curves", True, "Draw training curves for every run.")
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("Usage: python -m itr_jax.report <sweep_dir> [--out_dir=DIR]")
+  paths = build.write_report(argv[1], _OUT_DIR.value, curves=_CURVES.value)
+  with open(paths["markdown"]) as f:
+    print(f.read())
+  print("\n".join(f"{k}: {v}" for k, v in sorted(paths.items()) if k != "markdown"))
+  print(f"markdown: {paths['markdown']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

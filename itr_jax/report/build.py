@@ -1,0 +1,113 @@
+"""Writes a sweep's report: Markdown, CSV tables and PNG plots.
+
+  write_report("workdirs/sweeps/loss_terms")
+
+produces in `<sweep_dir>/report/` (or `out_dir`):
+
+* `report.md`: test-split table (best-by-dev-RSUM checkpoint, from each run's
+  `eval_test.json`) and best-dev table, "mean ± std" over seeds, plot links;
+* `summary_test.csv`, `summary_dev.csv` (mean and std columns per metric) and
+  `runs.csv` (one row per run, `test_*` and `dev_*` columns);
+* `plots/<field>.png` (metric vs each swept field), `plots/dev_rsum.png`
+  (dev RSUM over training, every run) and `plots/curves/<run>.png` (loss
+  parts, smooth vs hard NDCG, dev RSUM per run).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from itr_jax.report import aggregate
+from itr_jax.report import collect
+from itr_jax.report import plots
+from itr_jax.report import tables
+from itr_jax.sweeps import members as members_lib
+
+METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
+           "rsc_ndcg_i2t", "rsc_ndcg_t2i", "true_ndcg_i2t", "true_ndcg_t2i")
+HEADERS = {"i2t_r1": "i2t R@1", "i2t_r5": "i2t R@5", "i2t_r10": "i2t R@10",
+           "t2i_r1": "t2i R@1", "t2i_r5": "t2i R@5", "t2i_r10": "t2i R@10",
+           "rsum": "RSUM", "rsc_ndcg_i2t": "NDCG-RSC i2t", "rsc_ndcg_t2i": "NDCG-RSC t2i",
+           "true_ndcg_i2t": "NDCG-true i2t", "true_ndcg_t2i": "NDCG-true t2i"}
+PLOT_METRICS = ("rsum", "rsc_ndcg_i2t", "rsc_ndcg_t2i", "true_ndcg_i2t", "true_ndcg_t2i")
+
+
+def _present(metrics: Sequence[str], dicts) -> list[str]:
+  return [m for m in metrics if any(d and m in d for d in dicts)]
+
+
+def _write(path: str, text: str) -> str:
+  with open(path, "w") as f:
+    f.write(text)
+  return path
+
+
+def write_report(sweep_dir: str, out_dir: str | None = None,
+                 metrics: Sequence[str] = METRICS, *, curves: bool = True) -> dict[str, str]:
+  """Writes the report files; returns {what: path}. Raises if there are no runs."""
+  runs = collect.collect_runs(sweep_dir)
+  if not runs:
+    raise ValueError(f"no runs (sub-directories with config.json) in {sweep_dir!r}")
+  out_dir = out_dir or os.path.join(sweep_dir, "report")
+  plot_dir = os.path.join(out_dir, "plots")
+  os.makedirs(os.path.join(plot_dir, "curves"), exist_ok=True)
+  names = [r.name for r in runs]
+  sources = {"test": [r.test or {} for r in runs],
+             "dev": [r.best_dev or {} for r in runs]}
+  paths, groups = {}, {}
+  md = [f"# Sweep report: {sweep_dir}", ""]
+  manifest = members_lib.read_manifest(sweep_dir) or {}
+  if manifest:
+    md.append(f"Config `{manifest.get('config')}`, common overrides "
+              f"`{json.dumps(manifest.get('common_overrides', {}))}`.")
+  done = sum(r.done for r in runs)
+  md += [f"{len(runs)} runs ({done} finished). Cells are mean ± sample std over "
+         "seeds (n runs); a single run shows its value.", ""]
+  for split, values in sources.items():
+    present = _present(metrics, values)
+    if not present:
+      continue
+    rows = [(r.overrides, v) for r, v in zip(runs, values)]
+    groups[split] = aggregate.group_runs(rows, present, names=names)
+    fields = aggregate.swept_fields(groups[split])
+    title = ("Test split, best-by-dev-RSUM checkpoint" if split == "test"
+             else "Dev split, best epoch by RSUM")
+    md += [f"## {title}", "",
+           tables.markdown_table(groups[split], fields, present, HEADERS), ""]
+    paths[f"summary_{split}"] = _write(
+        os.path.join(out_dir, f"summary_{split}.csv"),
+        tables.summary_csv(groups[split], fields, present))
+  run_fields = sorted({k for r in runs for k in r.overrides})
+  run_metrics = [f"{s}_{m}" for s in sources for m in _present(metrics, sources[s])]
+  run_rows = [(r.name, r.overrides,
+               {f"{s}_{m}": v for s in sources for m, v in sources[s][i].items()})
+              for i, r in enumerate(runs)]
+  paths["runs"] = _write(os.path.join(out_dir, "runs.csv"),
+                         tables.runs_csv(run_rows, run_fields, run_metrics))
+
+  md += ["## Plots", ""]
+  split = "test" if "test" in groups else "dev"
+  if split in groups:
+    plot_metrics = [m for m in PLOT_METRICS if m in groups[split][0].mean]
+    for field in aggregate.swept_fields(groups[split]):
+      if len(groups[split]) < 2:
+        break
+      path = plots.metric_vs_param(groups[split], field, plot_metrics,
+                                   os.path.join(plot_dir, f"{field}.png"),
+                                   title=f"{split} split: mean ± std over seeds",
+                                   labels=HEADERS)
+      paths[f"plot_{field}"] = path
+      md.append(f"![{field}]({os.path.relpath(path, out_dir)})")
+  path = plots.dev_curves([(r.name, r.dev) for r in runs],
+                          os.path.join(plot_dir, "dev_rsum.png"), title="dev RSUM")
+  paths["plot_dev_rsum"] = path
+  md += [f"![dev RSUM]({os.path.relpath(path, out_dir)})", "", "Training curves per run:", ""]
+  if curves:
+    for r in runs:
+      path = plots.training_curves(r.train, r.dev,
+                                   os.path.join(plot_dir, "curves", f"{r.name}.png"),
+                                   title=r.name)
+      md.append(f"- [{r.name}]({os.path.relpath(path, out_dir)})")
+  paths["markdown"] = _write(os.path.join(out_dir, "report.md"), "\n".join(md) + "\n")
+  return paths

@@ -1,0 +1,106 @@
+"""Gathers the runs of a sweep directory: overrides, metric history, results.
+
+A run is any sub-directory holding a `config.json` (written by
+`itr_jax.train`). Its swept values come from the sweep's `sweep.json` when
+there is one, otherwise from the config fields that differ between runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from itr_jax.sweeps import members as members_lib
+from itr_jax.training import reporting
+from itr_jax.training import workdir as workdir_lib
+
+
+@dataclasses.dataclass
+class Run:
+  name: str
+  workdir: str
+  overrides: dict[str, Any]
+  records: list[dict]  # metrics.jsonl
+  test: dict[str, float] | None  # eval_test.json, the split's main protocol
+  done: bool
+
+  @property
+  def dev(self) -> list[dict]:
+    return [r for r in self.records if r["kind"] == "dev"]
+
+  @property
+  def train(self) -> list[dict]:
+    return [r for r in self.records if r["kind"] == "train"]
+
+  @property
+  def best_dev(self) -> dict | None:
+    """The dev record with the highest RSUM (what the best checkpoint holds)."""
+    dev = [r for r in self.dev if isinstance(r.get("rsum"), (int, float))]
+    return max(dev, key=lambda r: r["rsum"]) if dev else None
+
+  @property
+  def final_dev(self) -> dict | None:
+    return self.dev[-1] if self.dev else None
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
+  """Metrics of eval_<split>.json: the 'full' protocol, else COCO's 5K."""
+  path = os.path.join(workdir, f"eval_{split}.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    report = json.load(f)
+  for protocol in ("full", "coco_5k"):
+    if protocol in report:
+      return report[protocol]
+  return None
+
+
+def varying_fields(configs: dict[str, dict]) -> list[str]:
+  """Dotted config fields whose values differ between the runs."""
+  flat = {name: _flatten(c) for name, c in configs.items()}
+  keys = sorted(set().union(*flat.values())) if flat else []
+  return [k for k in keys
+          if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
+
+
+def collect_runs(sweep_dir: str) -> list[Run]:
+  """Every run under `sweep_dir`, in sweep order (else by name)."""
+  if not os.path.isdir(sweep_dir):
+    raise ValueError(f"sweep_dir {sweep_dir!r} is not a directory; pass the "
+                     "--sweep_dir given to `python -m itr_jax.sweep`")
+  names = sorted(n for n in os.listdir(sweep_dir)
+                 if os.path.exists(os.path.join(sweep_dir, n, workdir_lib.CONFIG_FILE)))
+  manifest = members_lib.read_manifest(sweep_dir)
+  declared = {m["name"]: m["overrides"] for m in (manifest or {}).get("members", [])}
+  if declared:
+    order = {name: i for i, name in enumerate(declared)}
+    names.sort(key=lambda n: order.get(n, len(order)))
+  configs = {}
+  for n in names:
+    with open(os.path.join(sweep_dir, n, workdir_lib.CONFIG_FILE)) as f:
+      configs[n] = json.load(f)
+  fields = varying_fields(configs)
+  runs = []
+  for n in names:
+    workdir = os.path.join(sweep_dir, n)
+    if n in declared:
+      overrides = dict(declared[n])
+    else:
+      flat = _flatten(configs[n])
+      overrides = {k: flat.get(k) for k in fields}
+    runs.append(Run(n, workdir, overrides, reporting.read_metrics(workdir),
+                    read_test(workdir),
+                    os.path.exists(os.path.join(workdir, members_lib.DONE_FILE))))
+  return runs

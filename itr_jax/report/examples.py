@@ -1,0 +1,255 @@
+r"""A page of retrieval examples for a trained run (HTML, one self-contained file).
+
+  python -m itr_jax.report.examples workdirs/demo [--split test] [--num_queries 8] \
+      [--k 10] [--checkpoint best] [--out workdirs/demo/examples_test.html]
+
+For sample queries in both directions (image -> captions, caption -> images)
+the page lists the top-k results with their score, relevance grade and
+whether each is a ground-truth match (the caption belongs to the image), plus
+the query's NDCG@k. The grade is the true relevance where the dataset knows it
+(synthetic scenes) and the RSC relevance otherwise; both are shown when both
+exist. Images are shown as their scene description on synthetic scenes (the
+scenes are regenerated from the dataset's manifest: the files hold only
+features) and as "image <row>" otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import html
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from itr_jax import metrics
+from itr_jax.data import synthetic_scenes
+
+SPLIT_INDEX = {"train": 0, "dev": 1, "test": 2}  # generate()'s split order
+
+
+@dataclasses.dataclass
+class Hit:
+  index: int  # caption (i2t) or image (t2i) row
+  score: float
+  grades: dict[str, float]  # relevance source ("true", "rsc") -> grade
+  match: bool  # ground-truth pair
+
+
+@dataclasses.dataclass
+class Query:
+  index: int  # image (i2t) or caption (t2i) row
+  hits: list[Hit]
+  ndcg: dict[str, float]  # relevance source -> NDCG@k of this query
+  gt_rank: int  # 1-based rank of the first ground-truth match (full ranking)
+
+
+def describe_scene(scene: synthetic_scenes.Scene) -> str:
+  """'small red dog; large blue metal car | dog next to car | park'."""
+  names = [synthetic_scenes.CLASSES[o.cls][0] for o in scene.objects]
+  objects = []
+  for o, name in zip(scene.objects, names):
+    attrs = [o.attrs[k] for k in ("size", "colour", "material") if k in o.attrs]
+    objects.append(" ".join(attrs + [name]))
+  relations = [f"{names[a]} {rel} {names[b]}" for a, rel, b in scene.relations]
+  return " | ".join(["; ".join(objects)] + (["; ".join(relations)] if relations else [])
+                    + [scene.setting])
+
+
+def scene_descriptions(data_dir: str, split: str, num_images: int) -> list[str] | None:
+  """Descriptions of the first `num_images` scenes of a synthetic split, else None."""
+  path = os.path.join(data_dir, synthetic_scenes.MANIFEST)
+  if not os.path.exists(path) or split not in SPLIT_INDEX:
+    return None
+  with open(path) as f:
+    manifest = json.load(f)
+  if manifest.get("generator") != "itr_jax.data.synthetic_scenes":
+    return None
+  p = manifest["params"]
+  total = p[f"num_{split}"]
+  if num_images > total:
+    return None
+  data = synthetic_scenes.generate_split(
+      p["seed"], SPLIT_INDEX[split], total, regions=p["regions"],
+      feature_dim=p["feature_dim"], latent_dim=p["latent_dim"], noise=p["noise"])
+  return [describe_scene(s) for s in data.scenes[:num_images]]
+
+
+def _queries(scores: np.ndarray, relevance: dict[str, np.ndarray], is_match: np.ndarray,
+             rows: Sequence[int], k: int) -> list[Query]:
+  """Top-k lists of `rows` of `scores` [Q, M] (relevance/is_match aligned with it)."""
+  top = metrics.top_k_indices(scores[rows], k)
+  full = metrics.top_k_indices(scores[rows])
+  ndcg = {name: metrics.ndcg_per_row(scores[rows], rel[rows], k=k)
+          for name, rel in relevance.items()}
+  result = []
+  for q, row in enumerate(rows):
+    hits = [Hit(int(j), float(scores[row, j]),
+                {name: float(rel[row, j]) for name, rel in relevance.items()},
+                bool(is_match[row, j])) for j in top[q]]
+    first = int(np.flatnonzero(is_match[row, full[q]])[0]) + 1
+    result.append(Query(int(row), hits, {n: float(v[q]) for n, v in ndcg.items()}, first))
+  return result
+
+
+def retrieval_examples(sims: np.ndarray, relevance: dict[str, np.ndarray], *,
+                       captions_per_image: int, image_queries: Sequence[int],
+                       caption_queries: Sequence[int], k: int = 10
+                       ) -> tuple[list[Query], list[Query]]:
+  """(image->caption queries, caption->image queries) from sims [N_images, N_captions].
+
+  `relevance` maps a source name to an [N_images, N_captions] grade matrix
+  (the same matrix serves both directions: grade of caption c for image i).
+
+  >>> sims = np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.3, 0.8, 0.7]])
+  >>> i2t, t2i = retrieval_examples(sims, {}, captions_per_image=2,
+  ...                               image_queries=[0], caption_queries=[3], k=2)
+  >>> [(h.index, h.match) for h in i2t[0].hits], i2t[0].gt_rank
+  ([(0, True), (2, False)], 1)
+  >>> [(h.index, h.match) for h in t2i[0].hits]
+  [(1, True), (0, False)]
+  """
+  num_images, num_captions = sims.shape
+  if num_captions != num_images * captions_per_image:
+    raise ValueError(f"sims has {num_captions} columns, expected num_images * "
+                     f"captions_per_image = {num_images * captions_per_image}")
+  match = np.arange(num_captions)[None, :] // captions_per_image == \
+      np.arange(num_images)[:, None]
+  i2t = _queries(sims, relevance, match, list(image_queries), k)
+  t2i = _queries(sims.T, {n: r.T for n, r in relevance.items()}, match.T,
+                 list(caption_queries), k)
+  return i2t, t2i
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 70em; }
+table { border-collapse: collapse; margin-bottom: 1.5em; width: 100%; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; text-align: left; }
+tr.match { background: #e3f6e3; }
+.q { background: #f3f3f8; padding: 0.4em; margin-top: 1.2em; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def _grade_cells(grades: dict[str, float]) -> str:
+  return "".join(f'<td class="num">{g:.2f}</td>' for g in grades.values())
+
+
+def _section(title: str, queries: Sequence[Query], query_text, hit_text,
+             sources: Sequence[str], query_extra=None) -> list[str]:
+  out = [f"<h2>{html.escape(title)}</h2>"]
+  for q in queries:
+    ndcg = ", ".join(f"NDCG@{len(q.hits)} ({n}) = {v:.3f}" for n, v in q.ndcg.items())
+    out.append(f'<div class="q"><b>Query:</b> {html.escape(query_text(q.index))}<br>'
+               f"first ground-truth match at rank {q.gt_rank}"
+               + (f"; {ndcg}" if ndcg else "") + "</div>")
+    if query_extra:
+      out.append(query_extra(q.index))
+    head = "".join(f"<th>{html.escape(s)} relevance</th>" for s in sources)
+    out.append(f"<table><tr><th>rank</th><th>result</th><th>score</th>{head}"
+               "<th>GT match</th></tr>")
+    for rank, h in enumerate(q.hits, 1):
+      out.append(f'<tr class="{"match" if h.match else ""}"><td class="num">{rank}</td>'
+                 f"<td>{html.escape(hit_text(h.index))}</td>"
+                 f'<td class="num">{h.score:.3f}</td>{_grade_cells(h.grades)}'
+                 f"<td>{'✓' if h.match else ''}</td></tr>")
+    out.append("</table>")
+  return out
+
+
+def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequence[str],
+                image_labels: Sequence[str], captions_per_image: int,
+                title: str, summary: str = "") -> str:
+  """The whole page; ground-truth matches are highlighted."""
+  sources = list(i2t[0].ndcg) if i2t else list(t2i[0].ndcg) if t2i else []
+
+  def own_captions(i):
+    lines = captions[i * captions_per_image:(i + 1) * captions_per_image]
+    return ("<details><summary>its captions</summary><ul>" +
+            "".join(f"<li>{html.escape(c)}</li>" for c in lines) + "</ul></details>")
+
+  body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>" if summary else "",
+          "<p>Relevance grades in [0, 1]: <i>true</i> = fraction of the caption's "
+          "content true of the image (synthetic scenes); <i>rsc</i> = relevance "
+          "from caption sentence embeddings (what S-NDCG trains on). Green rows "
+          "are ground-truth pairs.</p>"]
+  body += _section("Image → text", i2t, lambda i: image_labels[i],
+                   lambda j: captions[j], sources, own_captions)
+  body += _section("Text → image", t2i, lambda j: captions[j],
+                   lambda i: image_labels[i], sources)
+  return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+          f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+          + "\n".join(body) + "</body></html>\n")
+
+
+def write_examples_page(workdir: str, split: str | None = None, *, num_queries: int = 8,
+                        k: int = 10, seed: int = 0, checkpoint: str = "best",
+                        out: str | None = None) -> str:
+  """Encodes `split` with the run's checkpoint and writes the page; returns its path."""
+  # Imported here: these pull in the model and checkpoint stack.
+  from itr_jax import evaluate as evaluate_cli
+  from itr_jax.data import vocab as vocab_lib
+  from itr_jax.evaluation import evaluate
+  from itr_jax.training import experiment_data
+  from itr_jax.training import trainer
+  from itr_jax.training import workdir as workdir_lib
+
+  if num_queries < 1 or k < 1:
+    raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
+  config = workdir_lib.load_config(workdir)
+  split = split or config.data.test_split
+  directory = experiment_data.data_dir(config)
+  data = experiment_data.load_split(config, directory, split)
+  vocab = vocab_lib.resolve_vocab(directory, vocab_path=config.data.vocab_path or None,
+                                  workdir=workdir, train_split=config.data.train_split)
+  model = trainer.build_model(config, len(vocab))
+  params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
+  image_emb, caption_emb = evaluate.encode_eval_split(model, params, data, vocab, config)
+  sims = np.asarray(image_emb @ caption_emb.T, np.float64)
+  relevance = {}
+  if data.true_relevance is not None:
+    relevance["true"] = np.asarray(data.true_relevance)
+  rsc = evaluate.split_relevance(data)
+  if rsc is not None:
+    relevance["rsc"] = rsc
+  rng = np.random.default_rng(seed)
+  n_img, n_cap = sims.shape
+  image_queries = sorted(rng.choice(n_img, min(num_queries, n_img), replace=False))
+  caption_queries = sorted(rng.choice(n_cap, min(num_queries, n_cap), replace=False))
+  i2t, t2i = retrieval_examples(sims, relevance, captions_per_image=data.captions_per_image,
+                                image_queries=image_queries,
+                                caption_queries=caption_queries, k=k)
+  labels = scene_descriptions(directory, split, n_img)
+  labels = ([f"image {i}: {d}" for i, d in enumerate(labels)] if labels
+            else [f"image {i}" for i in range(n_img)])
+  page = render_html(i2t, t2i, captions=data.captions, image_labels=labels,
+                     captions_per_image=data.captions_per_image,
+                     title=f"Retrieval examples: {workdir} ({split}, step {step})",
+                     summary=f"{n_img} images, {n_cap} captions; loss.weight="
+                             f"{config.loss.weight}, loss.tau={config.loss.tau}, "
+                             f"seed={config.seed}. {num_queries} random queries "
+                             f"(seed {seed}) per direction, top {k}.")
+  out = out or os.path.join(workdir, f"examples_{split}.html")
+  with open(out, "w", encoding="utf-8") as f:
+    f.write(page)
+  return out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("workdir", help="a workdir written by itr_jax.train")
+  parser.add_argument("--split", default=None, help="default: config.data.test_split")
+  parser.add_argument("--num_queries", type=int, default=8)
+  parser.add_argument("--k", type=int, default=10)
+  parser.add_argument("--seed", type=int, default=0, help="which queries are sampled")
+  parser.add_argument("--checkpoint", default="best", help="best, latest or a step")
+  parser.add_argument("--out", default=None, help="default <workdir>/examples_<split>.html")
+  args = parser.parse_args(argv)
+  print(write_examples_page(args.workdir, args.split, num_queries=args.num_queries,
+                            k=args.k, seed=args.seed, checkpoint=args.checkpoint,
+                            out=args.out))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,123 @@
+"""PNG plots of a sweep: metric vs swept hyperparameter, and training curves.
+
+matplotlib with the non-interactive Agg backend, so it works headless.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from itr_jax.report.aggregate import Group  # noqa: E402
+
+
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _x_positions(values: Sequence[Any]) -> tuple[list[float], list[str] | None, bool]:
+  """Numeric values as they are (log scale if they span >= 20x), else categories."""
+  if values and all(_is_number(v) for v in values):
+    positive = all(v > 0 for v in values)
+    log = positive and max(values) / min(values) >= 20
+    return [float(v) for v in values], None, log
+  labels = [str(v) for v in values]
+  return list(range(len(labels))), labels, False
+
+
+def metric_vs_param(groups: Sequence[Group], param: str, metrics: Sequence[str],
+                    path: str, *, title: str = "",
+                    labels: Mapping[str, str] | None = None) -> str:
+  """One panel per metric: mean ± std (error bars) against `param`.
+
+  Groups that differ in other fields than `param` are drawn as separate lines,
+  labelled by those fields.
+  """
+  labels = labels or {}
+  others = sorted({k for g in groups for k in g.setting if k != param})
+  lines: dict[str, list[Group]] = {}
+  for g in groups:
+    key = ", ".join(f"{k}={g.setting.get(k)}" for k in others)
+    lines.setdefault(key, []).append(g)
+  fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2),
+                           squeeze=False)
+  for ax, metric in zip(axes[0], metrics):
+    for key, gs in lines.items():
+      gs = sorted(gs, key=lambda g: (str(type(g.setting.get(param))), g.setting.get(param)))
+      xs, ticks, log = _x_positions([g.setting.get(param) for g in gs])
+      means = [g.mean[metric] for g in gs]
+      stds = [0.0 if not math.isfinite(g.std[metric]) else g.std[metric] for g in gs]
+      ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key or None)
+      if log:
+        ax.set_xscale("log")
+      if ticks is not None:
+        ax.set_xticks(xs, ticks)
+    ax.set_xlabel(param)
+    ax.set_title(labels.get(metric, metric), fontsize=10)
+    ax.grid(alpha=0.3)
+  if any(lines):
+    axes[0][-1].legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _series(records: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+  pts = [(r["step"], r[key]) for r in records if _is_number(r.get(key))]
+  return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def training_curves(train: Sequence[Mapping], dev: Sequence[Mapping], path: str, *,
+                    title: str = "") -> str:
+  """Three panels: loss parts; smooth vs hard batch NDCG; dev RSUM (and true NDCG)."""
+  fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
+  for key in ("loss", "pairwise", "listwise"):
+    a.plot(*_series(train, key), label=key)
+  a.set_title("loss parts (train)", fontsize=10)
+  for key, style in (("ndcg_i2t", "-"), ("ndcg_t2i", "-"),
+                     ("hard_ndcg_i2t", "--"), ("hard_ndcg_t2i", "--")):
+    b.plot(*_series(train, key), style, label=key)
+  b.set_title("smooth (—) vs hard (--) NDCG, batch", fontsize=10)
+  c.plot(*_series(dev, "rsum"), "o-", color="k", label="dev RSUM")
+  c.set_title("dev RSUM", fontsize=10)
+  if any(_is_number(r.get("true_ndcg_i2t")) for r in dev):
+    c2 = c.twinx()
+    for key in ("true_ndcg_i2t", "true_ndcg_t2i"):
+      c2.plot(*_series(dev, key), ".--", label=key)
+    c2.set_ylabel("true NDCG")
+    c2.legend(fontsize=7, loc="lower right")
+  for ax in (a, b, c):
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left" if ax is c else "best")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return path
+
+
+def dev_curves(runs: Sequence[tuple[str, Sequence[Mapping]]], path: str,
+               metric: str = "rsum", *, title: str = "") -> str:
+  """Dev `metric` against step, one line per run (all runs of a sweep together)."""
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, dev in runs:
+    ax.plot(*_series(dev, metric), marker=".", label=name)
+  ax.set_xlabel("step")
+  ax.set_ylabel(f"dev {metric}")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=6)
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,78 @@
+r"""Run every member of a sweep declared in a config file.
+
+  python -m itr_jax.sweep --config=configs/ablations/loss_terms.py \
+      --sweep_dir=sweeps/loss_terms [--parallel=2] [--set=train.num_epochs=2 ...] \
+      [--host_index=0 --num_hosts=1] [--dry_run] [--noevaluate] [--report]
+
+Each member trains in `<sweep_dir>/<field=value,...>` and is then evaluated on
+the test split. Members with a DONE marker are skipped; interrupted ones are
+resumed from their latest checkpoint, so running the same command again
+finishes a sweep. `--set` overrides apply to every member (not part of their
+names). With several hosts, start the same command on each with its
+`--host_index`; host i runs members i, i + num_hosts, ...
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from itr_jax import sweeps
+
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Sweep config file (defines get_config and get_sweep/get_hyper).")
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory for the members' workdirs.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once on this machine.")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "field=value applied to every member, e.g. --set=train.num_epochs=2.")
+_HOST_INDEX = flags.DEFINE_integer("host_index", 0, "This host's index (multi-host sweeps).")
+_NUM_HOSTS = flags.DEFINE_integer("num_hosts", 1, "Hosts sharing the sweep.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the members and commands; run nothing.")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate each member on its test split.")
+_REPORT = flags.DEFINE_bool("report", False, "Write the report (itr_jax.report) at the end.")
+flags.mark_flags_as_required(["config", "sweep_dir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  decl = sweeps.load(_CONFIG.value)
+  common = sweeps.parse_assignments(_SET.value)
+  for overrides in decl.members:
+    sweeps.apply_overrides(decl.base, {**common, **overrides})
+  members = sweeps.expand(_SWEEP_DIR.value, decl.members)
+  mine = sweeps.for_host(members, _HOST_INDEX.value, _NUM_HOSTS.value)
+  todo = [m for m in mine if not m.done]
+  print(f"Sweep {decl.config_flag}: {len(members)} members, {len(mine)} on this "
+        f"host, {len(mine) - len(todo)} already done.", flush=True)
+  if _DRY_RUN.value:
+    for m in mine:
+      state = "done" if m.done else "todo"
+      print(f"[{state}] {m.name}\n  " + " ".join(
+          sweeps.members.train_command(decl.config_flag, m, common)))
+    return
+  sweeps.write_manifest(_SWEEP_DIR.value, decl.config_flag, common, members)
+  t0 = time.time()
+
+  def show(outcome):
+    extra = f" ({outcome.seconds:.0f}s)" if outcome.status != "skipped" else ""
+    msg = f": {outcome.message}" if outcome.message else ""
+    print(f"[{outcome.status}] {outcome.member.name}{extra}{msg}", flush=True)
+
+  outcomes = sweeps.run_members(mine, decl.config_flag, common,
+                                parallel=_PARALLEL.value,
+                                evaluate=_EVALUATE.value, on_outcome=show)
+  failed = [o for o in outcomes if o.status == "failed"]
+  print(f"Finished in {time.time() - t0:.0f}s: {len(outcomes) - len(failed)} ok, "
+        f"{len(failed)} failed.", flush=True)
+  if _REPORT.value and _HOST_INDEX.value == 0:
+    from itr_jax.report import build as report_build
+    paths = report_build.write_report(_SWEEP_DIR.value)
+    print("Report: " + os.path.join(_SWEEP_DIR.value, "report.md") if paths else "")
+  if failed:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
