@@ -6,6 +6,9 @@ from typing import Iterable, Mapping
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
+
+from itr_jax import sharding
 
 
 @functools.lru_cache(maxsize=8)
@@ -18,23 +21,74 @@ def _encoders(model):
   return encode_images, encode_texts
 
 
+@functools.lru_cache(maxsize=8)
+def _sharded_encoders(model, mesh):
+  """`_encoders` with the batch split over `mesh` and the embeddings gathered."""
+  encode_images, encode_texts = (
+      jax.jit(fn, out_shardings=sharding.replicated(mesh))
+      for fn in (lambda params, images: model.apply(
+                     {"params": params}, images, method="encode_images"),
+                 lambda params, tokens, lengths: model.apply(
+                     {"params": params}, tokens, lengths, method="encode_texts")))
+  return encode_images, encode_texts
+
+
+def _split_over(mesh, array: np.ndarray) -> jax.Array:
+  """A global array of `array` (present on every process) split along the batch."""
+  rows = sharding.batch_sharding(mesh)
+  return jax.make_array_from_callback(array.shape, rows, lambda index: array[index])
+
+
+def _pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+  extra = -array.shape[0] % multiple
+  if not extra:
+    return array
+  return np.concatenate([array, np.repeat(array[:1], extra, axis=0)], axis=0)
+
+
 def _encode(encode_fn, params, batches: Iterable[Mapping[str, np.ndarray]],
-            keys) -> np.ndarray:
+            keys, mesh=None) -> np.ndarray:
   chunks = []
   for batch in batches:
-    emb = np.asarray(encode_fn(params, *(batch[k] for k in keys)))
-    chunks.append(emb[np.asarray(batch["mask"], bool)])
+    inputs = [np.asarray(batch[k]) for k in keys]
+    if mesh is not None:
+      # Pad to a multiple of the batch shards; the padding is cut off below.
+      shards = sharding.num_batch_shards(mesh)
+      inputs = [_split_over(mesh, _pad_rows(x, shards)) for x in inputs]
+    emb = np.asarray(encode_fn(params, *inputs))
+    mask = np.asarray(batch["mask"], bool)
+    chunks.append(emb[:mask.shape[0]][mask])
   return np.concatenate(chunks, axis=0)
 
 
-def encode_split(model, params, image_batches, caption_batches) -> tuple[np.ndarray, np.ndarray]:
+def params_mesh(params):
+  """The mesh `params` are placed on, if it has several devices; else None."""
+  leaves = jax.tree.leaves(params)
+  placement = getattr(leaves[0], "sharding", None) if leaves else None
+  if isinstance(placement, NamedSharding) and placement.mesh.size > 1:
+    return placement.mesh
+  return None
+
+
+def encode_split(model, params, image_batches, caption_batches, *,
+                 mesh=None) -> tuple[np.ndarray, np.ndarray]:
   """Embeddings of each image once and of each caption, padding rows dropped.
 
   `image_batches` yield `images` [B, R, F] and `mask` [B]; `caption_batches`
   yield `tokens` [B, L], `lengths` [B] and `mask` [B] (the last batch of a
   split is padded to the same shape so one compiled program serves all).
+
+  On a device mesh (`mesh`, by default the one `params` are placed on), each
+  batch is split over the mesh's batch axes, the devices encode their rows
+  in parallel and the embeddings are gathered onto every device (and
+  process). Every process must then pass the same, whole batches.
   """
-  encode_images, encode_texts = _encoders(model)
-  image_emb = _encode(encode_images, params, image_batches, ("images",))
-  caption_emb = _encode(encode_texts, params, caption_batches, ("tokens", "lengths"))
+  mesh = params_mesh(params) if mesh is None else mesh
+  if mesh is None:
+    encode_images, encode_texts = _encoders(model)
+  else:
+    encode_images, encode_texts = _sharded_encoders(model, mesh)
+  image_emb = _encode(encode_images, params, image_batches, ("images",), mesh)
+  caption_emb = _encode(encode_texts, params, caption_batches,
+                        ("tokens", "lengths"), mesh)
   return image_emb, caption_emb

@@ -65,6 +65,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.ndcg_k = 0  # 0: NDCG over the full ranking; k > 0: NDCG@k.
   c.eval.every_epochs = 1
+
+  # Devices: named mesh axes and sizes (-1: all remaining devices). The batch
+  # is split over "data" (and "fsdp"), e.g. (("data", -1), ("model", 2))
+  # replicates it over "model". See itr_jax.sharding.
+  c.mesh = (("data", -1),)
+  c.sharding = ml_collections.ConfigDict()
+  # (regex, spec) rules placing parameters and optimizer state, first match
+  # wins, unmatched leaves replicated; spec "replicated", "fsdp" or a tuple of
+  # mesh axes per dimension. ((".*", "fsdp"),) shards every large matrix.
+  # Tuples, so the command line can override them:
+  # --config.mesh="(('data', -1), ('model', 2))".
+  c.sharding.rules = ()
+  c.sharding.fsdp_axes = ("data",)
+  c.sharding.fsdp_min_size = 2**16  # smaller leaves stay replicated.
   return c
 
 
