@@ -23,6 +23,7 @@ import tqdm
 from flax.training import train_state
 
 from itr_jax import models
+from itr_jax import sharding
 from itr_jax.evaluation import evaluate
 from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
@@ -96,7 +97,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   train_step_lib.check_loss_config(config.loss)
   workdir_lib.check(workdir, config, fresh=fresh)
-  data = experiment_data.prepare(config, workdir, reuse_workdir_vocab=not fresh)
+  # Process 0 first: it generates a synthetic dataset if needed, once.
+  data = sharding.main_process_first(lambda: experiment_data.prepare(
+      config, workdir, reuse_workdir_vocab=not fresh))
   model = build_model(config, len(data.vocab))
   workdir_lib.prepare(workdir, config, fresh=fresh)
   data.save_vocab(workdir)
@@ -108,10 +111,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)
 
   checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  # Devices: the state is placed by config.sharding's rules, batches split
+  # over the mesh's data axes; orbax restores straight into that placement.
+  mesh = sharding.create_mesh(config.mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  abstract_state = abstract_train_state(config, model, tx, data.train)
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.sharding)
   start_step, state = checkpoints.restore_latest(
-      abstract_train_state(config, model, tx, data.train))
+      sharding.with_shardings(abstract_state, state_sharding))
   if start_step is None:
-    start_step, state = 0, create_train_state(config, model, tx, data.train)
+    start_step, state = 0, jax.jit(
+        lambda: create_train_state(config, model, tx, data.train),
+        out_shardings=state_sharding)()
   else:
     logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
   # Drop what a killed run logged after its last checkpoint: redone below.
@@ -131,7 +142,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     evaluate_dev(state, 0)  # the untrained model, as a baseline
 
   train_steps = {
-      hardest: train_step_lib.make_train_step(model, config.loss, hardest=hardest)
+      hardest: train_step_lib.make_train_step(
+          model, config.loss, hardest=hardest, mesh=mesh,
+          state_sharding=state_sharding)
       for hardest in (True, False)}
   batches = data.train_batches(start_step=start_step)
   pending = []  # device metrics since the last log step, fetched lazily
@@ -140,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   last_log_time, last_log_step = time.time(), start_step
   for step in range(start_step, total_steps):
-    batch = next(batches)
+    batch = sharding.global_batch(next(batches), mesh)
     state, metrics = train_steps[step >= warmup_steps](state, batch)
     pending.append(metrics)
     done = step + 1
