@@ -99,7 +99,8 @@ class GPO(nn.Module):
   are special cases.
 
   `__call__(features [B, R, D], mask [B, R] | None) -> (pooled [B, D],
-  weights [B, R])`; weights are 0 on k >= n and sum to 1.
+  weights [B, R])`; weights are 0 on k >= n and sum to 1. `mask` (True =
+  valid, any pattern) must leave at least one valid region per row.
 
   >>> gpo = GPO()
   >>> f = jnp.ones((2, 4, 3))
