@@ -3,3 +3,17 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """One 3-epoch run of the tiny demo config: (config, workdir, best, data_dir)."""
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  from tiny_config import tiny_config  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("tiny_run")
+  data_dir, workdir = str(root / "data"), str(root / "run")
+  config = tiny_config(data_dir)
+  best = trainer.train_and_evaluate(config, workdir)
+  return config, workdir, best, data_dir

@@ -47,7 +47,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 def config_differences(old: dict, new: dict) -> list[str]:
   """Dotted names of fields that differ and would make resuming wrong."""
   old_flat, new_flat = _flatten(old), _flatten(new)
-  keys = sorted(set(old_flat) | set(new_flat))
+  # Fields the old run's config lacks were added to itr_jax since: not a
+  # difference in what the run computes.
+  keys = sorted(set(old_flat))
   return [k for k in keys
           if old_flat.get(k) != new_flat.get(k)
           and not any(k == f or (f.endswith(".") and k.startswith(f))
