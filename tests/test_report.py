@@ -1,0 +1,221 @@
+"""Reports: collecting runs, mean ± std over seeds, tables, plots, examples page.
+
+Sweep directories are faked (config.json, metrics.jsonl, eval_test.json), so
+every expected number is known by construction.
+"""
+import csv
+import io
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+from itr_jax import sweeps
+from itr_jax.data import synthetic_scenes
+from itr_jax.report import aggregate
+from itr_jax.report import build
+from itr_jax.report import collect
+from itr_jax.report import examples
+from itr_jax.report import tables
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _fake_run(workdir, config, dev_rsums, test=None, done=True):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  records = []
+  for i, rsum in enumerate(dev_rsums):
+    step = 10 * (i + 1)
+    records.append({"step": step, "kind": "train", "loss": 1.0 / step, "pairwise": 0.5,
+                    "listwise": 0.2, "ndcg_i2t": 0.8, "ndcg_t2i": 0.7,
+                    "hard_ndcg_i2t": 0.9, "hard_ndcg_t2i": 0.85})
+    records.append({"step": step, "kind": "dev", "rsum": rsum, "i2t_r1": rsum / 6,
+                    "true_ndcg_i2t": rsum / 1000})
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.write("\n".join(json.dumps(r) for r in records) + "\n")
+  if test is not None:
+    with open(os.path.join(workdir, "eval_test.json"), "w") as f:
+      json.dump({"checkpoint_step": 10, "split": "test", "full": test}, f)
+  if done:
+    open(os.path.join(workdir, sweeps.DONE_FILE), "w").close()
+
+
+# (weight, seed) -> test RSUM and true NDCG i2t
+TEST = {(0.0, 0): (100.0, 0.5), (0.0, 1): (110.0, 0.7),
+        (0.5, 0): (120.0, 0.6), (0.5, 1): (126.0, 0.6), (0.5, 2): (129.0, 0.9)}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+  d = str(tmp_path / "sweep")
+  overrides = [{"loss.weight": w, "seed": s} for w, s in TEST]
+  members = sweeps.expand(d, overrides)
+  sweeps.write_manifest(d, "cfg.py", {}, members)
+  for m, ((w, s), (rsum, ndcg)) in zip(members, TEST.items()):
+    config = {"seed": s, "loss": {"weight": w, "tau": 0.01}}
+    _fake_run(m.workdir, config, [rsum - 30, rsum - 5, rsum - 10],
+              {"rsum": rsum, "true_ndcg_i2t": ndcg, "i2t_r1": rsum / 10})
+  return d
+
+
+# --- aggregate / tables ----------------------------------------------------
+
+def test_summarize_matches_numpy():
+  values = [1.0, 2.5, 7.0]
+  mean, std = aggregate.summarize(values)
+  assert mean == pytest.approx(np.mean(values))
+  assert std == pytest.approx(np.std(values, ddof=1))
+  assert aggregate.summarize([3.0]) == (3.0, pytest.approx(math.nan, nan_ok=True))
+  assert all(math.isnan(x) for x in aggregate.summarize([]))
+  assert aggregate.summarize([1.0, float("nan"), 3.0])[0] == 2.0  # non-finite dropped
+
+
+def test_group_runs_ignores_seed_and_keeps_order():
+  rows = [({"w": 1, "seed": 0}, {"m": 1.0}), ({"w": 0, "seed": 0}, {"m": 5.0}),
+          ({"w": 1, "seed": 1}, {"m": 3.0}), ({"w": 0, "seed": 1}, {})]
+  groups = aggregate.group_runs(rows, ["m"], names=["a", "b", "c", "d"])
+  assert [g.setting for g in groups] == [{"w": 1}, {"w": 0}]
+  assert (groups[0].n, groups[0].mean["m"], groups[0].std["m"]) == (2, 2.0, pytest.approx(2 ** 0.5))
+  assert (groups[1].n, groups[1].count["m"], groups[1].mean["m"]) == (2, 1, 5.0)
+  assert groups[0].members == ["a", "c"]
+  assert aggregate.swept_fields(groups) == ["w"]
+
+
+def test_markdown_and_csv_tables():
+  g = aggregate.Group({"w": 0.5}, 2, {"rsum": 1.0, "true_ndcg_i2t": 0.5},
+                      {"rsum": 0.5, "true_ndcg_i2t": math.nan}, {})
+  md = tables.markdown_table([g], ["w"], ["rsum", "true_ndcg_i2t"], {"rsum": "RSUM"})
+  assert md.splitlines() == ["| w | n | RSUM | true_ndcg_i2t |", "|---|---|---|---|",
+                             "| 0.5 | 2 | 1.00 ± 0.50 | 0.5000 |"]
+  rows = list(csv.reader(io.StringIO(tables.summary_csv([g], ["w"], ["rsum"]))))
+  assert rows == [["w", "n", "rsum_mean", "rsum_std"], ["0.5", "2", "1.0", "0.5"]]
+  assert tables.format_cell(math.nan, math.nan) == "–"
+
+
+# --- collect / build -------------------------------------------------------
+
+def test_collect_runs(sweep_dir):
+  runs = collect.collect_runs(sweep_dir)
+  assert [r.overrides for r in runs] == [{"loss.weight": w, "seed": s} for w, s in TEST]
+  r = runs[0]
+  assert r.done and r.test["rsum"] == 100.0
+  assert r.best_dev["rsum"] == 95.0 and r.best_dev["step"] == 20  # max, not last
+  assert r.final_dev["rsum"] == 90.0
+  assert len(r.train) == 3
+
+
+def test_collect_without_manifest_uses_differing_config_fields(sweep_dir):
+  os.remove(os.path.join(sweep_dir, sweeps.members.SWEEP_FILE))
+  runs = collect.collect_runs(sweep_dir)
+  assert {json.dumps(r.overrides, sort_keys=True) for r in runs} == {
+      json.dumps({"loss.weight": w, "seed": s}, sort_keys=True) for w, s in TEST}
+  with pytest.raises(ValueError, match="not a directory"):
+    collect.collect_runs(os.path.join(sweep_dir, "nope"))
+
+
+def test_write_report(sweep_dir):
+  paths = build.write_report(sweep_dir)
+  with open(paths["markdown"]) as f:
+    md = f.read()
+  # weight 0.5: RSUM 120, 126, 129 -> mean 125, std 4.58; true NDCG 0.6, 0.6, 0.9.
+  assert "| 0.5 | 3 | 12.50 ± 0.46 | 125.00 ± 4.58 | 0.7000 ± 0.1732 |" in md
+  assert "| 0.0 | 2 | 10.50 ± 0.71 | 105.00 ± 7.07 | 0.6000 ± 0.1414 |" in md
+  # Dev table: best epoch = the middle one (rsum - 5).
+  assert "| 0.5 | 3 | 20.00 ± 0.76 | 120.00 ± 4.58 | 0.1200 ± 0.0046 |" in md
+  with open(paths["summary_test"]) as f:
+    rows = list(csv.DictReader(f))
+  assert float(rows[1]["rsum_mean"]) == pytest.approx(125.0)
+  assert float(rows[1]["rsum_std"]) == pytest.approx(np.std([120, 126, 129], ddof=1))
+  with open(paths["runs"]) as f:
+    runs = list(csv.DictReader(f))
+  assert len(runs) == 5 and float(runs[0]["test_rsum"]) == 100.0
+  for key in ("plot_loss.weight", "plot_dev_rsum"):
+    with open(paths[key], "rb") as f:
+      assert f.read(8) == PNG_MAGIC, key
+  curves = os.listdir(os.path.join(sweep_dir, "report", "plots", "curves"))
+  assert len(curves) == 5
+
+
+def test_write_report_rejects_an_empty_dir(tmp_path):
+  with pytest.raises(ValueError, match="no runs"):
+    build.write_report(str(tmp_path))
+
+
+# --- examples page ---------------------------------------------------------
+
+def test_retrieval_examples_by_hand():
+  # 2 images x 2 captions each; caption 3 belongs to image 1.
+  sims = np.array([[0.1, 0.9, 0.8, 0.2],
+                   [0.3, 0.7, 0.1, 0.6]])
+  rel = np.array([[1.0, 1.0, 0.5, 0.0],
+                  [0.0, 0.5, 1.0, 1.0]])
+  i2t, t2i = examples.retrieval_examples(
+      sims, {"true": rel}, captions_per_image=2, image_queries=[1],
+      caption_queries=[2], k=3)
+  q = i2t[0]
+  assert [h.index for h in q.hits] == [1, 3, 0]
+  assert [h.match for h in q.hits] == [False, True, False]
+  assert [h.grades["true"] for h in q.hits] == [0.5, 1.0, 0.0]
+  assert q.gt_rank == 2
+  # NDCG@3: DCG = (2^.5-1)/1 + 1/log2(3) + 0; IDCG = 1 + 1/log2(3) + (2^.5-1)/2.
+  dcg = (2 ** 0.5 - 1) + 1 / np.log2(3)
+  idcg = 1 + 1 / np.log2(3) + (2 ** 0.5 - 1) / 2
+  assert q.ndcg["true"] == pytest.approx(dcg / idcg)
+  q = t2i[0]  # caption 2 (image 1's): image 0 scores 0.8, image 1 0.1
+  assert [h.index for h in q.hits] == [0, 1] and q.gt_rank == 2
+  assert [h.grades["true"] for h in q.hits] == [0.5, 1.0]
+  with pytest.raises(ValueError, match="captions_per_image"):
+    examples.retrieval_examples(sims, {}, captions_per_image=3, image_queries=[0],
+                                caption_queries=[0])
+
+
+def test_render_html_escapes_and_highlights():
+  sims = np.array([[0.9, 0.1], [0.2, 0.8]])
+  i2t, t2i = examples.retrieval_examples(sims, {"rsc": np.eye(2)}, captions_per_image=1,
+                                         image_queries=[0, 1], caption_queries=[1], k=2)
+  page = examples.render_html(i2t, t2i, captions=["a <b>", "c & d"],
+                              image_labels=["img 0", "img 1"], captions_per_image=1,
+                              title="T")
+  assert "a &lt;b&gt;" in page and "c &amp; d" in page and "<b>" not in page.split("</style>")[1].replace("<b>Query:</b>", "")
+  assert page.count('<tr class="match">') == 3  # each query's own item is first
+  assert page.count("<table>") == 3
+  assert "rsc relevance" in page
+
+
+def test_scene_descriptions_match_generated_scenes(tmp_path):
+  d = synthetic_scenes.generate(str(tmp_path / "scenes"), num_train=6, num_dev=3,
+                                num_test=4, regions=8, feature_dim=8, emb_dim=8)
+  got = examples.scene_descriptions(d, "test", 4)
+  scenes = synthetic_scenes.generate_split(0, 2, 4, regions=8, feature_dim=8).scenes
+  assert got == [examples.describe_scene(s) for s in scenes]
+  for text, scene in zip(got, scenes):
+    for o in scene.objects:
+      assert synthetic_scenes.CLASSES[o.cls][0] in text
+    assert text.endswith(scene.setting)
+  assert examples.scene_descriptions(d, "test", 5) is None  # more rows than scenes
+  assert examples.scene_descriptions(str(tmp_path), "test", 1) is None  # not synthetic
+
+
+def test_describe_scene_by_hand():
+  dog = synthetic_scenes.Object(0, {"size": "small", "colour": "red"})
+  car = synthetic_scenes.Object(6, {"colour": "blue", "material": "metal", "size": "large"})
+  scene = synthetic_scenes.Scene([dog, car], [(0, "next to", 1)], "park")
+  assert examples.describe_scene(scene) == (
+      "small red dog; large blue metal car | dog next to car | park")
+
+
+def test_examples_page_of_a_trained_run(tiny_run):
+  _, workdir, _, _ = tiny_run
+  path = examples.write_examples_page(workdir, num_queries=3, k=5,
+                                      out=os.path.join(workdir, "ex.html"))
+  with open(path, encoding="utf-8") as f:
+    page = f.read()
+  assert page.count("<table>") == 6 and page.count("Query:") == 6
+  assert page.count("<tr class=") == 30  # 6 queries x top 5
+  assert "true relevance" in page and "rsc relevance" in page
+  assert re.search(r"image \d+: \w+", page)  # scene descriptions, not bare ids
