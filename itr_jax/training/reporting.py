@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Mapping
 
 import jax
@@ -30,7 +31,7 @@ class MetricsLog:
       return
     scalars = {f"{kind}/{k}": float(v) for k, v in metrics.items()}
     self._writer.write_scalars(step, scalars)
-    record = {"step": int(step), "kind": kind}
+    record = {"step": int(step), "kind": kind, "time": time.time()}
     record.update({k: _json_number(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
