@@ -5,12 +5,19 @@ r"""Train an ITR model from a config file.
 
 Any config field can be overridden with --config.<path>=<value>. Running again
 with the same --workdir resumes from its latest checkpoint.
+
+Multi-host: start the same command on every host (or process) with
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I (or the
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment);
+on Cloud TPU pod slices and SLURM, --distributed=on lets JAX find them. See
+launch/ and itr_jax.sharding.multihost.
 """
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from itr_jax.sharding import multihost
 from itr_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -21,6 +28,15 @@ _WORKDIR = flags.DEFINE_string(
 _FRESH = flags.DEFINE_bool(
     "fresh", False, "Start over even if --workdir holds a run with another "
     "config; that run is moved to <workdir>/previous_runs/, not deleted.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", list(multihost.MODES),
+    "Multi-process start-up: auto (when a coordinator or a multi-process "
+    "SLURM/MPI/TPU job is seen), on (always; JAX auto-detects TPU pods and "
+    "SLURM), off (single process).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,6 +44,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  multihost.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                       num_processes=_NUM_PROCESSES.value,
+                       process_id=_PROCESS_ID.value)
   best = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
   print(f"Best dev checkpoint: step {best.get('best_step')}, "
         f"RSUM {best.get('rsum', float('nan')):.2f}")

@@ -5,6 +5,7 @@ sharded global batch, and multi-host start-up.
 * `state_shardings(abstract_state, mesh, config.sharding)` (partitioning.py)
 * `global_batch_listwise_loss`, `local_listwise_itr_loss` (global_batch_loss.py)
 * `initialize(mode, coordinator_address=..., ...)` (multihost.py)
+* `memory_stats(compiled)`: per-device bytes from XLA (memory.py)
 """
 from itr_jax.sharding.global_batch_loss import global_batch_listwise_loss
 from itr_jax.sharding.global_batch_loss import local_listwise_itr_loss
@@ -16,6 +17,8 @@ from itr_jax.sharding.mesh import create_mesh
 from itr_jax.sharding.mesh import global_batch
 from itr_jax.sharding.mesh import num_batch_shards
 from itr_jax.sharding.mesh import replicated
+from itr_jax.sharding.memory import memory_stats
+from itr_jax.sharding.memory import peak_bytes_per_device
 from itr_jax.sharding.multihost import initialize
 from itr_jax.sharding.multihost import main_process_first
 from itr_jax.sharding.partitioning import FSDP_RULES
@@ -35,7 +38,9 @@ __all__ = [
     "initialize",
     "local_listwise_itr_loss",
     "main_process_first",
+    "memory_stats",
     "num_batch_shards",
+    "peak_bytes_per_device",
     "replicated",
     "state_shardings",
     "tree_shardings",
