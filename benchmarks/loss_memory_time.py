@@ -1,0 +1,134 @@
+"""Time and memory of listwise_itr_loss (forward + backward) vs batch size.
+
+Compares the chunked S-NDCG (custom VJP, O(B^2) memory) with the dense
+reference that materialises [B, B, B] tensors like the official PyTorch code.
+Each configuration runs in its own subprocess, so the peak RSS column is that
+configuration's alone.
+
+  python benchmarks/loss_memory_time.py                      # B = 128 ... 4096
+  python benchmarks/loss_memory_time.py --batch_sizes=256,512 --repeats=5
+
+Columns: median wall time of jit(value_and_grad) w.r.t. the image and caption
+embeddings (after compilation), XLA's temporary buffer size from
+`compiled.memory_analysis()`, and the subprocess's peak resident set size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+# Configurations whose compiled program needs more temporary memory than this
+# are compiled (to report the size) but not run.
+MEMORY_LIMIT_GIB = 12.0
+
+
+def run_one(b: int, mode: str, chunk_size, repeats: int, dim: int) -> dict:
+  """Compiles and times one configuration in this process."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from itr_jax import losses
+
+  rng = np.random.default_rng(0)
+
+  def unit(x):
+    return jnp.asarray(x / np.linalg.norm(x, axis=-1, keepdims=True), jnp.float32)
+
+  v = unit(rng.normal(size=(b, dim)))
+  t = unit(np.asarray(v) + 0.8 * np.asarray(unit(rng.normal(size=(b, dim)))))
+  rel = jnp.asarray(rng.uniform(size=(b, b)), jnp.float32)
+
+  def chunked(scores, relevance):
+    return losses.listwise_itr_loss(scores, relevance, chunk_size=chunk_size)[0]
+
+  def dense(scores, relevance, weight=0.5):
+    # Same loss, with the O(B^3) reference in place of the chunked S-NDCG.
+    i2t = losses.dense_smooth_ndcg_rows(scores, relevance)
+    t2i = losses.dense_smooth_ndcg_rows(scores.T, relevance)
+    listwise = ((1 - i2t.mean()) + (1 - t2i.mean())) / 2
+    return (1 - weight) * losses.triplet_loss(scores) + weight * listwise
+
+  loss = chunked if mode == "chunked" else dense
+  # Relevance is an argument, not a closed-over constant: XLA would otherwise
+  # constant-fold the IDCG sorts at compile time.
+  step = jax.jit(jax.value_and_grad(lambda v, t, r: loss(v @ t.T, r), argnums=(0, 1)))
+  start = time.perf_counter()
+  compiled = step.lower(v, t, rel).compile()
+  compile_s = time.perf_counter() - start
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  if temp > MEMORY_LIMIT_GIB * 2 ** 30:
+    return dict(b=b, mode=mode, skipped=True, temp_bytes=temp)
+
+  start = time.perf_counter()
+  jax.block_until_ready(compiled(v, t, rel))  # warm-up
+  warmup_s = time.perf_counter() - start
+  # Very slow configurations are timed once more rather than `repeats` times.
+  runs = repeats if warmup_s < 20 else 1
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(v, t, rel))
+    times.append(time.perf_counter() - start)
+  return dict(b=b, mode=mode, skipped=False, compile_s=compile_s, time_s=statistics.median(times),
+              runs=runs, temp_bytes=temp,
+              peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch_sizes", default="128,256,512,1024,2048,4096")
+  parser.add_argument("--modes", default="chunked,dense")
+  parser.add_argument("--chunk_size", type=int, default=None,
+                      help="S-NDCG candidates per chunk (default: the library's).")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--dim", type=int, default=1024, help="embedding size")
+  parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+
+  if args.worker:  # "B,mode": one configuration, result as JSON on stdout.
+    b, mode = args.worker.split(",")
+    print(json.dumps(run_one(int(b), mode, args.chunk_size, args.repeats, args.dim)))
+    return
+
+  import jax
+
+  from itr_jax import losses
+  chunk = args.chunk_size or losses.DEFAULT_CHUNK_SIZE
+  print(f"listwise_itr_loss forward+backward w.r.t. [B, {args.dim}] embeddings; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform} "
+        f"({os.cpu_count()} CPUs); chunk_size={chunk}; median of up to "
+        f"{args.repeats} runs after compile.\n")
+  header = (f"| {'B':>5} | {'S-NDCG':<8} | {'time (s)':>9} | {'runs':>4} | "
+            f"{'XLA temp (MiB)':>14} | {'peak RSS (MiB)':>14} | {'compile (s)':>11} |")
+  print(header)
+  print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+  for b in (int(x) for x in args.batch_sizes.split(",")):
+    for mode in args.modes.split(","):
+      cmd = [sys.executable, os.path.abspath(__file__), f"--worker={b},{mode}",
+             f"--repeats={args.repeats}", f"--dim={args.dim}"]
+      if args.chunk_size:
+        cmd.append(f"--chunk_size={args.chunk_size}")
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      if proc.returncode != 0:
+        print(f"| {b:>5} | {mode:<8} | failed (exit {proc.returncode}): "
+              f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''} |")
+        continue
+      r = json.loads(proc.stdout.strip().splitlines()[-1])
+      if r["skipped"]:
+        print(f"| {b:>5} | {mode:<8} | skipped (O(B^3) memory: XLA temp "
+              f"{r['temp_bytes'] / 2 ** 30:.0f} GiB > {MEMORY_LIMIT_GIB:.0f} GiB) |")
+        continue
+      print(f"| {b:>5} | {mode:<8} | {r['time_s']:>9.3f} | {r['runs']:>4} | "
+            f"{r['temp_bytes'] / 2 ** 20:>14.1f} | {r['peak_rss_bytes'] / 2 ** 20:>14.0f} | "
+            f"{r['compile_s']:>11.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
