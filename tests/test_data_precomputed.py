@@ -161,3 +161,62 @@ def test_available_splits(tmp_path):
   assert precomputed.available_splits(str(tmp_path)) == ["test", "train"]
   assert precomputed.available_splits(str(tmp_path), ["train", "dev"]) == [
       "train"]
+
+
+class _FakeEncoder:
+  """Stands in for SentenceEncoder in embed_captions_file (no model needed)."""
+  name, weights_sha256, tokenizer_settings, dim = "fake", "0" * 64, {}, 3
+
+  def encode(self, texts, batch_size):
+    del batch_size
+    return np.array([[len(t), t.count(" "), 1.0] for t in texts], np.float32)
+
+
+def _embed(data_dir, split):
+  from itr_jax.tools.embed_captions import embed_captions_file  # pylint: disable=import-outside-toplevel
+  return embed_captions_file(os.path.join(data_dir, f"{split}_caps.txt"),
+                             encoder=_FakeEncoder(), progress=False)
+
+
+def test_matching_sidecar_loads(tmp_path):
+  src = write_random_split(str(tmp_path), "train", num_images=2, emb_dim=0)
+  _embed(str(tmp_path), "train")
+  assert (tmp_path / "train_caps_emb.json").is_file()
+  s = precomputed.load_split(str(tmp_path), "train", require_caption_emb=True)
+  np.testing.assert_array_equal(
+      s.caption_emb[:, 0], [len(c) for c in src["captions"]])
+
+
+def test_captions_edited_after_embedding_say_what_to_run(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=2, emb_dim=0)
+  _embed(str(tmp_path), "train")
+  lines = (tmp_path / "train_caps.txt").read_text().splitlines()
+  lines[4] = "a different caption, same count"
+  (tmp_path / "train_caps.txt").write_text("\n".join(lines) + "\n")
+  command = (f"python -m itr_jax.tools.embed_captions --data_dir={tmp_path} "
+             "--split=train --overwrite")
+  with pytest.raises(ValueError, match=r"different train_caps.txt \(sha256 "
+                     r"mismatch\)") as e:
+    precomputed.load_split(str(tmp_path), "train")
+  assert command in str(e.value)
+  # Fewer captions (a whole image removed): the count is named too.
+  (tmp_path / "train_caps.txt").write_text("\n".join(lines[:5]) + "\n")
+  np.save(tmp_path / "train_ims.npy", np.zeros((1, 2, 4), np.float32))
+  with pytest.raises(ValueError, match=r"10 rows.*5 captions") as e:
+    precomputed.load_split(str(tmp_path), "train")
+  assert command in str(e.value)
+
+
+def test_count_mismatch_without_sidecar_names_the_command(tmp_path):
+  write_random_split(str(tmp_path), "train", num_images=2)
+  np.save(tmp_path / "train_caps_emb.npy", np.zeros((9, 4), np.float32))
+  with pytest.raises(ValueError) as e:
+    precomputed.load_split(str(tmp_path), "train")
+  assert (f"python -m itr_jax.tools.embed_captions --data_dir={tmp_path} "
+          "--split=train --overwrite`") in str(e.value)
+  # An explicit path elsewhere is passed on as --out.
+  other = str(tmp_path / "elsewhere.npy")
+  np.save(other, np.zeros((9, 4), np.float32))
+  with pytest.raises(ValueError, match=rf"--split=train --out={other} "
+                     "--overwrite`"):
+    precomputed.load_split(str(tmp_path), "train", caption_emb_path=other)

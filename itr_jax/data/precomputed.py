@@ -166,6 +166,21 @@ def captions_per_image(num_images: int, num_captions: int, *,
       f"to image c // 5) or one per image ({num_images} captions)")
 
 
+def _embed_fix(data_dir: str, split: str, emb_path: str, explicit: bool, *,
+               exists: bool) -> str:
+  """What to run to (re)write the caption embeddings of `split`."""
+  out = (f" --out={emb_path}" if explicit and os.path.abspath(emb_path) !=
+         os.path.abspath(os.path.join(data_dir, f"{split}_caps_emb.npy"))
+         else "")
+  # The tool refuses to replace a file it cannot vouch for without this.
+  overwrite = " --overwrite" if exists else ""
+  return (f"run `python -m itr_jax.tools.embed_captions --data_dir={data_dir} "
+          f"--split={split}{out}{overwrite}` (sentence encoder) or `python -m "
+          f"itr_jax.data.text_features --data_dir {data_dir}` (TF-IDF "
+          f"stand-in), which write one row per line of {split}_caps.txt to "
+          f"{os.path.basename(emb_path)}")
+
+
 def load_split(data_dir: str, split: str, *,
                caption_emb_path: str | None = None,
                require_caption_emb: bool = False,
@@ -205,11 +220,6 @@ def load_split(data_dir: str, split: str, *,
   emb_path = (caption_emb_path if explicit else
               os.path.join(data_dir, f"{split}_caps_emb.npy"))
   caption_emb = None
-  fix = (f"run `python -m itr_jax.tools.embed_captions --data_dir={data_dir} "
-         f"--split={split}` (sentence encoder) or `python -m "
-         f"itr_jax.data.text_features --data_dir {data_dir}` (TF-IDF "
-         f"stand-in), which write one row per line of {split}_caps.txt to "
-         f"{split}_caps_emb.npy")
   if explicit or os.path.exists(emb_path):
     caption_emb = _open_npy(emb_path, "caption embedding")
     _check_float(caption_emb, emb_path, 2, "[N_captions, D]")
@@ -217,11 +227,19 @@ def load_split(data_dir: str, split: str, *,
       raise ValueError(
           f"{emb_path!r} has {caption_emb.shape[0]} rows but "
           f"{os.path.basename(caps_path)} has {len(captions)} captions; the "
-          f"embeddings must be aligned with the captions: {fix}")
+          f"embeddings must be aligned with the captions: "
+          f"{_embed_fix(data_dir, split, emb_path, explicit, exists=True)}")
+    # Imported here: the tool pulls in the text encoders (JAX, Flax).
+    from itr_jax.tools import embed_captions  # pylint: disable=g-import-not-at-top
+    if os.path.isfile(embed_captions.sidecar_path(emb_path)):
+      # The provenance sidecar also catches captions edited after embedding
+      # with their count unchanged.
+      embed_captions.check_sidecar(emb_path, caps_path)
   elif require_caption_emb:
-    raise ValueError(f"split {split!r} has no caption embeddings "
-                     f"({os.path.basename(emb_path)} not found; "
-                     f"{_listing(data_dir)}); {fix}")
+    raise ValueError(
+        f"split {split!r} has no caption embeddings "
+        f"({os.path.basename(emb_path)} not found; {_listing(data_dir)}); "
+        f"{_embed_fix(data_dir, split, emb_path, explicit, exists=False)}")
 
   rel_path = os.path.join(data_dir, f"{split}_relevance.npy")
   true_relevance = None
