@@ -410,6 +410,32 @@ def test_bfloat16_scores_are_computed_in_float32():
       f32(jnp.asarray(v @ t.T, jnp.bfloat16)), f32(rel))[0]), rel=1e-6)
 
 
+def test_row_blocks_compose_to_the_full_batch_loss():
+  # The sharding contract: a device holding query rows `blk` (and all the
+  # candidates) computes exactly its share with the *_rows functions.
+  b, tau, weight, margin = 12, 0.02, 0.4, 0.3
+  v, t, rel = make_batch(b, seed=12, levels=4)
+  s, r = f32(v @ t.T), f32(rel)
+
+  def blockwise(s):
+    parts = {"pair": 0.0, "i2t": 0.0, "t2i": 0.0}
+    for blk in (jnp.arange(0, 5), jnp.arange(5, 9), jnp.arange(9, 12)):
+      parts["pair"] += (losses.triplet_rows(s[blk], blk, margin=margin).sum()
+                        + losses.triplet_rows(s.T[blk], blk, margin=margin).sum()) / (2 * b)
+      parts["i2t"] += losses.smooth_ndcg_rows(s[blk], r[blk], tau=tau, chunk_size=5).sum() / b
+      parts["t2i"] += losses.smooth_ndcg_rows(s.T[blk], r[blk], tau=tau, chunk_size=5).sum() / b
+    listwise = ((1 - parts["i2t"]) + (1 - parts["t2i"])) / 2
+    return (1 - weight) * parts["pair"] + weight * listwise
+
+  def full(s):
+    return losses.listwise_itr_loss(s, r, margin=margin, tau=tau, weight=weight)[0]
+
+  got, got_grad = jax.jit(jax.value_and_grad(blockwise))(s)
+  want, want_grad = jax.jit(jax.value_and_grad(full))(s)
+  assert float(got) == pytest.approx(float(want), rel=1e-6)
+  np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------
 # numerical edge cases
 # ---------------------------------------------------------------------------
@@ -481,8 +507,8 @@ def test_vmap_over_tau_weight_and_margin():
   s, r = f32(v @ t.T), f32(rel)
   grid = {"tau": [0.005, 0.01, 0.05], "weight": [0.0, 0.5, 1.0], "margin": [0.2, 0.5, 0.9]}
   for name, values in grid.items():
-    def loss(x):
-      return losses.listwise_itr_loss(s, r, **{name: x})[0]
+    def loss(x):  # chunk_size=5: several chunks, the last one padded
+      return losses.listwise_itr_loss(s, r, chunk_size=5, **{name: x})[0]
     swept = jax.jit(jax.vmap(jax.value_and_grad(loss)))(jnp.array(values))
     for i, x in enumerate(values):
       single = jax.value_and_grad(loss)(x)  # a separate, unmapped call
