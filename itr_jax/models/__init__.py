@@ -8,6 +8,7 @@
 >>> [e.shape for e in model.apply(variables, images, tokens, lengths)]
 [(2, 4), (2, 4)]
 """
+from itr_jax.models.bert_text_encoder import BertTextEncoder, pretrained_text_tower, with_pretrained_bert
 from itr_jax.models.gru import GRU, GRULayer, gru_cell, gru_scan, reverse_valid_prefix
 from itr_jax.models.image_encoder import ImageEncoder
 from itr_jax.models.initializers import symmetric_uniform
@@ -17,8 +18,9 @@ from itr_jax.models.text_encoder import TextEncoder
 from itr_jax.models.vse import MODEL_FIELDS, VSEModel, create_model
 
 __all__ = [
-    "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
+    "BertTextEncoder", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
     "TextEncoder", "VSEModel", "create_model", "gru_cell", "gru_scan",
     "l2_normalize", "max_pool", "positional_encoding", "reverse_valid_prefix",
-    "sort_descending", "symmetric_uniform",
+    "pretrained_text_tower", "sort_descending", "symmetric_uniform",
+    "with_pretrained_bert",
 ]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from itr_jax.models import bert_text_encoder
 from itr_jax.models.image_encoder import ImageEncoder
 from itr_jax.models.pooling import POOLINGS
 from itr_jax.models.text_encoder import TextEncoder
@@ -29,6 +30,11 @@ class VSEModel(nn.Module):
   per-module learning-rate multiplier refers to). Embeddings are float32 even
   when `dtype` (the computation dtype) is e.g. bfloat16.
 
+  `text_tower` picks the text encoder: "gru" (word embeddings + GRU, token
+  ids from a word `Vocabulary`) or "bert" (`BertTextEncoder`: a pretrained
+  BERT of config `bert_config` + projection, WordPiece ids; `vocab_size`,
+  `word_dim` and `bidirectional` are then unused).
+
   >>> model = VSEModel(vocab_size=10, word_dim=3, embed_size=4)
   >>> images = jnp.ones((2, 5, 6))
   >>> tokens = jnp.array([[1, 2, 0], [3, 0, 0]])
@@ -47,6 +53,8 @@ class VSEModel(nn.Module):
   bidirectional: bool = False
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
+  text_tower: str = "gru"
+  bert_config: Any = None  # an itr_jax.text_encoders.BertConfig
 
   def setup(self):
     if not (isinstance(self.vocab_size, int) and self.vocab_size > 0):
@@ -56,6 +64,17 @@ class VSEModel(nn.Module):
     self.image_encoder = ImageEncoder(
         embed_size=self.embed_size, pooling=self.pooling, dtype=self.dtype,
         param_dtype=self.param_dtype)
+    if self.text_tower not in TEXT_TOWERS:
+      raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got "
+                       f"{self.text_tower!r}.")
+    if self.text_tower == "bert":
+      if self.bert_config is None:
+        raise ValueError("text_tower='bert' needs bert_config (create_model "
+                         "reads it from config.model.bert_path).")
+      self.text_encoder = bert_text_encoder.BertTextEncoder(
+          self.bert_config, embed_size=self.embed_size, dtype=self.dtype,
+          param_dtype=self.param_dtype)
+      return
     self.text_encoder = TextEncoder(
         vocab_size=self.vocab_size, word_dim=self.word_dim,
         embed_size=self.embed_size, bidirectional=self.bidirectional,
@@ -73,8 +92,10 @@ class VSEModel(nn.Module):
         tokens, lengths)
 
 
+TEXT_TOWERS = ("gru", "bert")
 MODEL_FIELDS = ("vocab_size", "word_dim", "embed_size", "pooling",
-                "bidirectional", "dtype", "param_dtype")
+                "bidirectional", "dtype", "param_dtype", "text_tower",
+                "bert_path")
 
 
 def _dtype(name, field):
@@ -93,8 +114,11 @@ def create_model(config: ml_collections.ConfigDict) -> VSEModel:
   Fields (all optional except `vocab_size`, which the training script fills
   in from the vocabulary): vocab_size, word_dim (300), embed_size (1024),
   pooling ("max" | "gpo"), bidirectional (False), dtype (None: float32;
-  "bfloat16" computes in bf16), param_dtype ("float32"). Unknown fields raise,
-  so a typo cannot be silently ignored.
+  "bfloat16" computes in bf16), param_dtype ("float32"), text_tower ("gru" |
+  "bert"), bert_path (a local BERT / sentence-transformers directory for the
+  "bert" tower; '' is the packaged all-MiniLM-L6-v2). With "bert",
+  vocab_size is the WordPiece vocabulary's size. Unknown fields raise, so a
+  typo cannot be silently ignored.
 
   >>> cfg = ml_collections.ConfigDict(dict(vocab_size=100, pooling="gpo"))
   >>> create_model(cfg).pooling
@@ -115,4 +139,13 @@ def create_model(config: ml_collections.ConfigDict) -> VSEModel:
   fields["param_dtype"] = _dtype(fields.get("param_dtype"),
                                  "param_dtype") or jnp.float32
   fields["vocab_size"] = int(fields["vocab_size"])
+  bert_path = fields.pop("bert_path", "") or None
+  if fields.get("text_tower", "gru") == "bert":
+    fields["bert_config"] = bert_text_encoder.bert_config(bert_path)
+    if fields["vocab_size"] > fields["bert_config"].vocab_size:
+      raise ValueError(
+          f"config.model.vocab_size={fields['vocab_size']} exceeds the BERT "
+          f"vocabulary ({fields['bert_config'].vocab_size}); with "
+          "text_tower='bert' token ids must come from that model's WordPiece "
+          "tokenizer (set vocab_size to 0).")
   return VSEModel(**fields)
