@@ -40,6 +40,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.embed_size = 1024
   c.model.pooling = "max"  # "max" (VSE++) or "gpo" (VSE-infinity).
   c.model.bidirectional = False
+  # "gru": word vocabulary + GRU; "bert": pretrained BERT from bert_path ('':
+  # the packaged all-MiniLM-L6-v2) on WordPiece ids, + a projection (see
+  # configs/synthetic_scenes_bert.py; pair it with a lower learning rate,
+  # optim.lr_multipliers = {"sentence_bert": 0.1}).
+  c.model.text_tower = "gru"
+  c.model.bert_path = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2

@@ -17,6 +17,7 @@ from itr_jax.data import pipeline
 from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
 from itr_jax.data import vocab as vocab_lib
+from itr_jax.data import wordpiece_vocab
 
 
 VOCAB_FILE = "vocab.json"
@@ -28,7 +29,8 @@ class ExperimentData:
   data_dir: str
   train: precomputed.PrecomputedSplit
   dev: precomputed.PrecomputedSplit
-  vocab: vocab_lib.Vocabulary
+  # The caption tokenizer: a word Vocabulary, or WordPiece for a BERT tower.
+  vocab: vocab_lib.Vocabulary | wordpiece_vocab.WordPieceVocabulary
 
   @property
   def steps_per_epoch(self) -> int:
@@ -37,7 +39,9 @@ class ExperimentData:
   def save_vocab(self, workdir: str) -> None:
     """Keeps the run's vocabulary in its workdir, so resuming reuses it."""
     path = os.path.join(workdir, VOCAB_FILE)
-    if jax.process_index() == 0 and not os.path.exists(path):
+    # WordPiece ids are fixed by config.model.bert_path: nothing to keep.
+    if (isinstance(self.vocab, vocab_lib.Vocabulary)
+        and jax.process_index() == 0 and not os.path.exists(path)):
       self.vocab.save(path)
 
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
@@ -75,6 +79,23 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
       require_caption_emb=require_caption_emb)
 
 
+def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
+                      workdir: str | None = None):
+  """The caption tokenizer config.model.text_tower needs.
+
+  "bert": the WordPiece ids of config.model.bert_path's tokenizer; else the
+  word vocabulary (`vocab_lib.resolve_vocab`: config.data.vocab_path, then
+  `workdir`'s, then the dataset's, else built from the train captions).
+  """
+  if config.model.get("text_tower", "gru") == "bert":
+    return wordpiece_vocab.WordPieceVocabulary(
+        config.model.get("bert_path") or None)
+  return vocab_lib.resolve_vocab(
+      directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
+      min_count=config.data.vocab_min_count,
+      train_split=config.data.train_split)
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,
             reuse_workdir_vocab: bool = True) -> ExperimentData:
   """Opens and validates the train and dev splits and the vocabulary.
@@ -87,11 +108,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *,
                      require_caption_emb=True)
   dev = load_split(config, directory, config.data.dev_split,
                    max_images=config.data.dev_max_images)
-  vocab = vocab_lib.resolve_vocab(
-      directory, vocab_path=config.data.vocab_path or None,
+  vocab = resolve_tokenizer(
+      config, directory,
       workdir=workdir if reuse_workdir_vocab and os.path.exists(
-          os.path.join(workdir, VOCAB_FILE)) else None,
-      min_count=config.data.vocab_min_count, train_split=config.data.train_split)
+          os.path.join(workdir, VOCAB_FILE)) else None)
   result = ExperimentData(config, directory, train, dev, vocab)
   _ = result.steps_per_epoch  # fails early if the batch exceeds the split
   return result

@@ -54,13 +54,19 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
 
 
 def create_train_state(config: ml_collections.ConfigDict, model, tx,
-                       split) -> train_state.TrainState:
-  """Fresh parameters (seeded by config.seed) and optimizer state."""
+                       split, pretrained_bert=None) -> train_state.TrainState:
+  """Fresh parameters (seeded by config.seed) and optimizer state.
+
+  `pretrained_bert` (BERT text tower only) replaces the tower's initial BERT
+  weights (`models.pretrained_text_tower(config.model)`).
+  """
   images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
   tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
   params = model.init(jax.random.PRNGKey(config.seed), images, tokens,
                       lengths)["params"]
+  if pretrained_bert is not None:
+    params = models.with_pretrained_bert(params, pretrained_bert)
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -120,9 +126,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   start_step, state = checkpoints.restore_latest(
       sharding.with_shardings(abstract_state, state_sharding))
   if start_step is None:
+    # Pretrained weights only when starting fresh: a resumed run restores
+    # its fine-tuned ones. An argument, not a constant baked into the jit.
     start_step, state = 0, jax.jit(
-        lambda: create_train_state(config, model, tx, data.train),
-        out_shardings=state_sharding)()
+        lambda pretrained: create_train_state(config, model, tx, data.train,
+                                              pretrained),
+        out_shardings=state_sharding)(models.pretrained_text_tower(config.model))
   else:
     logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
   # Drop what a killed run logged after its last checkpoint: redone below.
