@@ -8,6 +8,7 @@ key                    shape/dtype  meaning
 =====================  ===========  =========================================
 ``images``             f32[b,R,F]   region features of the caption's image
 ``tokens``             i32[b,L]     ``<start> words <end> <pad>...``, L=max_len
+                                    (``[CLS] pieces [SEP] 0...`` with WordPiece)
 ``lengths``            i32[b]       true token count incl. <start>/<end>
 ``image_ids``          i32[b]       image index in the split (-1: padding)
 ``caption_ids``        i32[b]       caption index in the split (-1: padding)
@@ -51,7 +52,7 @@ file order) and prefetched.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -60,6 +61,15 @@ from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.vocab import Vocabulary
 
 Batch = dict[str, np.ndarray]
+
+
+class Tokenizer(Protocol):
+  """What tokenises captions: the word `Vocabulary` (GRU text tower) or a
+  `wordpiece_vocab.WordPieceVocabulary` (BERT text tower)."""
+
+  def encode_batch(self, texts: Sequence[str],
+                   max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(``int32[N, max_len]`` ids, ``int32[N]`` lengths)."""
 
 # tf.data only runs host-side input code here: keep TensorFlow off any GPU so
 # it cannot claim accelerator memory that JAX needs.
@@ -131,7 +141,7 @@ def _gather(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
 class _Assembler:
   """Builds batches of a split from caption or image indices."""
 
-  def __init__(self, split: PrecomputedSplit, vocab: Vocabulary | None,
+  def __init__(self, split: PrecomputedSplit, vocab: Tokenizer | None,
                max_len: int | None):
     self.split = split
     self.has_emb = split.caption_emb is not None
@@ -217,7 +227,8 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
 
   Args:
     split: the training split.
-    vocab: tokenizes the captions.
+    vocab: tokenizes the captions: a `Vocabulary`, or a
+      `wordpiece_vocab.WordPieceVocabulary` for a BERT text tower.
     batch_size: GLOBAL batch size; each process gets ``batch_size / P`` rows.
     seed: shuffling seed (order depends only on seed and epoch).
     max_len: token length L.
