@@ -6,7 +6,8 @@ S-NDCG, lambda = 0.5), backward, clip + Adam update: the real
 `itr_jax.training.train_step.make_train_step` on random data of the paper's
 shapes (vocab 8500, captions of 12-20 tokens padded to L = 32).
 
-Reports the median wall time over `--steps` steps after compilation. `--part
+Reports the median wall time over `--steps` steps after compilation, and the
+process CPU time per step (robust to other jobs sharing the machine). `--part
 gru` times the caption GRU alone (forward + backward) for the implementation
 choices behind `itr_jax.models.GRU`.
 
@@ -47,15 +48,20 @@ def random_batch(rng: np.random.Generator, batch: int, args) -> dict:
 
 
 def time_calls(call, steps):
-  """(compile + first call seconds, per-call seconds) of `steps` more calls."""
+  """Compile + first call seconds, then (wall, process CPU) seconds per call.
+
+  CPU time (all threads of this process) is the contention-robust number on a
+  shared machine: with C free cores, wall time is about CPU time / C.
+  """
 
   def timed():
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     jax.block_until_ready(call())
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
-  first = timed()
-  return first, [timed() for _ in range(steps)]
+  first, _ = timed()
+  walls, cpus = zip(*[timed() for _ in range(steps)])
+  return first, list(walls), list(cpus)
 
 
 def bench_train_step(batch_size: int, args):
@@ -98,7 +104,7 @@ class _ItrGRUEncoder(nn.Module):
 
 
 def bench_gru(batch_size: int, args):
-  """Rows (name, per-step seconds) for the caption GRU, forward + backward."""
+  """Rows (name, wall s, CPU s per call) for the caption GRU, fwd + bwd."""
   rng = np.random.default_rng(0)
   words = jnp.asarray(rng.standard_normal(
       (batch_size, args.max_len, 300), np.float32))
@@ -119,8 +125,8 @@ def bench_gru(batch_size: int, args):
       return jax.grad(lambda p: jnp.sum(module.apply(p, words, lens) ** 2))(
           params)
 
-    _, times = time_calls(lambda: grad(params, lens), args.steps)
-    rows.append((name, times))
+    _, walls, cpus = time_calls(lambda: grad(params, lens), args.steps)
+    rows.append((name, walls, cpus))
   return rows
 
 
@@ -142,21 +148,24 @@ def main():
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{jax.devices()[0].device_kind}, {args.steps} timed steps")
   if args.part in ("train", "all"):
-    print("\n| batch | ms/step (median) | steps/s | min ms | compile+1st s |")
-    print("|---:|---:|---:|---:|---:|")
+    print("\n| batch | ms/step (median) | steps/s | min ms | CPU s/step "
+          "| compile+1st s |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for b in sizes:
-      first, times = bench_train_step(b, args)
-      med = statistics.median(times)
+      first, walls, cpus = bench_train_step(b, args)
+      med = statistics.median(walls)
       print(f"| {b} | {1e3 * med:.0f} | {1 / med:.2f} | "
-            f"{1e3 * min(times):.0f} | {first:.1f} |", flush=True)
+            f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} | "
+            f"{first:.1f} |", flush=True)
   if args.part in ("gru", "all"):
     print("\n| batch | caption GRU fwd+bwd (H=1024, L=32) | ms (median) "
-          "| min ms |")
-    print("|---:|---|---:|---:|")
+          "| min ms | CPU s/call |")
+    print("|---:|---|---:|---:|---:|")
     for b in sizes:
-      for name, times in bench_gru(b, args):
-        print(f"| {b} | {name} | {1e3 * statistics.median(times):.0f} | "
-              f"{1e3 * min(times):.0f} |", flush=True)
+      for name, walls, cpus in bench_gru(b, args):
+        print(f"| {b} | {name} | {1e3 * statistics.median(walls):.0f} | "
+              f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":
