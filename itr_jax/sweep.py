@@ -2,7 +2,8 @@ r"""Run every member of a sweep declared in a config file.
 
   python -m itr_jax.sweep --config=configs/ablations/loss_terms.py \
       --sweep_dir=sweeps/loss_terms [--parallel=2] [--set=train.num_epochs=2 ...] \
-      [--host_index=0 --num_hosts=1] [--dry_run] [--noevaluate] [--report]
+      [--host_index=0 --num_hosts=1] [--dry_run] [--noevaluate] [--report] \
+      [--population]
 
 Each member trains in `<sweep_dir>/<field=value,...>` and is then evaluated on
 the test split. Members with a DONE marker are skipped; interrupted ones are
@@ -10,8 +11,9 @@ resumed from their latest checkpoint, so running the same command again
 finishes a sweep. `--set` overrides apply to every member (not part of their
 names). With several hosts, start the same command on each with its
 `--host_index`; host i runs members i, i + num_hosts, ...
+With --population the members train together in one process (one vmapped
+program; see itr_jax.sweeps.population for what may vary and what differs).
 """
-import os
 import sys
 import time
 
@@ -30,6 +32,10 @@ _HOST_INDEX = flags.DEFINE_integer("host_index", 0, "This host's index (multi-ho
 _NUM_HOSTS = flags.DEFINE_integer("num_hosts", 1, "Hosts sharing the sweep.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the members and commands; run nothing.")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate each member on its test split.")
+_POPULATION = flags.DEFINE_bool(
+    "population", False, "Train this host's unfinished members together in one "
+    "process (itr_jax.sweeps.population: vmap over the members; they may vary "
+    "only seed, loss.weight, loss.tau, loss.margin; no checkpoints).")
 _REPORT = flags.DEFINE_bool("report", False, "Write the report (itr_jax.report) at the end.")
 flags.mark_flags_as_required(["config", "sweep_dir"])
 
@@ -46,6 +52,9 @@ def main(argv):
   todo = [m for m in mine if not m.done]
   print(f"Sweep {decl.config_flag}: {len(members)} members, {len(mine)} on this "
         f"host, {len(mine) - len(todo)} already done.", flush=True)
+  if _POPULATION.value:
+    from itr_jax.sweeps import population
+    population.check_population([m.overrides for m in todo])
   if _DRY_RUN.value:
     for m in mine:
       state = "done" if m.done else "todo"
@@ -60,16 +69,24 @@ def main(argv):
     msg = f": {outcome.message}" if outcome.message else ""
     print(f"[{outcome.status}] {outcome.member.name}{extra}{msg}", flush=True)
 
-  outcomes = sweeps.run_members(mine, decl.config_flag, common,
-                                parallel=_PARALLEL.value,
-                                evaluate=_EVALUATE.value, on_outcome=show)
+  if _POPULATION.value:
+    if todo:
+      population.train_population(sweeps.apply_overrides(decl.base, common), todo,
+                                  evaluate_test=_EVALUATE.value)
+    outcomes = [sweeps.Outcome(m, "done" if m in todo else "skipped") for m in mine]
+    for o in outcomes:
+      show(o)
+  else:
+    outcomes = sweeps.run_members(mine, decl.config_flag, common,
+                                  parallel=_PARALLEL.value,
+                                  evaluate=_EVALUATE.value, on_outcome=show)
   failed = [o for o in outcomes if o.status == "failed"]
   print(f"Finished in {time.time() - t0:.0f}s: {len(outcomes) - len(failed)} ok, "
         f"{len(failed)} failed.", flush=True)
   if _REPORT.value and _HOST_INDEX.value == 0:
     from itr_jax.report import build as report_build
     paths = report_build.write_report(_SWEEP_DIR.value)
-    print("Report: " + os.path.join(_SWEEP_DIR.value, "report.md") if paths else "")
+    print(f"Report: {paths['markdown']}")
   if failed:
     sys.exit(1)
 

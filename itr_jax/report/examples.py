@@ -189,7 +189,6 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   """Encodes `split` with the run's checkpoint and writes the page; returns its path."""
   # Imported here: these pull in the model and checkpoint stack.
   from itr_jax import evaluate as evaluate_cli
-  from itr_jax.data import vocab as vocab_lib
   from itr_jax.evaluation import evaluate
   from itr_jax.training import experiment_data
   from itr_jax.training import trainer
@@ -201,8 +200,7 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   split = split or config.data.test_split
   directory = experiment_data.data_dir(config)
   data = experiment_data.load_split(config, directory, split)
-  vocab = vocab_lib.resolve_vocab(directory, vocab_path=config.data.vocab_path or None,
-                                  workdir=workdir, train_split=config.data.train_split)
+  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
   params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
   image_emb, caption_emb = evaluate.encode_eval_split(model, params, data, vocab, config)
