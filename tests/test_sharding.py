@@ -437,3 +437,14 @@ def test_initialize_single_process_and_bad_flags(monkeypatch):
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES"):
     multihost.initialize("auto")
   assert multihost.main_process_first(lambda: 42) == 42
+
+
+@pytest.mark.parametrize("name", ["mesh", "partitioning", "global_batch_loss",
+                                  "memory", "multihost"])
+def test_docstring_examples(name):
+  import doctest  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
+  module = importlib.import_module(f"itr_jax.sharding.{name}")
+  result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0, f"{name} has no examples"
+  assert result.failed == 0
