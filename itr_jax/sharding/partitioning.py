@@ -51,7 +51,7 @@ def fsdp_spec(shape: Sequence[int], mesh: Mesh, *, fsdp_axes=("data",),
 
   >>> mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
   >>> fsdp_spec((300, 1024), mesh, min_size=1)
-  PartitionSpec(None, 'data')
+  P(None, 'data')
   """
   fsdp_axes = tuple(fsdp_axes)
   missing = [a for a in fsdp_axes if a not in mesh.shape]
@@ -122,7 +122,7 @@ def tree_shardings(tree: Any, mesh: Mesh, rules=(), *, fsdp_axes=("data",),
   >>> mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
   >>> tree = {"fc": {"kernel": jax.ShapeDtypeStruct((8, 4), "float32")}}
   >>> tree_shardings(tree, mesh, [("kernel", "fsdp")], min_size=1)["fc"]["kernel"].spec
-  PartitionSpec('data',)
+  P('data', None)
   """
   def one(path, leaf):
     spec = leaf_spec(path_name(path), np.shape(leaf), mesh, rules,
