@@ -4,6 +4,8 @@ Sweep directories are faked (config.json, metrics.jsonl, eval_test.json), so
 every expected number is known by construction.
 """
 import csv
+import doctest
+import importlib
 import io
 import json
 import math
@@ -81,7 +83,7 @@ def test_group_runs_ignores_seed_and_keeps_order():
   groups = aggregate.group_runs(rows, ["m"], names=["a", "b", "c", "d"])
   assert [g.setting for g in groups] == [{"w": 1}, {"w": 0}]
   assert (groups[0].n, groups[0].mean["m"], groups[0].std["m"]) == (2, 2.0, pytest.approx(2 ** 0.5))
-  assert (groups[1].n, groups[1].count["m"], groups[1].mean["m"]) == (2, 1, 5.0)
+  assert (groups[1].n, groups[1].count["m"], groups[1].mean["m"]) == (1, 1, 5.0)
   assert groups[0].members == ["a", "c"]
   assert aggregate.swept_fields(groups) == ["w"]
 
@@ -219,3 +221,10 @@ def test_examples_page_of_a_trained_run(tiny_run):
   assert page.count("<tr class=") == 30  # 6 queries x top 5
   assert "true relevance" in page and "rsc relevance" in page
   assert re.search(r"image \d+: \w+", page)  # scene descriptions, not bare ids
+
+
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples"])
+def test_docstring_examples(name):
+  module = importlib.import_module(f"itr_jax.report.{name}")
+  result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0, name

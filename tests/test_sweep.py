@@ -4,6 +4,8 @@ The runner tests use a fake `python` (a shell script) that records its
 arguments, so skipping, failing and resuming are checked in milliseconds; a
 real two-member sweep runs in tests/test_sweep_end_to_end.py.
 """
+import doctest
+import importlib
 import json
 import os
 import stat
@@ -234,3 +236,10 @@ def test_manifest_round_trip(tmp_path):
                       "members": [{"name": "a=1", "overrides": {"a": 1}},
                                   {"name": "a=2", "overrides": {"a": 2}}]}
   assert sweeps.read_manifest(str(tmp_path / "nothing")) is None
+
+
+@pytest.mark.parametrize("name", ["hyper", "declaration", "members"])
+def test_docstring_examples(name):
+  module = importlib.import_module(f"itr_jax.sweeps.{name}")
+  result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0, name

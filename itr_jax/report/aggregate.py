@@ -24,7 +24,7 @@ SEED_FIELDS = ("seed",)
 @dataclasses.dataclass
 class Group:
   setting: dict[str, Any]  # the overrides shared by the group (seed removed)
-  n: int
+  n: int  # runs in the group that have any of the metrics
   mean: dict[str, float]
   std: dict[str, float]
   count: dict[str, int]  # runs that had each metric
@@ -58,7 +58,8 @@ def group_runs(rows: Sequence[tuple[Mapping[str, Any], Mapping[str, float]]],
       values = [rows[i][1][m] for i in idx if m in rows[i][1]]
       mean[m], std[m] = summarize(values)
       count[m] = len(values)
-    result.append(Group(settings[key], len(idx), mean, std, count,
+    n = sum(1 for i in idx if any(m in rows[i][1] for m in metrics))
+    result.append(Group(settings[key], n, mean, std, count,
                         [names[i] for i in idx] if names else []))
   return result
 

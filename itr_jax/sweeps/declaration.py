@@ -132,10 +132,11 @@ def apply_overrides(config: ml_collections.ConfigDict,
 def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
   """['loss.tau=0.02', 'model.pooling=gpo'] -> {'loss.tau': 0.02, ...}.
 
-  Values are Python literals where they parse as one, strings otherwise.
+  Values are Python literals where they parse as one, strings otherwise;
+  keys come back sorted.
 
   >>> parse_assignments(["train.num_epochs=2", "model.pooling=gpo"])
-  {'train.num_epochs': 2, 'model.pooling': 'gpo'}
+  {'model.pooling': 'gpo', 'train.num_epochs': 2}
   """
   result = {}
   for item in assignments:
