@@ -212,3 +212,13 @@ def test_tiny_training_run_with_a_bert_tower(tmp_path, monkeypatch):
   best = trainer.train_and_evaluate(config, workdir)
   assert np.isfinite(best["rsum"]) and best["best_step"] in (10, 20)
   assert params_at(workdir, 20) is not None
+
+
+@pytest.mark.parametrize("name", ["itr_jax.data.wordpiece_vocab",
+                                  "itr_jax.models.bert_text_encoder"])
+def test_docstring_examples(name):
+  import doctest  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(importlib.import_module(name),
+                           optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
