@@ -14,6 +14,7 @@ names). With several hosts, start the same command on each with its
 With --population the members train together in one process (one vmapped
 program; see itr_jax.sweeps.population for what may vary and what differs).
 """
+import signal
 import sys
 import time
 
@@ -77,12 +78,15 @@ def main(argv):
     for o in outcomes:
       show(o)
   else:
+    # Either becomes a SIGTERM to the running trainers: they checkpoint and exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, lambda *_: sweeps.stop_all(signal.SIGTERM))
     outcomes = sweeps.run_members(mine, decl.config_flag, common,
                                   parallel=_PARALLEL.value,
                                   evaluate=_EVALUATE.value, on_outcome=show)
-  failed = [o for o in outcomes if o.status == "failed"]
+  failed = [o for o in outcomes if o.status in ("failed", "stopped")]
   print(f"Finished in {time.time() - t0:.0f}s: {len(outcomes) - len(failed)} ok, "
-        f"{len(failed)} failed.", flush=True)
+        f"{len(failed)} failed or stopped.", flush=True)
   if _REPORT.value and _HOST_INDEX.value == 0:
     from itr_jax.report import build as report_build
     paths = report_build.write_report(_SWEEP_DIR.value)

@@ -10,6 +10,8 @@ import json
 import os
 import stat
 import textwrap
+import threading
+import time
 
 import ml_collections
 import pytest
@@ -174,10 +176,11 @@ def test_ablation_configs_load():
 # --- runner (fake python) --------------------------------------------------
 
 FAKE_PYTHON = """#!/bin/sh
-# Records its arguments; fails when the workdir name contains "fail".
+# Records its arguments; fails when the workdir name contains "fail", runs
+# for a minute when it contains "slow".
 for a in "$@"; do case "$a" in --workdir=*) w="${a#--workdir=}";; esac; done
 echo "$*" >> "$w/calls.txt"
-case "$w" in *fail*) exit 3;; esac
+case "$w" in *fail*) exit 3;; *slow*) exec sleep 60;; esac
 """
 
 
@@ -226,6 +229,23 @@ def test_runner_without_evaluation(tmp_path, fake_python):
   assert len(_calls(member)) == 1
   with pytest.raises(ValueError, match="parallel"):
     sweeps.run_members([member], "cfg.py", parallel=0)
+
+
+def test_stop_all_signals_running_members_and_starts_no_more(tmp_path, fake_python):
+  members = sweeps.expand(str(tmp_path), [{"a": "slow1"}, {"a": "slow2"}, {"a": 3}])
+  timer = threading.Timer(1.0, sweeps.stop_all)
+  timer.start()
+  t0 = time.time()
+  outcomes = sweeps.run_members(members, "cfg.py", parallel=2, python=fake_python)
+  timer.join()
+  assert time.time() - t0 < 30  # the sleeping members were terminated
+  assert [o.status for o in outcomes] == ["stopped"] * 3
+  assert "resume" in outcomes[0].message
+  assert not os.path.exists(members[2].workdir)  # never started
+  assert not any(m.done for m in members)
+  # A later run starts afresh (the stop is over).
+  later = sweeps.expand(str(tmp_path), [{"a": 4}])
+  assert sweeps.run_members(later, "cfg.py", python=fake_python)[0].status == "done"
 
 
 def test_manifest_round_trip(tmp_path):

@@ -22,3 +22,4 @@ from itr_jax.sweeps.members import write_manifest
 from itr_jax.sweeps.runner import Outcome
 from itr_jax.sweeps.runner import run_member
 from itr_jax.sweeps.runner import run_members
+from itr_jax.sweeps.runner import stop_all

@@ -5,12 +5,17 @@ latest checkpoint by itself) followed by `python -m itr_jax.evaluate` on the
 test split; both append to `<workdir>/sweep.log`. On success the member's
 workdir gets a `DONE` marker and later invocations skip it. A failing member
 does not stop the others; `run_members` returns every member's outcome.
+
+`stop_all()` (the sweep CLI calls it on SIGTERM/SIGINT) starts no further
+member and sends SIGTERM to the running trainers, which save a checkpoint
+and exit; the next invocation resumes them.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,17 +30,44 @@ LOG_FILE = "sweep.log"
 @dataclasses.dataclass(frozen=True)
 class Outcome:
   member: members_lib.Member
-  status: str  # "skipped" (already DONE), "done", or "failed"
+  status: str  # "skipped" (already DONE), "done", "failed" or "stopped"
   seconds: float = 0.0
   message: str = ""
 
 
-def _run_logged(cmd: Sequence[str], log_path: str, env) -> int:
+class _Running:
+  """The member subprocesses of this process, and whether to start more."""
+  lock = threading.Lock()
+  procs: set = set()
+  stop = threading.Event()
+
+
+def stop_all(sig: int = signal.SIGTERM) -> None:
+  """Starts no further member; sends `sig` to every running member process."""
+  _Running.stop.set()
+  with _Running.lock:
+    for proc in _Running.procs:
+      proc.send_signal(sig)
+
+
+def _run_logged(cmd: Sequence[str], log_path: str, env) -> int | None:
+  """The command's exit status, or None if stop_all() came first."""
   with open(log_path, "a") as log:
     log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
     log.flush()
-    return subprocess.run(list(cmd), stdout=log, stderr=subprocess.STDOUT,
-                          env=env, check=False).returncode
+    with _Running.lock:
+      if _Running.stop.is_set():
+        return None
+      # Own session: a terminal's Ctrl-C reaches only the sweep, which turns
+      # it into the SIGTERM the trainer answers with a checkpoint.
+      proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
+      _Running.procs.add(proc)
+    try:
+      return proc.wait()
+    finally:
+      with _Running.lock:
+        _Running.procs.discard(proc)
 
 
 def run_member(member: members_lib.Member, config_flag: str,
@@ -45,6 +77,8 @@ def run_member(member: members_lib.Member, config_flag: str,
   """Trains (resuming if interrupted) and evaluates one member, unless DONE."""
   if member.done:
     return Outcome(member, "skipped")
+  if _Running.stop.is_set():
+    return Outcome(member, "stopped")
   os.makedirs(member.workdir, exist_ok=True)
   log = os.path.join(member.workdir, LOG_FILE)
   env = dict(os.environ if env is None else env)
@@ -57,6 +91,9 @@ def run_member(member: members_lib.Member, config_flag: str,
   for what, cmd in steps:
     t = time.time()
     code = _run_logged(cmd, log, env)
+    if code is None or _Running.stop.is_set():
+      return Outcome(member, "stopped", time.time() - t0,
+                     f"stopped during {what}; run the sweep again to resume")
     if code != 0:
       return Outcome(member, "failed", time.time() - t0,
                      f"{what} exited with status {code}; see {log}")
@@ -75,6 +112,7 @@ def run_members(members: Sequence[members_lib.Member], config_flag: str,
     raise ValueError(f"parallel must be >= 1 (members run at once), got {parallel}")
   common = dict(common or {})
   lock = threading.Lock()
+  _Running.stop.clear()  # a new run of members: an earlier stop_all() is over
 
   def one(member):
     outcome = run_member(member, config_flag, common, evaluate=evaluate,
