@@ -7,9 +7,11 @@ logic is covered quickly by tests/test_sweep.py with a fake python.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -80,3 +82,29 @@ def test_rerun_skips_done_and_finishes_interrupted(swept):
   assert len(reporting.read_metrics(workdir)) == before  # resumed at the end: no retraining
   assert os.path.exists(os.path.join(workdir, "eval_test.json"))
 
+
+
+def test_sigterm_stops_the_sweep_and_a_rerun_resumes(swept, tmp_path):
+  config, _, data_dir, _ = swept
+  sweep_dir = str(tmp_path / "stopped")
+  sets = [f"--set={k}={v}" for k, v in OVERRIDES.items()]
+  cmd = [sys.executable, "-m", "itr_jax.sweep", f"--config={config}",
+         f"--sweep_dir={sweep_dir}", f"--set=data.data_dir={data_dir}",
+         "--set=train.num_epochs=30", *sets]
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": ""}
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+  workdir = os.path.join(sweep_dir, "loss.weight=0.0")
+  deadline = time.time() + 300
+  while not any(r["kind"] == "train" for r in reporting.read_metrics(workdir)):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+    time.sleep(1)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 1, out
+  assert "[stopped] loss.weight=0.0" in out and "[stopped] loss.weight=1.0" in out
+  assert not os.path.exists(os.path.join(workdir, sweeps.DONE_FILE))
+  stopped_at = max(r["step"] for r in reporting.read_metrics(workdir))
+  assert stopped_at < 300  # stopped early, not run to the end
+  with open(os.path.join(workdir, "sweep.log")) as f:
+    assert "Preempted: saved a checkpoint" in f.read()

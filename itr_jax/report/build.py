@@ -99,7 +99,10 @@ def write_report(sweep_dir: str, out_dir: str | None = None,
                                    labels=HEADERS)
       paths[f"plot_{field}"] = path
       md.append(f"![{field}]({os.path.relpath(path, out_dir)})")
-  path = plots.dev_curves([(r.name, r.dev) for r in runs],
+  seedless = [json.dumps({k: v for k, v in r.overrides.items()
+                          if k not in aggregate.SEED_FIELDS}, sort_keys=True, default=repr)
+              for r in runs]
+  path = plots.dev_curves([(r.name, g, r.dev) for r, g in zip(runs, seedless)],
                           os.path.join(plot_dir, "dev_rsum.png"), title="dev RSUM")
   paths["plot_dev_rsum"] = path
   md += [f"![dev RSUM]({os.path.relpath(path, out_dir)})", "", "Training curves per run:", ""]

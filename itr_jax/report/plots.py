@@ -105,12 +105,19 @@ def training_curves(train: Sequence[Mapping], dev: Sequence[Mapping], path: str,
   return path
 
 
-def dev_curves(runs: Sequence[tuple[str, Sequence[Mapping]]], path: str,
+def dev_curves(runs: Sequence[tuple[str, str, Sequence[Mapping]]], path: str,
                metric: str = "rsum", *, title: str = "") -> str:
-  """Dev `metric` against step, one line per run (all runs of a sweep together)."""
+  """Dev `metric` against step, one line per (name, group, dev records) run.
+
+  Runs of one group (same setting, different seeds) share a colour.
+  """
   fig, ax = plt.subplots(figsize=(6.5, 4))
-  for name, dev in runs:
-    ax.plot(*_series(dev, metric), marker=".", label=name)
+  colours, styles = {}, {}
+  for name, group, dev in runs:
+    colour = colours.setdefault(group, f"C{len(colours) % 10}")
+    style = ("-", "--", ":", "-.")[styles.get(group, 0) % 4]
+    styles[group] = styles.get(group, 0) + 1
+    ax.plot(*_series(dev, metric), style, marker=".", color=colour, label=name)
   ax.set_xlabel("step")
   ax.set_ylabel(f"dev {metric}")
   ax.grid(alpha=0.3)
