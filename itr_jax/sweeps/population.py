@@ -17,6 +17,7 @@ Differences from separate runs, by design:
 
 * all members see the same batches in the same order (that of the base
   config's `seed`); the member's `seed` only changes its initialisation;
+* one device (no mesh): the population axis is the only parallelism;
 * no checkpoints: an interrupted population starts over (its members' partial
   logs are moved to previous_runs/; the best parameters are kept in host
   memory for the final test evaluation).
@@ -107,6 +108,8 @@ def train_population(base: ml_collections.ConfigDict,
   if not members:
     raise ValueError("members is empty")
   configs = [declaration.apply_overrides(base, m.overrides) for m in members]
+  for c in configs:
+    train_step_lib.check_loss_config(c.loss)  # bad values fail before any write
   config = base  # shared: data order, model, optimizer, schedule
   for m, c in zip(members, configs):
     # A population starts over: an earlier, interrupted attempt is moved
