@@ -9,10 +9,13 @@ shapes (vocab 8500, captions of 12-20 tokens padded to L = 32).
 Reports the median wall time over `--steps` steps after compilation, and the
 process CPU time per step (robust to other jobs sharing the machine). `--part
 gru` times the caption GRU alone (forward + backward) for the implementation
-choices behind `itr_jax.models.GRU`.
+choices behind `itr_jax.models.GRU`; `--part image` the image tower alone
+(forward + backward to its params), plain autodiff of `nn.Dense` + `max_pool`
+against the fused `dense_max_pool` that `ImageEncoder` uses on one CPU device.
 
   python benchmarks/train_step.py                       # B = 128 and 512
   python benchmarks/train_step.py --batch_sizes=128 --steps=10 --part=gru
+  python benchmarks/train_step.py --part=image
 """
 from __future__ import annotations
 
@@ -130,12 +133,34 @@ def bench_gru(batch_size: int, args):
   return rows
 
 
+def bench_image_tower(batch_size: int, args):
+  """Rows (name, wall s, CPU s per call) for the image tower, fwd + bwd."""
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal(
+      (batch_size, args.regions, args.img_dim), np.float32))
+  cotangent = jnp.asarray(rng.standard_normal((batch_size, 1024), np.float32))
+  rows = []
+  for name, fused in [("nn.Dense + max_pool, plain autodiff", False),
+                      ("dense_max_pool (running max, gathered dW)", True)]:
+    encoder = models.ImageEncoder(embed_size=1024, fused_max_pool=fused)
+    params = jax.jit(encoder.init)(jax.random.key(0), images)
+
+    @jax.jit
+    def grad(params, encoder=encoder):
+      return jax.grad(lambda p: jnp.sum(encoder.apply(p, images) * cotangent))(
+          params)
+
+    _, walls, cpus = time_calls(lambda: grad(params), args.steps)
+    rows.append((name, walls, cpus))
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch_sizes", default="128,512")
   parser.add_argument("--steps", type=int, default=5,
                       help="timed steps after compilation (median reported)")
-  parser.add_argument("--part", choices=("train", "gru", "all"),
+  parser.add_argument("--part", choices=("train", "gru", "image", "all"),
                       default="train")
   parser.add_argument("--vocab_size", type=int, default=8500)
   parser.add_argument("--max_len", type=int, default=32)
@@ -165,6 +190,15 @@ def main():
       for name, walls, cpus in bench_gru(b, args):
         print(f"| {b} | {name} | {1e3 * statistics.median(walls):.0f} | "
               f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} |",
+              flush=True)
+  if args.part in ("image", "all"):
+    print("\n| batch | image tower fwd+bwd (36 x 2048 -> 1024, max) "
+          "| ms (median) | min ms | CPU s/call |")
+    print("|---:|---|---:|---:|---:|")
+    for b in sizes:
+      for name, walls, cpus in bench_image_tower(b, args):
+        print(f"| {b} | {name} | {1e3 * statistics.median(walls):.0f} | "
+              f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.3f} |",
               flush=True)
 
 
