@@ -104,7 +104,8 @@ def main(argv=None):
   print(f"listwise_itr_loss forward+backward w.r.t. [B, {args.dim}] embeddings; "
         f"jax {jax.__version__} on {jax.devices()[0].platform} "
         f"({os.cpu_count()} CPUs); chunk_size={chunk}; median of up to "
-        f"{args.repeats} runs after compile.\n")
+        f"{args.repeats} runs after compile; load average at start "
+        f"{os.getloadavg()[0]:.1f} (other processes slow the timings).\n")
   header = (f"| {'B':>5} | {'S-NDCG':<8} | {'time (s)':>9} | {'runs':>4} | "
             f"{'XLA temp (MiB)':>14} | {'peak RSS (MiB)':>14} | {'compile (s)':>11} |")
   print(header)
@@ -128,6 +129,7 @@ def main(argv=None):
       print(f"| {b:>5} | {mode:<8} | {r['time_s']:>9.3f} | {r['runs']:>4} | "
             f"{r['temp_bytes'] / 2 ** 20:>14.1f} | {r['peak_rss_bytes'] / 2 ** 20:>14.0f} | "
             f"{r['compile_s']:>11.1f} |", flush=True)
+  print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
