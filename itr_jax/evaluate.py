@@ -19,7 +19,6 @@ from absl import logging
 import numpy as np
 
 from itr_jax import metrics
-from itr_jax.data import vocab as vocab_lib
 from itr_jax.evaluation import evaluate
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
@@ -67,8 +66,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   split_name = split_name or config.data.test_split
   directory = experiment_data.data_dir(config)
   split = experiment_data.load_split(config, directory, split_name)
-  vocab = vocab_lib.resolve_vocab(directory, vocab_path=config.data.vocab_path or None,
-                                  workdir=workdir, train_split=config.data.train_split)
+  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
   params, step = restore_params(config, workdir, model, split, which)
 

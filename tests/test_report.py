@@ -191,7 +191,8 @@ def test_render_html_escapes_and_highlights():
 
 def test_scene_descriptions_match_generated_scenes(tmp_path):
   d = synthetic_scenes.generate(str(tmp_path / "scenes"), num_train=6, num_dev=3,
-                                num_test=4, regions=8, feature_dim=8, emb_dim=8)
+                                num_test=4, regions=8, feature_dim=8, emb_dim=8,
+                                caption_encoder="tfidf")
   got = examples.scene_descriptions(d, "test", 4)
   scenes = synthetic_scenes.generate_split(0, 2, 4, regions=8, feature_dim=8).scenes
   assert got == [examples.describe_scene(s) for s in scenes]
