@@ -96,3 +96,16 @@ def test_cli_writes_loadable_embeddings(tmp_path, capsys):
   tf_lib.main(["--data_dir", str(tmp_path), "--dim", "5", "--overwrite",
                "--splits", "dev"])
   assert precomputed.load_split(str(tmp_path), "dev").emb_dim == 5
+
+
+def test_rewriting_embeddings_drops_a_stale_encoder_sidecar(tmp_path):
+  from itr_jax.data import testing as data_testing
+  from itr_jax.data import text_features as tf_lib
+  d = str(tmp_path)
+  data_testing.write_random_split(d, "train", num_images=4, emb_dim=0)
+  with open(f"{d}/train_caps_emb.json", "w") as f:
+    f.write('{"encoder": "an older MiniLM run"}')
+  tf_lib.write_caption_embeddings(d, splits=["train"], dim=8)
+  assert not (tmp_path / "train_caps_emb.json").exists()
+  from itr_jax.data import precomputed
+  assert precomputed.load_split(d, "train").caption_emb.shape == (20, 8)
