@@ -19,6 +19,7 @@ from absl import logging
 import numpy as np
 
 from itr_jax import metrics
+from itr_jax import sharding
 from itr_jax.evaluation import evaluate
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
@@ -52,9 +53,11 @@ def restore_params(config, workdir: str, model, split, which: str):
         f"No checkpoint {which!r} in {checkpoints.directory} (have "
         f"{list(checkpoints.manager.all_steps())}); train first with "
         "`python -m itr_jax.train`.")
-  # The optimizer is only needed for the state's structure.
+  # The optimizer is only needed for the state's structure. Restoring onto
+  # this machine's devices works whatever device count trained the run.
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  abstract = trainer.abstract_train_state(config, model, tx, split)
+  abstract, _ = trainer.placed_abstract_state(
+      config, model, tx, split, sharding.create_mesh(config.mesh))
   state = checkpoints.restore(step, abstract)
   checkpoints.close()
   return state.params, step

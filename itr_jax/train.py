@@ -15,6 +15,7 @@ launch/ and itr_jax.sharding.multihost.
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from itr_jax.sharding import multihost
@@ -48,8 +49,9 @@ def main(argv):
                        num_processes=_NUM_PROCESSES.value,
                        process_id=_PROCESS_ID.value)
   best = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
-  print(f"Best dev checkpoint: step {best.get('best_step')}, "
-        f"RSUM {best.get('rsum', float('nan')):.2f}")
+  if jax.process_index() == 0:
+    print(f"Best dev checkpoint: step {best.get('best_step')}, "
+          f"RSUM {best.get('rsum', float('nan')):.2f}")
 
 
 if __name__ == "__main__":

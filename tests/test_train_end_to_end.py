@@ -5,6 +5,8 @@ shared by these tests and the reliability tests.
 """
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -83,3 +85,20 @@ def test_evaluate_cli_reports_test_split(tiny_run):
   assert 0 < full["true_ndcg_t2i"] <= 1 and 0 < full["rsc_ndcg_i2t"] <= 1
   with open(os.path.join(workdir, "eval_test.json")) as f:
     assert json.load(f)["full"]["rsum"] == pytest.approx(full["rsum"])
+
+
+def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
+  """The run trained on 8 (simulated) devices; evaluate it on 1."""
+  _, workdir, _, _ = tiny_run
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  proc = subprocess.run(
+      [sys.executable, "-m", "itr_jax.evaluate", f"--workdir={workdir}",
+       "--split=dev", "--checkpoint=latest"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "eval_dev.json")) as f:
+    report = json.load(f)
+  final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
+  assert report["checkpoint_step"] == final_dev["step"]
+  assert report["full"]["rsum"] == pytest.approx(final_dev["rsum"], abs=1e-6)

@@ -75,6 +75,17 @@ def abstract_train_state(config, model, tx, split):
   return jax.eval_shape(lambda: create_train_state(config, model, tx, split))
 
 
+def placed_abstract_state(config, model, tx, split, mesh):
+  """(abstract state carrying its shardings on `mesh`, the shardings tree).
+
+  Restoring into it places a checkpoint on this mesh, whatever the device
+  count it was saved from.
+  """
+  abstract_state = abstract_train_state(config, model, tx, split)
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.sharding)
+  return sharding.with_shardings(abstract_state, state_sharding), state_sharding
+
+
 def check_finite(step_metrics: list[dict], first_step: int) -> None:
   """Raises NonFiniteLossError at the first step with a NaN/Inf metric.
 
@@ -121,10 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # over the mesh's data axes; orbax restores straight into that placement.
   mesh = sharding.create_mesh(config.mesh)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  abstract_state = abstract_train_state(config, model, tx, data.train)
-  state_sharding = sharding.state_shardings(abstract_state, mesh, config.sharding)
-  start_step, state = checkpoints.restore_latest(
-      sharding.with_shardings(abstract_state, state_sharding))
+  placed_state, state_sharding = placed_abstract_state(config, model, tx, data.train, mesh)
+  start_step, state = checkpoints.restore_latest(placed_state)
   if start_step is None:
     # Pretrained weights only when starting fresh: a resumed run restores
     # its fine-tuned ones. An argument, not a constant baked into the jit.
@@ -143,8 +152,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config)
     metrics["eval_seconds"] = time.time() - t0
     log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
-    tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
-                    + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
+    if jax.process_index() == 0:
+      tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
+                      + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
     return metrics
 
   if start_step == 0:
@@ -196,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoints.save(done, state,
                        metrics=None if dev is None else {"rsum": float(dev["rsum"])})
     if preempted:
-      tqdm.tqdm.write(f"Preempted: saved a checkpoint at step {done}; run the "
+      progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
                       "same command again to resume.")
       break
 

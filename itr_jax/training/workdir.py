@@ -21,6 +21,9 @@ RESUMABLE_FIELDS = (
     "train.num_epochs", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "eval.", "data.data_dir", "data.dev_max_images",
     "data.test_split",
+    # Restoring re-places the state on the new mesh; the global batch, and so
+    # the result (up to float rounding), does not depend on the device count.
+    "mesh", "sharding.",
 )
 
 
