@@ -1,8 +1,7 @@
 """The base experiment config every file in `configs/` starts from.
 
-Field names are the single reference for what can be overridden on the command
-line (`--config.loss.tau=0.02`); `configs/README.md`-style docs live in the
-project README's config reference.
+Field names are what can be overridden on the command line
+(`--config.loss.tau=0.02`); the README's config reference explains each.
 """
 import ml_collections
 
@@ -60,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 2.0
   c.optim.lr_update = 10  # epochs between decays
   c.optim.lr_decay = 0.1
+  # {module name: factor} scaling the learning rate of that module's params,
+  # e.g. {"sentence_bert": 0.1} for a pretrained text tower.
+  c.optim.lr_multipliers = ml_collections.ConfigDict()
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
