@@ -9,6 +9,7 @@
 [(2, 4), (2, 4)]
 """
 from itr_jax.models.bert_text_encoder import BertTextEncoder, pretrained_text_tower, with_pretrained_bert
+from itr_jax.models.dense_max_pool import DenseMaxPool, dense_max_pool
 from itr_jax.models.gru import GRU, GRULayer, gru_cell, gru_scan, reverse_valid_prefix
 from itr_jax.models.image_encoder import ImageEncoder
 from itr_jax.models.initializers import symmetric_uniform
@@ -18,8 +19,8 @@ from itr_jax.models.text_encoder import TextEncoder
 from itr_jax.models.vse import MODEL_FIELDS, VSEModel, create_model
 
 __all__ = [
-    "BertTextEncoder", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
-    "TextEncoder", "VSEModel", "create_model", "gru_cell", "gru_scan",
+    "BertTextEncoder", "DenseMaxPool", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
+    "TextEncoder", "VSEModel", "create_model", "dense_max_pool", "gru_cell", "gru_scan",
     "l2_normalize", "max_pool", "positional_encoding", "reverse_valid_prefix",
     "pretrained_text_tower", "sort_descending", "symmetric_uniform",
     "with_pretrained_bert",
