@@ -224,3 +224,15 @@ def test_whole_model_gradient_equals_plain_autodiff_pooling():
 def test_docstring_examples():
   result = doctest.testmod(dmp_lib, extraglobs={"jax": jax, "jnp": jnp})
   assert result.attempted >= 6 and result.failed == 0
+
+
+def test_image_encoder_fuses_by_default_only_on_one_cpu_device():
+  x = jnp.ones((2, 3, 4))
+  enc = models.ImageEncoder(embed_size=5)
+  params = enc.init(jax.random.key(0), x)
+  fused = lambda enc: "custom_vjp_call" in str(
+      jax.make_jaxpr(lambda p: enc.apply(p, x))(params))
+  assert fused(enc) == (jax.default_backend() == "cpu"
+                        and jax.device_count() == 1)
+  assert fused(enc.clone(fused_max_pool=True))
+  assert not fused(enc.clone(fused_max_pool=False))
