@@ -1,5 +1,6 @@
 """Tests for itr_jax.models.dense_max_pool (fused Dense + max pool, sparse VJP)."""
 import doctest
+import importlib
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 
 from itr_jax import losses, models
-from itr_jax.models import dense_max_pool as dmp_lib
 from itr_jax.models.dense_max_pool import DenseMaxPool, dense_max_pool
 
 RNG = np.random.default_rng(0)
@@ -222,7 +222,9 @@ def test_whole_model_gradient_equals_plain_autodiff_pooling():
 
 
 def test_docstring_examples():
-  result = doctest.testmod(dmp_lib, extraglobs={"jax": jax, "jnp": jnp})
+  # The package exports the function under the module's name.
+  module = importlib.import_module("itr_jax.models.dense_max_pool")
+  result = doctest.testmod(module, extraglobs={"jax": jax, "jnp": jnp})
   assert result.attempted >= 6 and result.failed == 0
 
 
