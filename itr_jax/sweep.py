@@ -20,6 +20,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from itr_jax import sweeps
 
@@ -44,6 +45,7 @@ flags.mark_flags_as_required(["config", "sweep_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
   decl = sweeps.load(_CONFIG.value)
   common = sweeps.parse_assignments(_SET.value)
   for overrides in decl.members:
