@@ -68,7 +68,7 @@ def main(argv):
   t0 = time.time()
 
   def show(outcome):
-    extra = f" ({outcome.seconds:.0f}s)" if outcome.status != "skipped" else ""
+    extra = f" ({outcome.seconds:.0f}s)" if outcome.seconds else ""
     msg = f": {outcome.message}" if outcome.message else ""
     print(f"[{outcome.status}] {outcome.member.name}{extra}{msg}", flush=True)
 
