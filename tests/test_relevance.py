@@ -86,3 +86,16 @@ def test_bfloat16_inputs_give_float32():
 def test_shape_errors_name_the_argument(img_shape, cap_shape, name):
   with pytest.raises(ValueError, match=name):
     rsc(jnp.ones(img_shape), jnp.ones(cap_shape))
+
+
+def test_rsc_of_a_caption_of_the_image_is_exactly_one_whatever_the_batch():
+  """Snapping to a 2^-20 grid makes ties exact, so "tied" IDCG is stable."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from itr_jax.relevance import rsc_matrix  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  caps = rng.standard_normal((7, 5, 384)).astype(np.float32)
+  caption_emb = caps[np.arange(7), rng.integers(0, 5, 7)]
+  full = np.asarray(rsc_matrix(caps, caption_emb))
+  assert np.all(np.diag(full) == 1.0)
+  for rows in (slice(0, 1), slice(2, 5), slice(6, 7)):  # other matmul shapes
+    np.testing.assert_array_equal(np.asarray(rsc_matrix(caps[rows], caption_emb)), full[rows])
