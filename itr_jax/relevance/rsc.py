@@ -76,7 +76,7 @@ def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
   >>> img_caps = jnp.array([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
   >>> caps = jnp.array([[3.0, 0.0], [-1.0, 0.0]])
   >>> rsc(img_caps, caps).tolist()  # R_01 = (1 + max(-1, 0)) / 2
-  [[1.0, 0.5], [0.8535534143447876, 1.0]]
+  [[1.0, 0.5], [0.8535537719726562, 1.0]]
   """
   _validation.check_rank("image_caption_emb", image_caption_emb, 3)
   _validation.check_rank("caption_emb", caption_emb, 2)
