@@ -44,16 +44,6 @@ class Run:
     return self.dev[-1] if self.dev else None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
   """Metrics of eval_<split>.json: the 'full' protocol, else COCO's 5K."""
   path = os.path.join(workdir, f"eval_{split}.json")
@@ -69,7 +59,7 @@ def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
 
 def varying_fields(configs: dict[str, dict]) -> list[str]:
   """Dotted config fields whose values differ between the runs."""
-  flat = {name: _flatten(c) for name, c in configs.items()}
+  flat = {name: workdir_lib.flatten(c) for name, c in configs.items()}
   keys = sorted(set().union(*flat.values())) if flat else []
   return [k for k in keys
           if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
@@ -98,7 +88,7 @@ def collect_runs(sweep_dir: str) -> list[Run]:
     if n in declared:
       overrides = dict(declared[n])
     else:
-      flat = _flatten(configs[n])
+      flat = workdir_lib.flatten(configs[n])
       overrides = {k: flat.get(k) for k in fields}
     runs.append(Run(n, workdir, overrides, reporting.read_metrics(workdir),
                     read_test(workdir),

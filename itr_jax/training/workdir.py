@@ -27,11 +27,12 @@ RESUMABLE_FIELDS = (
 )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}: config fields by dotted name."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -49,7 +50,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def config_differences(old: dict, new: dict) -> list[str]:
   """Dotted names of fields that differ and would make resuming wrong."""
-  old_flat, new_flat = _flatten(old), _flatten(new)
+  old_flat, new_flat = flatten(old), flatten(new)
   # Fields the old run's config lacks were added to itr_jax since: not a
   # difference in what the run computes.
   keys = sorted(set(old_flat))
@@ -75,7 +76,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   diffs = config_differences(old, new)
   if diffs:
     details = ", ".join(
-        f"{k}: {_flatten(old).get(k)!r} -> {_flatten(new).get(k)!r}" for k in diffs)
+        f"{k}: {flatten(old).get(k)!r} -> {flatten(new).get(k)!r}" for k in diffs)
     raise ValueError(
         f"Workdir {workdir!r} holds a run with a different config ({details}). "
         "Use another --workdir, or pass --fresh to move that run aside "
