@@ -182,23 +182,18 @@ def main():
       print(f"| {b} | {1e3 * med:.0f} | {1 / med:.2f} | "
             f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} | "
             f"{first:.1f} |", flush=True)
-  if args.part in ("gru", "all"):
-    print("\n| batch | caption GRU fwd+bwd (H=1024, L=32) | ms (median) "
-          "| min ms | CPU s/call |")
+  parts = (("gru", "caption GRU fwd+bwd (H=1024, L=32)", bench_gru, 2),
+           ("image", "image tower fwd+bwd (36 x 2048 -> 1024, max)",
+            bench_image_tower, 3))
+  for part, title, bench, cpu_digits in parts:
+    if args.part not in (part, "all"):
+      continue
+    print(f"\n| batch | {title} | ms (median) | min ms | CPU s/call |")
     print("|---:|---|---:|---:|---:|")
     for b in sizes:
-      for name, walls, cpus in bench_gru(b, args):
+      for name, walls, cpus in bench(b, args):
         print(f"| {b} | {name} | {1e3 * statistics.median(walls):.0f} | "
-              f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} |",
-              flush=True)
-  if args.part in ("image", "all"):
-    print("\n| batch | image tower fwd+bwd (36 x 2048 -> 1024, max) "
-          "| ms (median) | min ms | CPU s/call |")
-    print("|---:|---|---:|---:|---:|")
-    for b in sizes:
-      for name, walls, cpus in bench_image_tower(b, args):
-        print(f"| {b} | {name} | {1e3 * statistics.median(walls):.0f} | "
-              f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.3f} |",
+              f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.{cpu_digits}f} |",
               flush=True)
 
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from itr_jax.models.normalize import l2_normalize
+from itr_jax.models.text_encoder import check_caption_batch
 
 Dtype = Any
 # Where the pretrained BertEncoder tree sits in a VSEModel's params.
@@ -69,12 +70,7 @@ class BertTextEncoder(nn.Module):
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
     # Imported here: itr_jax.text_encoders imports itr_jax.models itself.
     from itr_jax.text_encoders.bert import SentenceBert  # pylint: disable=g-import-not-at-top
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, length] WordPiece ids, got "
-                       f"shape {tokens.shape}.")
-    if lengths.shape != tokens.shape[:1]:
-      raise ValueError(f"lengths must have shape {tokens.shape[:1]} (one per "
-                       f"caption), got {lengths.shape}.")
+    check_caption_batch(tokens, lengths, "WordPiece ids")
     mask = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]).astype(
         jnp.int32)
     pooled = SentenceBert(self.bert_config, normalize=False, dtype=self.dtype,

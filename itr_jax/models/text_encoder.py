@@ -14,6 +14,16 @@ from itr_jax.models.normalize import l2_normalize
 Dtype = Any
 
 
+def check_caption_batch(tokens: jax.Array, lengths: jax.Array, what: str) -> None:
+  """Raises ValueError unless tokens are [B, L] `what` and lengths [B]."""
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, length] {what}, got shape "
+                     f"{tokens.shape}.")
+  if lengths.shape != tokens.shape[:1]:
+    raise ValueError(f"lengths must have shape {tokens.shape[:1]} (one per "
+                     f"caption), got {lengths.shape}.")
+
+
 class TextEncoder(nn.Module):
   r"""Token ids [B, L] + lengths [B] -> unit-norm caption embeddings [B, E].
 
@@ -43,12 +53,7 @@ class TextEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    if tokens.ndim != 2:
-      raise ValueError(f"tokens must be [batch, length] int ids, got shape "
-                       f"{tokens.shape}.")
-    if lengths.shape != tokens.shape[:1]:
-      raise ValueError(f"lengths must have shape {tokens.shape[:1]} (one per "
-                       f"caption), got {lengths.shape}.")
+    check_caption_batch(tokens, lengths, "int ids")
     words = nn.Embed(
         self.vocab_size, self.word_dim, dtype=self.dtype,
         param_dtype=self.param_dtype, embedding_init=symmetric_uniform(0.1),
