@@ -61,10 +61,15 @@ def metric_vs_param(groups: Sequence[Group], param: str, metrics: Sequence[str],
     ax.grid(alpha=0.3)
   if any(lines):
     axes[0][-1].legend(fontsize=7)
+  return _save(fig, path, title=title, dpi=110)
+
+
+def _save(fig, path: str, *, dpi: int, title: str = "") -> str:
+  """Titles (if any), lays out, writes and closes `fig`; returns `path`."""
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
 
@@ -97,12 +102,7 @@ def training_curves(train: Sequence[Mapping], dev: Sequence[Mapping], path: str,
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left" if ax is c else "best")
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return _save(fig, path, title=title, dpi=90)
 
 
 def dev_curves(runs: Sequence[tuple[str, str, Sequence[Mapping]]], path: str,
@@ -124,7 +124,4 @@ def dev_curves(runs: Sequence[tuple[str, str, Sequence[Mapping]]], path: str,
   ax.legend(fontsize=6)
   if title:
     ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save(fig, path, dpi=100)
