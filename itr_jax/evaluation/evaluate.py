@@ -59,10 +59,17 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
 
 
 def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
-                   config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Encodes all of `split` with `params` and scores retrieval on it."""
+                   config: ml_collections.ConfigDict, *,
+                   rsc_relevance: np.ndarray | None = None) -> dict[str, float]:
+  """Encodes all of `split` with `params` and scores retrieval on it.
+
+  `rsc_relevance`: the split's `split_relevance`, if already computed (it
+  does not change between evaluations of the same split).
+  """
   image_emb, caption_emb = encode_eval_split(model, params, split, vocab, config)
+  if rsc_relevance is None:
+    rsc_relevance = split_relevance(split)
   return retrieval_report(
       image_emb, caption_emb, captions_per_image=split.captions_per_image,
-      rsc_relevance=split_relevance(split), true_relevance=split.true_relevance,
+      rsc_relevance=rsc_relevance, true_relevance=split.true_relevance,
       ndcg_k=config.eval.ndcg_k)

@@ -134,7 +134,8 @@ def train_population(base: ml_collections.ConfigDict,
   def evaluate_dev(step):
     for i, log in enumerate(logs):
       params = _member(states.params, i)
-      metrics = evaluate.evaluate_split(model, params, data.dev, data.vocab, config)
+      metrics = evaluate.evaluate_split(model, params, data.dev, data.vocab, config,
+                                        rsc_relevance=data.dev_relevance)
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
       if metrics["rsum"] > best[i]["rsum"]:
         best[i] = {"best_step": step, **metrics}

@@ -6,6 +6,7 @@ compilation or training work, so a broken dataset fails in seconds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Iterator
 
@@ -18,6 +19,7 @@ from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.data import wordpiece_vocab
+from itr_jax.evaluation import evaluate
 
 
 VOCAB_FILE = "vocab.json"
@@ -35,6 +37,11 @@ class ExperimentData:
   @property
   def steps_per_epoch(self) -> int:
     return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
+
+  @functools.cached_property
+  def dev_relevance(self) -> np.ndarray | None:
+    """RSC relevance of every dev pair, computed once for all evaluations."""
+    return evaluate.split_relevance(self.dev)
 
   def save_vocab(self, workdir: str) -> None:
     """Keeps the run's vocabulary in its workdir, so resuming reuses it."""

@@ -149,7 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def evaluate_dev(state, step: int) -> dict:
     t0 = time.time()
-    metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config)
+    metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
+                                      rsc_relevance=data.dev_relevance)
     metrics["eval_seconds"] = time.time() - t0
     log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
     if jax.process_index() == 0:
