@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.weight = 0.5
   c.loss.t2i_relevance = "paper"  # or "transpose"
   c.loss.idcg = "tied"  # or "sorted"
+  # Snap RSC relevance to a 2^-20 grid so float rounding cannot split ties
+  # (1- and 8-device runs agree); False: raw float32, as the official code.
+  c.loss.rsc_snap = True
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
