@@ -233,6 +233,7 @@ def test_bad_data_is_refused_before_writing_anything(tmp_path, breakage, message
     ("loss.idcg", "best", r"idcg"),
     ("loss.t2i_relevance", "rows", r"t2i_relevance"),
     ("loss.rsc_snap", "yes", r"rsc_snap"),
+    ("eval.ties", "pessimistic", r"config\.eval\.ties"),
     ("train.batch_size", 1000, r"batch_size=1000 exceeds the 40 captions"),
 ])
 def test_bad_hyperparameters_are_refused_before_writing_anything(

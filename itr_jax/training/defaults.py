@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.ndcg_k = 0  # 0: NDCG over the full ranking; k > 0: NDCG@k.
   c.eval.every_epochs = 1
+  # Scores tied with the ground truth: "optimistic" (counted in its favour) or
+  # "official" (np.argsort order, as the official evaluation).
+  c.eval.ties = "optimistic"
 
   # Devices: named mesh axes and sizes (-1: all remaining devices). The batch
   # is split over "data" (and "fsdp"), e.g. (("data", -1), ("model", 2))

@@ -113,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   hold another run (unless `fresh`, which moves that run aside).
   """
   train_step_lib.check_loss_config(config.loss)
+  evaluate.eval_ties(config)  # validates config.eval.ties before any work
   workdir_lib.check(workdir, config, fresh=fresh)
   # Process 0 first: it generates a synthetic dataset if needed, once.
   data = sharding.main_process_first(lambda: experiment_data.prepare(
