@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_split = "test"
   c.data.vocab_path = ""  # word2idx JSON; empty: build from train captions.
   c.data.vocab_min_count = 1
+  # Building a vocabulary: "itr_jax" (train captions, min count above, by
+  # frequency) or "official" (train + dev captions, count >= 4, first seen).
+  c.data.vocab_recipe = "itr_jax"
   c.data.caption_emb_path = ""  # empty: {data_dir}/{split}_caps_emb.npy
   c.data.max_len = 48  # caption tokens incl. <start>/<end>; longer ones are cut.
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).

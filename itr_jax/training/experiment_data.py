@@ -100,7 +100,9 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
   return vocab_lib.resolve_vocab(
       directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
       min_count=config.data.vocab_min_count,
-      train_split=config.data.train_split)
+      train_split=config.data.train_split,
+      recipe=config.data.get("vocab_recipe", "itr_jax"),
+      dev_split=config.data.dev_split)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,
