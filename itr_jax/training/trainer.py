@@ -147,6 +147,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Drop what a killed run logged after its last checkpoint: redone below.
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
+  truncated = data.truncated_train_captions
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(
+        f"data.max_len={config.data.max_len} truncates {truncated} of "
+        f"{data.train.num_captions} train captions "
+        f"({100 * truncated / data.train.num_captions:.2f}%)"
+        + (": raise data.max_len to keep them whole." if truncated else "."))
+  if start_step == 0:
+    log.write(0, "data", {"truncated_train_captions": truncated,
+                          "train_captions": data.train.num_captions})
 
   def evaluate_dev(state, step: int) -> dict:
     t0 = time.time()
