@@ -86,23 +86,26 @@ class Checkpoints:
     self.status: dict[int, str] = {}
     self.damaged: dict[int, str] = {}
     self._scan()
+    self.manager = self._open_manager()
+
+  def _open_manager(self) -> ocp.CheckpointManager:
     policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=keep),
+        pp.LatestN(n=self.keep),
         pp.BestN(get_metric_fn=_rsum, n=1, keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
         best_fn=_rsum,
         best_mode="max",
-        create=not read_only,
-        read_only=read_only,
+        create=not self.read_only,
+        read_only=self.read_only,
         # Leftovers of a save interrupted by a kill: never restorable.
-        cleanup_tmp_directories=not read_only,
+        cleanup_tmp_directories=not self.read_only,
         # Synchronous saves: a checkpoint is complete when save() returns, so a
         # run killed right after cannot leave the only good one half-written.
         enable_async_checkpointing=False,
     )
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    return ocp.CheckpointManager(self.directory, options=options)
 
   def _scan(self) -> None:
     """Classifies every step entry; sets damaged ones aside (unless read-only)."""
@@ -211,10 +214,7 @@ class Checkpoints:
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Restores `step` into the structure (and shardings) of `abstract_state`."""
-    # Explicitly the "default" item: after a failed restore of another step
-    # orbax no longer infers the single-item layout.
-    return self.manager.restore(step, args=ocp.args.Composite(
-        default=ocp.args.StandardRestore(abstract_state)))["default"]
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
   def restore_latest(self, abstract_state: Any) -> tuple[Optional[int], Any]:
     """(step, state) of the newest checkpoint that restores; (None, None) if none.
@@ -240,7 +240,10 @@ class Checkpoints:
         self._set_aside(step, f"it cannot be restored: {type(e).__name__}: {e}")
         if jax.process_count() > 1:
           multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
-        self.manager.reload()
+        # A fresh manager: after a failed restore orbax no longer infers the
+        # single-item layout, and every later restore would fail too.
+        self.manager.close()
+        self.manager = self._open_manager()
     return None, None
 
   def intact_step(self, step: int) -> Optional[str]:

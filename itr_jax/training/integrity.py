@@ -24,28 +24,19 @@ through another file-system layer (gfile / epath) in one place.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import time
 from typing import Optional
 
+from itr_jax.text_encoders.file_sha256 import file_sha256
+
 RECORD_FILE = "itr_integrity.json"
-_CHUNK = 1 << 20
 
 
 class IntegrityError(ValueError):
   """A checkpoint's files do not match its integrity record."""
-
-
-def sha256_file(path: str) -> str:
-  """Hex SHA-256 of the file at `path`, read in 1 MiB chunks."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(_CHUNK), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def list_files(directory: str) -> list[str]:
@@ -76,7 +67,7 @@ def atomic_write_text(path: str, text: str) -> None:
 def write_record(directory: str, extra: Optional[dict] = None) -> None:
   """Records size and SHA-256 of every file under `directory` (+ `extra`)."""
   files = {rel: {"bytes": os.path.getsize(os.path.join(directory, rel)),
-                 "sha256": sha256_file(os.path.join(directory, rel))}
+                 "sha256": file_sha256(os.path.join(directory, rel))}
            for rel in list_files(directory)}
   atomic_write_text(os.path.join(directory, RECORD_FILE), json.dumps(
       {"version": 1, "files": files, "extra": extra or {}}, indent=1))
@@ -114,7 +105,7 @@ def verify(directory: str) -> Optional[str]:
     if not os.path.isfile(path):
       return f"file {rel!r} is missing"
     if (os.path.getsize(path) != expected.get("bytes")
-        or sha256_file(path) != expected.get("sha256")):
+        or file_sha256(path) != expected.get("sha256")):
       return f"file {rel!r} does not match its checksum"
   return None
 
