@@ -8,7 +8,9 @@ Reports R@1/5/10, medr, meanr both ways and RSUM, plus NDCG with RSC relevance
 `testall`) is reported with the 5-fold 1K protocol and the 5K protocol;
 with --coco_ids (an .npz with `image_ids` [5000] and `caption_ids` [25000],
 the COCO ids of the split's rows and captions) ECCV Caption metrics follow.
-Results are printed and written to <workdir>/eval_<split>.json.
+Results are printed, then written to <workdir>/eval_<split>.json. Damaged
+checkpoints are skipped (nothing on disk is changed); errors print one
+sentence (the traceback with --verbose).
 """
 import json
 import os
@@ -22,7 +24,9 @@ from itr_jax import metrics
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
 from itr_jax.training import checkpointing
+from itr_jax.training import errors
 from itr_jax.training import experiment_data
+from itr_jax.training import integrity
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
@@ -39,32 +43,74 @@ flags.mark_flags_as_required(["workdir"])
 COCO_5K_IMAGES = 5000
 
 
-def restore_params(config, workdir: str, model, split, which: str):
-  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`."""
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  if which == "best":
-    step = checkpoints.best_step() or checkpoints.latest_step()
-  elif which == "latest":
-    step = checkpoints.latest_step()
-  else:
+def _steps_to_try(checkpoints, which: str) -> list[int]:
+  """The steps `which` names, best first, then the fallbacks in order."""
+  steps = sorted(checkpoints.all_steps(), reverse=True)
+  if which in ("best", "latest"):
+    best = checkpoints.best_step() if which == "best" else None
+    return ([best] if best is not None else []) + [s for s in steps if s != best]
+  try:
     step = int(which)
-  if step is None or step not in checkpoints.manager.all_steps():
+  except ValueError:
+    raise ValueError(f"--checkpoint={which!r} is not 'best', 'latest' or a step "
+                     f"number; the checkpoints in {checkpoints.directory} are at "
+                     f"steps {sorted(steps)}.") from None
+  if step not in steps:
+    damaged = checkpoints.damaged.get(step)
     raise ValueError(
-        f"No checkpoint {which!r} in {checkpoints.directory} (have "
-        f"{list(checkpoints.manager.all_steps())}); train first with "
-        "`python -m itr_jax.train`.")
-  # The optimizer is only needed for the state's structure. Restoring onto
-  # this machine's devices works whatever device count trained the run.
-  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  abstract, _ = trainer.placed_abstract_state(
-      config, model, tx, split, sharding.create_mesh(config.mesh))
-  state = checkpoints.restore(step, abstract)
-  checkpoints.close()
-  return state.params, step
+        f"--checkpoint={which}: " +
+        (f"that checkpoint is damaged ({damaged})" if damaged else
+         "there is no such checkpoint") +
+        f"; intact ones in {checkpoints.directory} are at steps {sorted(steps)}.")
+  return [step]
+
+
+def restore_params(config, workdir: str, model, split, which: str):
+  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`.
+
+  Checkpoints are verified against their integrity records and nothing on
+  disk is changed (training may be running). For 'best' and 'latest', a
+  damaged or unrestorable checkpoint is skipped with a warning naming it and
+  the next newest is used; an explicit step fails with one sentence.
+  """
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ValueError(f"No checkpoints in {workdir!r}; train first with "
+                     "`python -m itr_jax.train`.")
+  checkpoints = checkpointing.Checkpoints(
+      workdir, keep=config.train.keep_checkpoints, read_only=True)
+  try:
+    for step, reason in sorted(checkpoints.damaged.items()):
+      logging.warning("Skipping damaged checkpoint step %d in %s: %s.", step,
+                      checkpoints.directory, reason)
+    candidates = _steps_to_try(checkpoints, which)
+    if not candidates:
+      raise ValueError(f"No intact checkpoint in {checkpoints.directory}; "
+                       "train first with `python -m itr_jax.train`.")
+    # The optimizer is only needed for the state's structure. Restoring onto
+    # this machine's devices works whatever device count trained the run.
+    tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
+    abstract, _ = trainer.placed_abstract_state(
+        config, model, tx, split, sharding.create_mesh(config.mesh))
+    for step in candidates:
+      try:
+        return checkpoints.restore(step, abstract).params, step
+      except Exception as e:  # pylint: disable=broad-except
+        if len(candidates) == 1 or checkpoints.status.get(step) == "verified":
+          raise ValueError(
+              f"Checkpoint step {step} in {checkpoints.directory} cannot be "
+              f"restored ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+          ) from e
+        logging.warning("Checkpoint step %d in %s cannot be restored (%s); "
+                        "trying the previous one.", step, checkpoints.directory,
+                        type(e).__name__)
+    raise ValueError(f"No checkpoint in {checkpoints.directory} can be restored.")
+  finally:
+    checkpoints.close()
 
 
 def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
-                 coco_ids: str | None = None) -> dict:
+                 coco_ids: str | None = None, write: bool = True) -> dict:
+  """Evaluates checkpoint `which` of `workdir` on a split; writes the report if `write`."""
   config = workdir_lib.load_config(workdir)
   ties = evaluate.eval_ties(config)
   split_name = split_name or config.data.test_split
@@ -95,10 +141,16 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
         image_emb, caption_emb, captions_per_image=split.captions_per_image,
         rsc_relevance=evaluate.split_relevance(split),
         true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
-  path = os.path.join(workdir, f"eval_{split_name}.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
+  if write:
+    write_report(workdir, report)
   return report
+
+
+def write_report(workdir: str, report: dict) -> str:
+  """Writes `report` to <workdir>/eval_<split>.json (atomically); returns the path."""
+  path = os.path.join(workdir, f"eval_{report['split']}.json")
+  integrity.atomic_write_text(path, json.dumps(report, indent=2))
+  return path
 
 
 def format_report(report: dict) -> str:
@@ -115,9 +167,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value)
-  print(format_report(report))
+  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
+                        _COCO_IDS.value, write=False)
+  # Printed first: a read-only workdir must not lose the results.
+  print(format_report(report), flush=True)
+  try:
+    write_report(_WORKDIR.value, report)
+  except OSError as e:
+    raise OSError(e.errno, f"The results above could not be saved to "
+                  f"{_WORKDIR.value!r} ({e.strerror}); copy them from this "
+                  "output", e.filename) from e
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)

@@ -51,7 +51,10 @@ file order) and prefetched.
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
+import weakref
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -277,17 +280,59 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
                   prefetch)
 
 
+class _ClosableIterator:
+  """A tf.data NumPy iterator that is closed before the interpreter exits.
+
+  A tf.data iterator destroyed during interpreter finalisation waits for its
+  in-flight `tf.numpy_function` calls, which wait for the GIL the finalising
+  thread holds: the process hangs at exit. Closing every live iterator from
+  an `atexit` hook (threads still run then) avoids that; `close()` does it
+  early.
+  """
+
+  def __init__(self, iterator):
+    self._iterator = iterator
+    _LIVE_ITERATORS.add(self)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._iterator is None:
+      raise StopIteration
+    return next(self._iterator)
+
+  def close(self) -> None:
+    """Stops the pipeline's threads; the iterator then ends."""
+    iterator, self._iterator = self._iterator, None
+    del iterator
+    gc.collect()
+
+
+_LIVE_ITERATORS: "weakref.WeakSet[_ClosableIterator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators() -> None:
+  for iterator in list(_LIVE_ITERATORS):
+    iterator.close()
+
+
 def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
                   batch_size: int, seed: int, max_len: int,
                   start_step: int = 0, num_steps: int | None = None,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   prefetch: int = 2) -> Iterator[Batch]:
-  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``."""
-  return make_train_dataset(
+  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``.
+
+  Its ``close()`` stops the input threads early (done at exit otherwise).
+  """
+  return _ClosableIterator(make_train_dataset(
       split, vocab, batch_size=batch_size, seed=seed, max_len=max_len,
       start_step=start_step, num_steps=num_steps, process_index=process_index,
-      process_count=process_count, prefetch=prefetch).as_numpy_iterator()
+      process_count=process_count,
+      prefetch=prefetch).as_numpy_iterator())
 
 
 def _padded_ids(total: int, batch_size: int, step: int, rows: slice):
@@ -308,8 +353,8 @@ def _eval_dataset(total, batch_size, process_index, process_count, make_rows,
     return make_rows(ids, mask)
 
   spec = assembler.signature(rows.stop - rows.start, keys, max_len)
-  return _dataset(tf.data.Dataset.range(num_batches), make, spec,
-                  prefetch).as_numpy_iterator()
+  return _ClosableIterator(_dataset(tf.data.Dataset.range(num_batches), make,
+                                    spec, prefetch).as_numpy_iterator())
 
 
 def eval_caption_batches(split: PrecomputedSplit, vocab: Vocabulary, *,

@@ -114,7 +114,7 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,
             reuse_workdir_vocab: bool = True) -> ExperimentData:
-  """Opens and validates the train and dev splits and the vocabulary.
+  """Opens and validates the train, dev and test splits and the vocabulary.
 
   Writes nothing into `workdir`; a vocabulary already there is reused (a
   resumed run must keep its word ids) unless `reuse_workdir_vocab` is False.
@@ -124,6 +124,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *,
                      require_caption_emb=True)
   dev = load_split(config, directory, config.data.dev_split,
                    max_images=config.data.dev_max_images)
+  if config.data.test_split:
+    # Evaluated only after training (itr_jax.evaluate): check it now, not
+    # after hours of training. An empty test_split skips this.
+    load_split(config, directory, config.data.test_split)
   vocab = resolve_tokenizer(
       config, directory,
       workdir=workdir if reuse_workdir_vocab and os.path.exists(

@@ -12,6 +12,7 @@ from flax.training import train_state
 from itr_jax import losses
 from itr_jax import relevance as relevance_lib
 from itr_jax import sharding
+from itr_jax.training import defaults
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
@@ -43,8 +44,13 @@ def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
     jax.eval_shape(lambda: losses.listwise_itr_loss(
         jnp.zeros((2, 2)), jnp.ones((2, 2)), **loss_kwargs(loss_config)))
   except ValueError as e:
-    raise ValueError(f"Invalid config.loss: {e} Fix it with e.g. "
-                     "--config.loss.tau=0.01.") from e
+    # Hint at the field the loss complained about, with its default.
+    names = [k for k in loss_kwargs(loss_config) if f"`{k}`" in str(e)] or [
+        k for k in loss_kwargs(loss_config) if k in str(e)]
+    default = defaults.base_config().loss
+    hint = "".join(f" Fix it with e.g. --config.loss.{k}={default[k]}."
+                   for k in names[:1])
+    raise ValueError(f"Invalid config.loss: {e}{hint}") from e
 
 
 def batch_loss(model, params, batch: Batch, *, hardest: bool,
