@@ -177,7 +177,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           model, config.loss, hardest=hardest, mesh=mesh,
           state_sharding=state_sharding)
       for hardest in (True, False)}
-  batches = data.train_batches(start_step=start_step)
+  # An epoch's last, smaller batch (data.drop_last False) must split over the
+  # devices and processes; the train step compiles once more for its shape.
+  batches = data.train_batches(start_step=start_step, batch_multiple=math.lcm(
+      sharding.num_batch_shards(mesh), jax.process_count()))
   pending = []  # device metrics since the last log step, fetched lazily
   preemption = preemption_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
