@@ -25,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
   # frequency) or "official" (train + dev captions, count >= 4, first seen).
   c.data.vocab_recipe = "itr_jax"
   c.data.caption_emb_path = ""  # empty: {data_dir}/{split}_caps_emb.npy
+  # True: drop each epoch's leftover N mod batch_size captions; False: train
+  # on them as a smaller last batch, as the official loader does.
+  c.data.drop_last = True
   c.data.max_len = 48  # caption tokens incl. <start>/<end>; longer ones are cut.
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).
   # Generator settings, used when name == "synthetic_scenes" (see

@@ -35,8 +35,17 @@ class ExperimentData:
   vocab: vocab_lib.Vocabulary | wordpiece_vocab.WordPieceVocabulary
 
   @property
+  def drop_last(self) -> bool:
+    """config.data.drop_last (True for configs saved before the field existed)."""
+    return self.config.data.get("drop_last", True)
+
+  @property
   def steps_per_epoch(self) -> int:
-    return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
+    try:
+      return pipeline.steps_per_epoch(self.train, self.config.train.batch_size,
+                                      drop_last=self.drop_last)
+    except ValueError as e:
+      raise ValueError(f"Invalid config.data / config.train: {e}") from e
 
   @functools.cached_property
   def truncated_train_captions(self) -> int:
@@ -58,12 +67,18 @@ class ExperimentData:
         and jax.process_index() == 0 and not os.path.exists(path)):
       self.vocab.save(path)
 
-  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """This process's training batches from global step `start_step` on."""
+  def train_batches(self, start_step: int = 0,
+                    batch_multiple: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """This process's training batches from global step `start_step` on.
+
+    `batch_multiple`: the batch shards of the mesh; an epoch's last, smaller
+    batch (config.data.drop_last False) is topped up to a multiple of it.
+    """
     return pipeline.train_batches(
         self.train, self.vocab, batch_size=self.config.train.batch_size,
         seed=self.config.seed, max_len=self.config.data.max_len,
-        start_step=start_step)
+        start_step=start_step, drop_last=self.drop_last,
+        batch_multiple=batch_multiple)
 
 
 def data_dir(config: ml_collections.ConfigDict) -> str:

@@ -211,7 +211,10 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
             model, config.loss, hardest=hardest, mesh=mesh,
             state_sharding=state_sharding)
         for hardest in (True, False)}
-    batches = data.train_batches(start_step=start_step)
+    # An epoch's last, smaller batch (data.drop_last False) must split over the
+    # devices and processes; the train step compiles once more for its shape.
+    batches = data.train_batches(start_step=start_step, batch_multiple=math.lcm(
+        sharding.num_batch_shards(mesh), jax.process_count()))
     last_log_time, last_log_step = time.time(), start_step
     for step in range(start_step, total_steps):
       batch = sharding.global_batch(next(batches), mesh)

@@ -41,6 +41,7 @@ _CHOICES = {
     "model.text_tower": ("gru", "bert"),
     "data.vocab_recipe": ("itr_jax", "official"),
     "eval.ties": ("optimistic", "official"),
+    "data.drop_last": (True, False),
 }
 
 
