@@ -97,12 +97,15 @@ def test_foreign_and_partial_entries_never_cost_intact_checkpoints(tmp_path, cap
     f.write("not a checkpoint")
   with open(os.path.join(directory, "notes.txt"), "w") as f:  # a stray file
     f.write("hello")
+  leftover = os.path.join(directory, "4.orbax-checkpoint-tmp-1796122594")
+  shutil.copytree(os.path.join(directory, "1"), leftover)  # a save cut by a kill
   with caplog.at_level(logging.WARNING):
     step, state, steps = _restore_latest(workdir)
   assert step == 3 and float(state.params["w"][0]) == 3.0
   assert steps == [1, 2, 3]
   assert _set_aside(workdir) == ["5", "7", "9"]
   assert os.path.exists(os.path.join(directory, "notes.txt"))  # not ours to move
+  assert not os.path.exists(leftover)  # never restorable: removed
   # Opening again finds nothing more to set aside: no loop of retries.
   assert _restore_latest(workdir)[0] == 3 and _set_aside(workdir) == ["5", "7", "9"]
 
