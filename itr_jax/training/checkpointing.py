@@ -14,6 +14,8 @@ newest remaining step.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -38,6 +40,32 @@ class CheckpointWriteError(OSError):
 
 class CheckpointRestoreError(RuntimeError):
   """An intact checkpoint does not fit the state it is restored into."""
+
+
+def describe(error: BaseException, limit: int = 200) -> str:
+  """`Type: first line` of an error, cut to `limit` characters (tensorstore
+  errors carry kilobytes of spec)."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = text if len(text) <= limit else text[:limit] + "..."
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def quiet_failed_reads():
+  """Keeps a failed restore from printing one asyncio traceback per array.
+
+  Orbax reads arrays in concurrent tasks; when one fails, the others' errors
+  are "never retrieved" and asyncio logs each when the task is collected.
+  The restore's own exception still reports the failure.
+  """
+  logger = logging.getLogger("asyncio")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    gc.collect()  # collect the failed tasks while their logs are muted
+    logger.setLevel(level)
 
 
 def _rsum(metrics: dict) -> float:
@@ -226,18 +254,18 @@ class Checkpoints:
     """
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        return step, self.restore(step, abstract_state)
+        with quiet_failed_reads():
+          return step, self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
         if self.status.get(step) == "verified":
           raise CheckpointRestoreError(
               f"Checkpoint step {step} in {self.directory} is intact but does "
-              f"not fit this run's model ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}); it was written by "
+              f"not fit this run's model ({describe(e)}); it was written by "
               "another model or itr_jax version. Use another --workdir, or "
               "--fresh to move that run aside.") from e
         if self.read_only:
           raise
-        self._set_aside(step, f"it cannot be restored: {type(e).__name__}: {e}")
+        self._set_aside(step, f"it cannot be restored: {describe(e)}")
         if jax.process_count() > 1:
           multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
         # A fresh manager: after a failed restore orbax no longer infers the
