@@ -93,7 +93,7 @@ def restore_params(config, workdir: str, model, split, which: str):
         config, model, tx, split, sharding.create_mesh(config.mesh))
     for step in candidates:
       try:
-        with checkpointing.quiet_failed_reads():
+        with checkpointing.quiet_failures():
           return checkpoints.restore(step, abstract).params, step
       except Exception as e:  # pylint: disable=broad-except
         if len(candidates) == 1 or checkpoints.status.get(step) == "verified":

@@ -175,7 +175,7 @@ def _mount_tmpfs(path, size):
     pytest.skip("needs root to mount a small tmpfs (a real full disk)")
 
 
-def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path):
+def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, caplog):
   """A real full file system: a 1 MiB tmpfs, and a state that no longer fits."""
   mnt = str(tmp_path / "small_disk")
   _mount_tmpfs(mnt, "1m")
@@ -187,9 +187,12 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path):
             np.random.default_rng(0).standard_normal(400_000), jnp.float32)},
         tx=optax.sgd(1e-3))
     with pytest.raises(checkpointing.CheckpointWriteError,
-                       match=r"disk is full: checkpoint step 2 .*previous checkpoint "
-                             r"\(step 1\) is intact"):
+                       match=r"disk is full: checkpoint step 2 .* MiB free, a "
+                             r"checkpoint needs about 1\.5 MiB\); the previous "
+                             r"checkpoint \(step 1\) is intact"):
       ckpt.save(2, big)
+    # The one error above, not a traceback per thread that failed to write.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     ckpt.close()
     assert sorted(os.listdir(os.path.join(mnt, "checkpoints"))) == ["1"]
     step, state, _ = _restore_latest(mnt)
