@@ -112,6 +112,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
                  coco_ids: str | None = None, write: bool = True) -> dict:
   """Evaluates checkpoint `which` of `workdir` on a split; writes the report if `write`."""
   config = workdir_lib.load_config(workdir)
+  ties = evaluate.eval_ties(config)
   split_name = split_name or config.data.test_split
   directory = experiment_data.data_dir(config)
   split = experiment_data.load_split(config, directory, split_name)
@@ -123,11 +124,12 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   report = {"checkpoint_step": step, "split": split_name, "num_images": split.num_images}
   if split.num_images == COCO_5K_IMAGES:
     sims = image_emb @ caption_emb.T
-    report["coco_1k"] = metrics.coco_1k(sims, captions_per_image=split.captions_per_image)
+    report["coco_1k"] = metrics.coco_1k(sims, captions_per_image=split.captions_per_image,
+                                        ties=ties)
     report["coco_5k"] = evaluate.retrieval_report(
         image_emb, caption_emb, captions_per_image=split.captions_per_image,
         rsc_relevance=evaluate.split_relevance(split),
-        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
     if coco_ids:
       ids = np.load(coco_ids)
       report["eccv"] = metrics.eccv_caption_metrics(sims, ids["image_ids"], ids["caption_ids"])
@@ -138,7 +140,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
     report["full"] = evaluate.retrieval_report(
         image_emb, caption_emb, captions_per_image=split.captions_per_image,
         rsc_relevance=evaluate.split_relevance(split),
-        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
   if write:
     write_report(workdir, report)
   return report

@@ -232,3 +232,12 @@ def test_train_caption_ids_reference():
 def test_bad_arguments(data, kw, match):
   with pytest.raises(ValueError, match=match):
     _train(data, **kw)
+
+
+def test_count_truncated_counts_captions_longer_than_max_len():
+  captions = ["a", "a dog", "a red dog .", "two red dogs and a cat"]  # 3, 4, 6, 8 tokens
+  vocab = V.Vocabulary.build(captions[:2])  # unknown words count as tokens too
+  assert [pipeline.count_truncated(vocab, captions, n) for n in (3, 4, 5, 6, 7, 8)] == [
+      3, 2, 2, 1, 1, 0]
+  _, lengths = vocab.encode_batch(captions, 5)
+  assert lengths.tolist() == [3, 4, 5, 5]  # what encode_batch cuts

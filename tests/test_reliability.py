@@ -276,6 +276,9 @@ def test_bad_data_is_refused_before_writing_anything(tmp_path, breakage, message
     ("loss.margin", -0.2, r"margin.*>= 0"),
     ("loss.idcg", "best", r"idcg"),
     ("loss.t2i_relevance", "rows", r"t2i_relevance"),
+    ("loss.rsc_snap", None, r"rsc_snap must be True"),
+    ("eval.ties", "pessimistic", r"config\.eval\.ties"),
+    ("data.vocab_recipe", "scan", r"config\.data\.vocab_recipe"),
     ("train.batch_size", 1000, r"batch_size=1000 exceeds the 40 captions"),
     ("loss.weight", 2.0, r"--config\.loss\.weight=0\.5"),  # the hint names the field
     ("optim.learning_rate", float("nan"), r"optim\.learning_rate must be a finite number > 0, got nan"),

@@ -102,3 +102,16 @@ def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
   final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
   assert report["checkpoint_step"] == final_dev["step"]
   assert report["full"]["rsum"] == pytest.approx(final_dev["rsum"], abs=1e-6)
+
+
+def test_run_start_records_how_many_captions_max_len_truncates(tiny_run):
+  from itr_jax.data import precomputed, vocab  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  config, workdir, _, _ = tiny_run
+  [record] = [r for r in reporting.read_metrics(workdir) if r["kind"] == "data"]
+  captions = precomputed.read_captions(os.path.join(
+      experiment_data.data_dir(config), "train_caps.txt"))
+  # <start> + words + <end> longer than max_len.
+  want = sum(len(vocab.tokenize(c)) + 2 > config.data.max_len for c in captions)
+  assert record["step"] == 0 and record["train_captions"] == len(captions) == 240
+  assert record["truncated_train_captions"] == want

@@ -220,6 +220,21 @@ def _check_max_len(max_len):
     raise ValueError(f"max_len must be an int >= 3, got {max_len}")
 
 
+def count_truncated(tokenizer: Tokenizer, captions: Sequence[str],
+                    max_len: int) -> int:
+  """How many `captions` have more than ``max_len`` tokens (incl. the start and
+  end tokens), i.e. are cut by ``encode_batch(captions, max_len)``.
+
+  >>> from itr_jax.data.vocab import Vocabulary
+  >>> v = Vocabulary.build(["a b c"])
+  >>> count_truncated(v, ["a", "a b c", "a b c a b c"], max_len=5)  # 3, 5, 8 tokens
+  1
+  """
+  _check_max_len(max_len)
+  _, lengths = tokenizer.encode_batch(captions, max_len + 1)
+  return int(np.count_nonzero(lengths > max_len))
+
+
 def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
                        batch_size: int, seed: int, max_len: int,
                        start_step: int = 0, num_steps: int | None = None,

@@ -39,6 +39,13 @@ class ExperimentData:
     return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
 
   @functools.cached_property
+  def truncated_train_captions(self) -> int:
+    """Train captions longer than config.data.max_len tokens (they are cut;
+    the official code never truncates)."""
+    return pipeline.count_truncated(self.vocab, self.train.captions,
+                                    self.config.data.max_len)
+
+  @functools.cached_property
   def dev_relevance(self) -> np.ndarray | None:
     """RSC relevance of every dev pair, computed once for all evaluations."""
     return evaluate.split_relevance(self.dev)
@@ -100,7 +107,9 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
   return vocab_lib.resolve_vocab(
       directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
       min_count=config.data.vocab_min_count,
-      train_split=config.data.train_split)
+      train_split=config.data.train_split,
+      recipe=config.data.get("vocab_recipe", "itr_jax"),
+      dev_split=config.data.dev_split)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,

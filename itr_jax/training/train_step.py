@@ -25,12 +25,21 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
               t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg)
 
 
+def rsc_snap(loss_config) -> bool:
+  """config.loss.rsc_snap (True for configs saved before the field existed)."""
+  return getattr(loss_config, "rsc_snap", True)
+
+
 def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for bad loss hyperparameters, before any work is done.
 
   Traces the loss once on a 2-pair batch (nothing is computed), so the checks
   are exactly the loss's own; the message gets a `config.loss` prefix.
   """
+  if not isinstance(rsc_snap(loss_config), bool):
+    raise ValueError("Invalid config.loss: rsc_snap must be True (snap RSC "
+                     "relevance to a 2^-20 grid) or False (raw float32, as the "
+                     f"official code), got {rsc_snap(loss_config)!r}.")
   try:
     jax.eval_shape(lambda: losses.listwise_itr_loss(
         jnp.zeros((2, 2)), jnp.ones((2, 2)), **loss_kwargs(loss_config)))
@@ -57,9 +66,11 @@ def batch_loss(model, params, batch: Batch, *, hardest: bool,
   if mesh is not None:
     return sharding.global_batch_listwise_loss(
         image_emb, caption_emb, batch["image_caption_emb"], batch["caption_emb"],
-        mesh=mesh, hardest=hardest, **loss_kwargs(loss_config))
+        mesh=mesh, hardest=hardest, rsc_snap=rsc_snap(loss_config),
+        **loss_kwargs(loss_config))
   scores = image_emb @ caption_emb.T
-  relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"])
+  relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"],
+                                snap=rsc_snap(loss_config))
   return losses.listwise_itr_loss(
       scores, relevance, hardest=hardest, **loss_kwargs(loss_config))
 

@@ -137,6 +137,20 @@ def _restore_pending(extra: dict) -> list[dict]:
           for m in extra.get("pending_train_metrics", [])]
 
 
+def _report_truncation(config, data, log, start_step: int) -> None:
+  """Says how many train captions data.max_len cuts (the official code cuts none)."""
+  truncated = data.truncated_train_captions
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(
+        f"data.max_len={config.data.max_len} truncates {truncated} of "
+        f"{data.train.num_captions} train captions "
+        f"({100 * truncated / data.train.num_captions:.2f}%)"
+        + (": raise data.max_len to keep them whole." if truncated else "."))
+  if start_step == 0:
+    log.write(0, "data", {"truncated_train_captions": truncated,
+                          "train_captions": data.train.num_captions})
+
+
 def _train(config, workdir, data, model, *, fresh: bool) -> dict:
   """The loop of `train_and_evaluate`, once everything is validated and locked."""
   workdir_lib.prepare(workdir, config, fresh=fresh)
@@ -172,6 +186,7 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
   # Drop what a killed run logged after its last checkpoint: redone below.
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
+  _report_truncation(config, data, log, start_step)
   preemption = preemption_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)

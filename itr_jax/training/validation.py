@@ -39,6 +39,8 @@ _CHOICES = {
     "data.name": ("precomputed", "synthetic_scenes"),
     "model.pooling": ("max", "gpo"),
     "model.text_tower": ("gru", "bert"),
+    "data.vocab_recipe": ("itr_jax", "official"),
+    "eval.ties": ("optimistic", "official"),
 }
 
 
@@ -72,7 +74,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       _fail(path, f"must be an int >= {low}", value)
   for path, choices in _CHOICES.items():
-    value = _get(config, path)
+    try:
+      value = _get(config, path)
+    except (KeyError, AttributeError):
+      continue
     if value not in choices:
       _fail(path, f"must be one of {list(choices)}", value)
   optim = config.optim
