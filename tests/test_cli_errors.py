@@ -15,6 +15,7 @@ import pytest
 from itr_jax import evaluate as evaluate_cli
 from itr_jax.training import checkpointing
 from itr_jax.training import integrity
+from itr_jax.training import workdir as workdir_lib
 from tiny_config import DEMO_CONFIG, cli_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +116,8 @@ def test_evaluate_bad_checkpoint_flag_and_damaged_checkpoints(tiny_run, tmp_path
   open(array, "wb").write(bytes(data))
   fallback = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
                  if s.isdigit() and int(s) != best["best_step"])
-  report = evaluate_cli.evaluate_run(workdir, "dev", "best", write=False)
+  with workdir_lib.WorkdirLock(workdir):  # evaluating while a trainer runs is fine
+    report = evaluate_cli.evaluate_run(workdir, "dev", "best", write=False)
   assert report["checkpoint_step"] == fallback
   with pytest.raises(ValueError, match=rf"--checkpoint={best['best_step']}: that "
                      r"checkpoint is damaged \(file .* does not match its checksum\)"):
