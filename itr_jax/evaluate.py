@@ -93,16 +93,16 @@ def restore_params(config, workdir: str, model, split, which: str):
         config, model, tx, split, sharding.create_mesh(config.mesh))
     for step in candidates:
       try:
-        return checkpoints.restore(step, abstract).params, step
+        with checkpointing.quiet_failures():
+          return checkpoints.restore(step, abstract).params, step
       except Exception as e:  # pylint: disable=broad-except
         if len(candidates) == 1 or checkpoints.status.get(step) == "verified":
           raise ValueError(
               f"Checkpoint step {step} in {checkpoints.directory} cannot be "
-              f"restored ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
-          ) from e
+              f"restored ({checkpointing.describe(e)}).") from e
         logging.warning("Checkpoint step %d in %s cannot be restored (%s); "
                         "trying the previous one.", step, checkpoints.directory,
-                        type(e).__name__)
+                        checkpointing.describe(e))
     raise ValueError(f"No checkpoint in {checkpoints.directory} can be restored.")
   finally:
     checkpoints.close()

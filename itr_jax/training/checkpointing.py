@@ -14,6 +14,8 @@ newest remaining step.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -38,6 +40,39 @@ class CheckpointWriteError(OSError):
 
 class CheckpointRestoreError(RuntimeError):
   """An intact checkpoint does not fit the state it is restored into."""
+
+
+def describe(error: BaseException, limit: int = 200) -> str:
+  """`Type: first line` of an error, cut to `limit` characters (tensorstore
+  errors carry kilobytes of spec)."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = text if len(text) <= limit else text[:limit] + "..."
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _not_an_orbax_error(record: logging.LogRecord) -> bool:
+  return record.levelno < logging.ERROR or "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_failures():
+  """Keeps a failed save or restore from printing a traceback per array.
+
+  Orbax reads and writes arrays in concurrent tasks and threads; when they
+  fail, each logs its traceback (asyncio's "Task exception was never
+  retrieved", orbax's thread errors). The exception raised by the save or
+  restore itself still reports the failure, in one sentence.
+  """
+  asyncio_logger, absl_logger = logging.getLogger("asyncio"), logging.getLogger("absl")
+  level = asyncio_logger.level
+  asyncio_logger.setLevel(logging.CRITICAL)
+  absl_logger.addFilter(_not_an_orbax_error)
+  try:
+    yield
+  finally:
+    gc.collect()  # collect the failed tasks while their logs are muted
+    asyncio_logger.setLevel(level)
+    absl_logger.removeFilter(_not_an_orbax_error)
 
 
 def _rsum(metrics: dict) -> float:
@@ -177,17 +212,18 @@ class Checkpoints:
     CheckpointWriteError; earlier checkpoints are untouched.
     """
     try:
-      self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-                        force=True)
-      self.manager.wait_until_finished()
+      with quiet_failures():
+        self.manager.save(step, args=ocp.args.StandardSave(state),
+                          metrics=metrics, force=True)
+        self.manager.wait_until_finished()
       if jax.process_index() == 0:
         integrity.write_record(os.path.join(self.directory, str(step)), extra)
     except Exception as e:  # pylint: disable=broad-except
-      self._write_failed(step, e)
+      self._write_failed(step, e, state)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoint_recorded_{step}")
 
-  def _write_failed(self, step: int, error: Exception):
+  def _write_failed(self, step: int, error: Exception, state: Any):
     if jax.process_index() == 0:
       for name in os.listdir(self.directory):
         if name == str(step) or name.startswith(f"{step}{_TMP_MARK}"):
@@ -197,15 +233,17 @@ class Checkpoints:
     kept = (f"the previous checkpoint (step {previous}) is intact"
             if previous is not None else "no earlier checkpoint exists")
     if integrity.is_no_space(error):
-      need = integrity.tree_bytes(os.path.join(self.directory, str(previous))) \
-          if previous is not None else 0
+      # About what one more checkpoint takes: the state's bytes, or the
+      # previous checkpoint's if larger (metadata).
+      need = max(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)),
+                 integrity.tree_bytes(os.path.join(self.directory, str(previous)))
+                 if previous is not None else 0)
       free = integrity.free_bytes(self.directory)
       raise CheckpointWriteError(
           f"The disk is full: checkpoint step {step} could not be written to "
-          f"{self.directory} ({integrity.mib(free)} free; a checkpoint takes "
-          f"about {integrity.mib(need) if need else 'as much as the state'}); "
-          f"{kept}. Free some space and run the same command again to resume."
-      ) from error
+          f"{self.directory} ({integrity.mib(free)} free, a checkpoint needs "
+          f"about {integrity.mib(need)}); {kept}. Free some space and run the "
+          "same command again to resume.") from error
     if isinstance(error, OSError):
       raise CheckpointWriteError(
           f"Checkpoint step {step} could not be written to {self.directory} "
@@ -226,18 +264,18 @@ class Checkpoints:
     """
     for step in sorted(self.all_steps(), reverse=True):
       try:
-        return step, self.restore(step, abstract_state)
+        with quiet_failures():
+          return step, self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
         if self.status.get(step) == "verified":
           raise CheckpointRestoreError(
               f"Checkpoint step {step} in {self.directory} is intact but does "
-              f"not fit this run's model ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}); it was written by "
+              f"not fit this run's model ({describe(e)}); it was written by "
               "another model or itr_jax version. Use another --workdir, or "
               "--fresh to move that run aside.") from e
         if self.read_only:
           raise
-        self._set_aside(step, f"it cannot be restored: {type(e).__name__}: {e}")
+        self._set_aside(step, f"it cannot be restored: {describe(e)}")
         if jax.process_count() > 1:
           multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
         # A fresh manager: after a failed restore orbax no longer infers the

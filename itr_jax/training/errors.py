@@ -13,8 +13,8 @@ what is wrong from the command line itself:
 >>> demo = os.path.join(os.path.dirname(__file__), "..", "..", "configs",
 ...                     "synthetic_scenes.py")
 >>> print(config_flag_problem(["train", f"--config={demo}",
-...                            "--config.loss.taux=0.1"]))
-Unknown config field 'loss.taux' (in --config.loss.taux=0.1); did you mean 'loss.tau'? config.loss has: idcg, margin, t2i_relevance, tau, weight.
+...                            "--config.loss.taux=0.1"]))  # doctest: +ELLIPSIS
+Unknown config field 'loss.taux' (in --config.loss.taux=0.1); did you mean 'loss.tau'? config.loss has: idcg, margin, ..., tau, weight.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ through another file-system layer (gfile / epath) in one place.
 >>> atomic_write_text(os.path.join(d, "a"), "hello")
 >>> write_record(d, extra={"k": 1})
 >>> verify(d) is None, read_record(d)["extra"]
-(None, {'k': 1})
+(True, {'k': 1})
 >>> atomic_write_text(os.path.join(d, "a"), "hellO")
 >>> verify(d)
 "file 'a' does not match its checksum"

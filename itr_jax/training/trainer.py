@@ -261,6 +261,7 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
         progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
                         "same command again to resume.")
         break
+    batches.close()
 
     return {"best_step": checkpoints.best_step(),
             **(checkpoints.best_metrics() or {})}

@@ -97,11 +97,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _fail("train.warmup_epochs",
           f"must not exceed train.num_epochs={config.train.num_epochs}",
           config.train.warmup_epochs)
-  if not config.data.data_dir:
-    raise ValueError(
-        "config.data.data_dir is empty: set it to the folder holding "
-        "{split}_ims.npy and {split}_caps.txt, e.g. "
-        "--config.data.data_dir=/path/to/f30k_precomp")
   train_step_lib.check_loss_config(config.loss)
 
 

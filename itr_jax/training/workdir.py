@@ -42,14 +42,24 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def _read_config_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(
+        f"{path} is not valid JSON ({e}); restore it from the run's "
+        "previous_runs/ or a backup, or start over with --fresh (the run is "
+        "moved aside, not deleted).") from e
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
         "`python -m itr_jax.train`?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(_read_config_json(path))
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -74,8 +84,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   path = os.path.join(workdir, CONFIG_FILE)
   if fresh or not os.path.exists(path):
     return
-  with open(path) as f:
-    old = json.load(f)
+  old = _read_config_json(path)
   new = json.loads(config.to_json())
   diffs = config_differences(old, new)
   if diffs:
