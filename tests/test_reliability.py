@@ -411,6 +411,9 @@ def test_second_ctrl_c_exits_at_once(tiny_run, tmp_path):
   proc = _start_training(data_dir, workdir)
   _wait_for_train_step(workdir, 5, proc)
   proc.send_signal(signal.SIGINT)
+  # Two signals sent back to back can merge into one pending signal in the
+  # kernel; give the first time to be delivered.
+  time.sleep(2.0)
   proc.send_signal(signal.SIGINT)
   output, _ = proc.communicate(timeout=60)
   assert proc.returncode == 128 + signal.SIGINT, output
