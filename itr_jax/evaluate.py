@@ -117,5 +117,10 @@ def main(argv):
   print(format_report(report))
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -54,5 +54,10 @@ def main(argv):
           f"RSUM {best.get('rsum', float('nan')):.2f}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

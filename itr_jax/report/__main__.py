@@ -24,5 +24,10 @@ def main(argv):
   print(f"markdown: {paths['markdown']}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
