@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from itr_jax import cli
 from itr_jax import metrics
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
@@ -119,7 +120,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  cli.run(main, config_fields=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from itr_jax import cli
 from itr_jax import sweeps
 
 _CONFIG = flags.DEFINE_string(
@@ -99,7 +100,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  cli.run(main, config_fields=True)
 
 
 if __name__ == "__main__":

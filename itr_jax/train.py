@@ -18,6 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from itr_jax import cli
 from itr_jax.sharding import multihost
 from itr_jax.training import trainer
 
@@ -56,7 +57,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  cli.run(main, config_fields=True)
 
 
 if __name__ == "__main__":
