@@ -97,7 +97,9 @@ def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  with open(os.path.join(workdir, "eval_dev.json")) as f:
+  latest = checkpointing.Checkpoints(workdir).latest_step()
+  # Not the best checkpoint: named by its step.
+  with open(os.path.join(workdir, f"eval_dev_step{latest}.json")) as f:
     report = json.load(f)
   final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
   assert report["checkpoint_step"] == final_dev["step"]

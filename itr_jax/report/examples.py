@@ -190,20 +190,14 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   # Imported here: these pull in the model and checkpoint stack.
   from itr_jax import evaluate as evaluate_cli
   from itr_jax.evaluation import evaluate
-  from itr_jax.training import experiment_data
-  from itr_jax.training import trainer
-  from itr_jax.training import workdir as workdir_lib
 
   if num_queries < 1 or k < 1:
     raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
-  config = workdir_lib.load_config(workdir)
-  split = split or config.data.test_split
-  directory = experiment_data.data_dir(config)
-  data = experiment_data.load_split(config, directory, split)
-  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
-  model = trainer.build_model(config, len(vocab))
-  params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
-  image_emb, caption_emb = evaluate.encode_eval_split(model, params, data, vocab, config)
+  run = evaluate_cli.load_run(workdir, split, checkpoint)
+  config, split, data, step, directory = (run.config, run.split_name, run.split,
+                                          run.step, run.data_dir)
+  image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, data,
+                                                      run.vocab, config)
   sims = np.asarray(image_emb @ caption_emb.T, np.float64)
   relevance = {}
   if data.true_relevance is not None:

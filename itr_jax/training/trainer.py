@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Optional
 
@@ -28,6 +29,8 @@ from itr_jax.evaluation import evaluate
 from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import init_from as init_from_lib
+from itr_jax.training import paths
 from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import reporting
 from itr_jax.training import train_step as train_step_lib
@@ -104,6 +107,34 @@ def check_finite(step_metrics: list[dict], first_step: int) -> None:
           "the inputs.")
 
 
+def _announce(message: str) -> None:
+  """A line on the console (process 0) and in the log."""
+  logging.info(message)
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(message)
+
+
+def _check_eval_every_steps(config: ml_collections.ConfigDict) -> None:
+  every = config.eval.get("every_steps", 0)
+  if not isinstance(every, int) or every < 0:
+    raise ValueError(f"config.eval.every_steps must be an integer >= 0 (0: only "
+                     f"at epoch ends), got {every!r}.")
+
+
+def _source_vocab(config: ml_collections.ConfigDict) -> None:
+  """Fine-tuning a word-vocabulary model keeps the source run's word ids.
+
+  Sets config.data.vocab_path to the source workdir's vocab.json unless it is
+  set already (recorded in the new run's config, so resuming agrees).
+  """
+  if config.model.get("text_tower", "gru") == "bert" or config.data.vocab_path:
+    return
+  directory, _ = init_from_lib.resolve(config.train.init_from)
+  vocab = os.path.join(os.path.dirname(directory), experiment_data.VOCAB_FILE)
+  if os.path.exists(vocab):
+    config.data.vocab_path = vocab
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        fresh: bool = False) -> dict:
   """Trains per `config`, writing into `workdir`; returns the best dev metrics.
@@ -113,6 +144,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   hold another run (unless `fresh`, which moves that run aside).
   """
   train_step_lib.check_loss_config(config.loss)
+  paths.resolve_config_paths(config)  # recorded absolute: see training.paths
+  _check_eval_every_steps(config)
+  if config.train.get("init_from"):
+    _source_vocab(config)
   workdir_lib.check(workdir, config, fresh=fresh)
   # Process 0 first: it generates a synthetic dataset if needed, once.
   data = sharding.main_process_first(lambda: experiment_data.prepare(
@@ -141,8 +176,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lambda pretrained: create_train_state(config, model, tx, data.train,
                                               pretrained),
         out_shardings=state_sharding)(models.pretrained_text_tower(config.model))
+    if config.train.get("init_from"):
+      # Adam's moments start at zero whatever the parameters: only they change.
+      params, source = init_from_lib.load_params(config.train.init_from,
+                                                 placed_state.params)
+      state = state.replace(params=params)
+      _announce(f"Initialised the parameters from {source}")
   else:
-    logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+    _announce(f"Resumed from step {start_step} in {checkpoints.directory}")
   # Drop what a killed run logged after its last checkpoint: redone below.
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
@@ -180,9 +221,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     progress.update(1)
 
     epoch_end = done % steps_per_epoch == 0
+    step_eval = bool(config.eval.get("every_steps")) and done % config.eval.every_steps == 0
     preempted = preemption.should_stop(done)
     save = (epoch_end or done % config.train.checkpoint_every_steps == 0
-            or preempted)
+            or preempted or step_eval)
     if done % config.train.log_every_steps == 0 or done == total_steps or save:
       # Fetching metrics syncs with the device: only at log and save steps.
       # Checking before every save keeps NaN states out of checkpoints.
@@ -200,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
 
     if save:
-      evaluate_now = epoch_end and (
+      evaluate_now = step_eval or epoch_end and (
           (done // steps_per_epoch) % config.eval.every_epochs == 0
           or done == total_steps)
       dev = evaluate_dev(state, done) if evaluate_now else None
