@@ -11,6 +11,7 @@ import pytest
 
 from itr_jax import evaluate as evaluate_cli
 from itr_jax.data import precomputed
+from itr_jax.evaluation import runs
 from itr_jax.training import checkpointing
 from itr_jax.training import init_from as init_from_lib
 from itr_jax.training import optimizer as optimizer_lib
@@ -103,7 +104,7 @@ def test_coco_protocol_reports_each_fold_and_their_mean():
   split = types.SimpleNamespace(num_images=25, captions_per_image=5, caption_emb=None,
                                 true_relevance=None)
   config = ml_collections.ConfigDict({"eval": {"ndcg_k": 0}})
-  run = evaluate_cli.LoadedRun(config, "testall", split, None, None, None, 7, "/d")
+  run = runs.LoadedRun(config, "testall", split, None, None, None, 7, "/d")
   with pytest.raises(ValueError, match="5 folds"):
     evaluate_cli.resolve_protocol("coco", 16)
   assert evaluate_cli.resolve_protocol("auto", 5000) == "coco"

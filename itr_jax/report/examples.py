@@ -188,12 +188,12 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
                         out: str | None = None) -> str:
   """Encodes `split` with the run's checkpoint and writes the page; returns its path."""
   # Imported here: these pull in the model and checkpoint stack.
-  from itr_jax import evaluate as evaluate_cli
   from itr_jax.evaluation import evaluate
+  from itr_jax.evaluation import runs
 
   if num_queries < 1 or k < 1:
     raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
-  run = evaluate_cli.load_run(workdir, split, checkpoint)
+  run = runs.load_run(workdir, split, checkpoint)
   config, split, data, step, directory = (run.config, run.split_name, run.split,
                                           run.step, run.data_dir)
   image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, data,
