@@ -50,6 +50,7 @@ from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import runs
 from itr_jax.training import defaults
 from itr_jax.training import paths
+from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
@@ -167,7 +168,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
   image_emb, caption_emb = evaluate.encode_eval_split(
-      run.model, run.params, run.split, run.vocab, run.config)
+      run.model, run.params, run.split, run.vocab, run.config, progress=True)
   report = score(run, image_emb, caption_emb, protocol=protocol, coco_ids=coco_ids)
   stem = output_stem(workdir, run.split_name, run.step, best=which == "best",
                      tag=run_tag(recorded_data_dir, data_dir, overrides))
@@ -183,6 +184,14 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   report["files"] = {"report": stem + ".json", **files}
   with open(stem + ".json", "w") as f:
     json.dump(report, f, indent=2)
+  if stem == output_stem(workdir, run.split_name, run.step, best=True):
+    # The run's own result: beside its training curves in TensorBoard.
+    log = reporting.MetricsLog(workdir)
+    for protocol, values in report.items():
+      if protocol in ("coco_1k", "coco_5k", "full", "eccv") and isinstance(values, dict):
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        log.write(run.step, f"{run.split_name}/{protocol}", numbers, jsonl=False)
+    log.close()
   return report
 
 

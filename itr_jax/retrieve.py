@@ -43,8 +43,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   run = runs.load_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
                       data_dir=_DATA_DIR.value)
-  image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, run.split,
-                                                      run.vocab, run.config)
+  image_emb, caption_emb = evaluate.encode_eval_split(
+      run.model, run.params, run.split, run.vocab, run.config, progress=True)
   print(f"{_WORKDIR.value}: checkpoint step {run.step}, split {run.split_name!r} "
         f"({run.split.num_images} images, {run.split.num_captions} captions)")
   for result in retrieval.text_to_image(run, image_emb, list(_QUERY.value), _K.value):

@@ -135,7 +135,7 @@ def test_relative_paths_are_recorded_absolute(tmp_path, monkeypatch):
   assert config.train.init_from == str(tmp_path.parent / "runs" / "a")
 
 
-def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path):
+def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path, capsys):
   _, source, _, data_dir = tiny_run
   source_best = checkpointing.Checkpoints(source)
   best_step, best_rsum = source_best.best_step(), source_best.best_metrics()["rsum"]
@@ -145,6 +145,13 @@ def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path):
   config.eval.every_steps = 4
   workdir = str(tmp_path / "finetune")
   trainer.train_and_evaluate(config, workdir)
+  assert f"Initialised the parameters from {source}/checkpoints/{best_step}" in (
+      capsys.readouterr().out)
+  train = [r for r in reporting.read_metrics(workdir) if r["kind"] == "train"]
+  # The first (compiling) step is timed apart, once.
+  assert train[0]["compile_seconds"] > 0
+  assert all("compile_seconds" not in r for r in train[1:])
+  assert all(np.isfinite(r["steps_per_second"]) and r["steps_per_second"] > 0 for r in train)
   dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"]
   assert [r["step"] for r in dev] == [0, 4, 8, STEPS_PER_EPOCH]
   # Step 0 evaluates the source's best parameters: its dev RSUM.
@@ -165,3 +172,26 @@ def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path):
     init_from_lib.load_params(step_dir, abstract.params)
   with pytest.raises(FileNotFoundError, match="neither a workdir"):
     init_from_lib.resolve(str(tmp_path))
+
+
+def _tensorboard_events(workdir):
+  import glob  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      yield event
+
+
+def test_tensorboard_has_the_config_as_hparams_and_the_test_metrics(tiny_run):
+  _, workdir, _, _ = tiny_run
+  report = evaluate_cli.evaluate_run(workdir)
+  tensors, plugins = {}, set()
+  for event in _tensorboard_events(workdir):
+    for value in event.summary.value:
+      plugins.add(value.metadata.plugin_data.plugin_name)
+      if value.tag.startswith("test/"):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        tensors[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+  assert "hparams" in plugins
+  assert tensors["test/full/rsum"] == (report["checkpoint_step"],
+                                       pytest.approx(report["full"]["rsum"]))

@@ -22,6 +22,17 @@ def _rsum(metrics: dict) -> float:
   return float(metrics["rsum"])
 
 
+class _NoMetricsWarningFilter(logging.Filter):
+  """Drops orbax's warning for saves without metrics: by design here, mid-epoch
+  checkpoints carry none (they only count toward "latest N")."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Requested `tracked_metric`; did not provide metrics" not in str(record.msg)
+
+
+logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
+
+
 class Checkpoints:
   """Saves and restores train states under `workdir/checkpoints`."""
 

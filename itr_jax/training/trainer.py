@@ -188,11 +188,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
 
+  # Seconds not spent training since the last log step (dev evaluations,
+  # checkpoint writes): left out of steps_per_second.
+  not_training = [0.0]
+
   def evaluate_dev(state, step: int) -> dict:
     t0 = time.time()
     metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
                                       rsc_relevance=data.dev_relevance)
     metrics["eval_seconds"] = time.time() - t0
+    not_training[0] += metrics["eval_seconds"]
     log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
     if jax.process_index() == 0:
       tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
@@ -200,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return metrics
 
   if start_step == 0:
+    log.write_hparams(config)
     evaluate_dev(state, 0)  # the untrained model, as a baseline
 
   train_steps = {
@@ -213,11 +219,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
   last_log_time, last_log_step = time.time(), start_step
+  compile_seconds = None
   for step in range(start_step, total_steps):
     batch = sharding.global_batch(next(batches), mesh)
+    step_start = time.time()
     state, metrics = train_steps[step >= warmup_steps](state, batch)
     pending.append(metrics)
     done = step + 1
+    if step == start_step:
+      # The first step compiles: its time is not training speed.
+      jax.block_until_ready(metrics)
+      compile_seconds = time.time() - step_start
+      last_log_time, last_log_step = time.time(), done
     progress.update(1)
 
     epoch_end = done % steps_per_epoch == 0
@@ -234,7 +247,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  for k in host_metrics[0]}
       pending = []
       now = time.time()
-      summary["steps_per_second"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
+      # Excludes the first (compiling) step, evaluations and checkpoint
+      # writes (logged separately: compile_seconds, dev eval_seconds).
+      if done > last_log_step:
+        summary["steps_per_second"] = (done - last_log_step) / max(
+            now - last_log_time - not_training[0], 1e-9)
+      if compile_seconds is not None:
+        summary["compile_seconds"], compile_seconds = compile_seconds, None
+      not_training[0] = 0.0
       summary["learning_rate"] = float(schedule(step))
       summary["epoch"] = done / steps_per_epoch
       last_log_time, last_log_step = now, done
@@ -246,8 +266,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           (done // steps_per_epoch) % config.eval.every_epochs == 0
           or done == total_steps)
       dev = evaluate_dev(state, done) if evaluate_now else None
+      save_start = time.time()
       checkpoints.save(done, state,
                        metrics=None if dev is None else {"rsum": float(dev["rsum"])})
+      not_training[0] += time.time() - save_start
     if preempted:
       progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
                       "same command again to resume.")
