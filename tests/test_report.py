@@ -143,6 +143,38 @@ def test_write_report(sweep_dir):
   assert len(curves) == 5
 
 
+def test_plot_limits_units_bars_and_titles(sweep_dir, tmp_path, monkeypatch):
+  from itr_jax.report import plots  # pylint: disable=import-outside-toplevel
+  g = lambda setting, mean, std: aggregate.Group(setting, 2, mean, std, {})
+  groups = [g({"model.pooling": "max"}, {"rsum": 100.0, "i2t_r1": 10.0},
+              {"rsum": 10.0, "i2t_r1": float("nan")}),
+            g({"model.pooling": "gpo"}, {"rsum": 140.0, "i2t_r1": 20.0},
+              {"rsum": 0.0, "i2t_r1": 1.0})]
+  limits = plots.metric_limits(groups, ["rsum", "i2t_r1"])
+  # rsum spans 90 .. 140 (mean ± std), padded by 5% of 50.
+  assert limits["rsum"] == pytest.approx((87.5, 142.5))
+  assert limits["i2t_r1"] == pytest.approx((10.0 - 0.55, 21.0 + 0.55))
+  calls = {"bar": 0, "errorbar": 0}
+  import matplotlib.axes  # pylint: disable=import-outside-toplevel
+  for name in calls:
+    original = getattr(matplotlib.axes.Axes, name)
+    def counted(self, *a, _name=name, _original=original, **k):
+      calls[_name] += 1
+      return _original(self, *a, **k)
+    monkeypatch.setattr(matplotlib.axes.Axes, name, counted)
+  plots.metric_vs_param(groups, "model.pooling", ["rsum", "i2t_r1"],
+                        str(tmp_path / "p.png"), limits=limits)
+  assert calls["bar"] == 2  # discrete setting: bars (one per panel)
+  before = dict(calls)
+  numeric = [g({"loss.tau": t}, {"rsum": r}, {"rsum": 1.0}) for t, r in ((0.01, 5.0), (0.1, 6.0))]
+  plots.metric_vs_param(numeric, "loss.tau", ["rsum"], str(tmp_path / "q.png"))
+  # numeric: a line with error bars, no bars
+  assert calls["bar"] == before["bar"] and calls["errorbar"] == before["errorbar"] + 1
+  runs = collect.collect_runs(sweep_dir)
+  assert build._dataset(runs) == "? (?)"  # the fake configs name no data
+  assert plots.PARAM_LABELS["loss.tau"].startswith("τ")
+
+
 def test_write_report_rejects_an_empty_dir(tmp_path):
   with pytest.raises(ValueError, match="no runs"):
     build.write_report(str(tmp_path))
@@ -224,7 +256,7 @@ def test_examples_page_of_a_trained_run(tiny_run):
   assert re.search(r"image \d+: \w+", page)  # scene descriptions, not bare ids
 
 
-@pytest.mark.parametrize("name", ["aggregate", "tables", "examples"])
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots"])
 def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.report.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
