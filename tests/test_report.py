@@ -250,10 +250,47 @@ def test_examples_page_of_a_trained_run(tiny_run):
                                       out=os.path.join(workdir, "ex.html"))
   with open(path, encoding="utf-8") as f:
     page = f.read()
-  assert page.count("<table>") == 6 and page.count("Query:") == 6
+  # the split's metrics, then one table per query
+  assert page.count("<table>") == 1 + 6 and page.count("Query:") == 6
   assert page.count("<tr class=") == 30  # 6 queries x top 5
   assert "true relevance" in page and "rsc relevance" in page
   assert re.search(r"image \d+: \w+", page)  # scene descriptions, not bare ids
+
+
+def _reference_ndcg_at_k(scores, rel, k):
+  out = []
+  for s, r in zip(np.asarray(scores, np.float64), np.asarray(rel, np.float64)):
+    order = np.argsort(-s, kind="stable")[:k]
+    dcg = sum((2 ** r[j] - 1) / np.log2(i + 2) for i, j in enumerate(order))
+    ideal = sum((2 ** g - 1) / np.log2(i + 2) for i, g in enumerate(sorted(r, reverse=True)[:k]))
+    out.append(dcg / ideal)
+  return np.array(out)
+
+
+def test_worst_queries_are_the_lowest_ndcg():
+  rng = np.random.default_rng(3)
+  sims = rng.normal(size=(6, 12))
+  rel = rng.uniform(size=(6, 12))
+  images, captions = examples.select_queries(sims, {"rsc": rel, "true": rel ** 2},
+                                             captions_per_image=2, num_queries=3, k=4,
+                                             mode="worst")
+  assert images == np.argsort(_reference_ndcg_at_k(sims, rel ** 2, 4))[:3].tolist()
+  assert captions == np.argsort(_reference_ndcg_at_k(sims.T, (rel ** 2).T, 4))[:3].tolist()
+  random_images, _ = examples.select_queries(sims, {}, captions_per_image=2, num_queries=3,
+                                             k=4, seed=1)
+  assert len(set(random_images)) == 3
+  with pytest.raises(ValueError, match="mode"):
+    examples.select_queries(sims, {}, captions_per_image=2, num_queries=3, k=4, mode="best")
+
+
+def test_worst_examples_page_has_the_split_metrics(tiny_run):
+  _, workdir, _, _ = tiny_run
+  path = examples.write_examples_page(workdir, num_queries=3, k=4, mode="worst")
+  assert path.endswith("examples_test_worst.html")
+  with open(path, encoding="utf-8") as f:
+    page = f.read()
+  assert "<th>rsum</th>" in page and "worst queries by NDCG@4" in page
+  assert page.count("its captions") >= 3 + 3 * 4  # image queries + retrieved images
 
 
 @pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots"])
