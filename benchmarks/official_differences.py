@@ -35,7 +35,7 @@ from itr_jax.data import pipeline, precomputed, vocab as vocab_lib  # pylint: di
 from itr_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.relevance import rsc  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.training import experiment_data, trainer, workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from itr_jax import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from itr_jax.evaluation import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def table(header, rows):
@@ -94,7 +94,7 @@ def main():
   config = workdir_lib.load_config(args.workdir)
   data = experiment_data.prepare(config, args.workdir)
   model = trainer.build_model(config, len(data.vocab))
-  trained, step = evaluate_cli.restore_params(config, args.workdir, model, data.train, "best")
+  trained, step = runs.restore_params(config, args.workdir, model, data.train, "best")
   untrained = trainer.create_train_state(config, model, optax.sgd(0.0), data.train).params
   batch_size = config.train.batch_size
   batches = [b for _, b in zip(range(args.batches), data.train_batches(start_step=0))]

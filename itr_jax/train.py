@@ -21,8 +21,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from itr_jax import cli
 from itr_jax.sharding import multihost
-from itr_jax.training import errors
 from itr_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -58,5 +58,10 @@ def main(argv):
           f"RSUM {best.get('rsum', float('nan')):.2f}")
 
 
+def run():
+  """Console-script entry point."""
+  cli.run(main, config_fields=True)
+
+
 if __name__ == "__main__":
-  errors.run(main)
+  run()

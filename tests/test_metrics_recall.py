@@ -167,6 +167,10 @@ def test_coco_1k_averages_five_diagonal_folds(tiny_chunks):
     folds.append([i2t_f[k] for k in i2t_f] + [t2i_f[k] for k in t2i_f]
                  + [sum(i2t_f[k] + t2i_f[k] for k in ("r1", "r5", "r10"))])
   expected = np.mean(folds, axis=0)
+  per_fold = metrics.coco_1k_folds(sims)
+  assert len(per_fold) == 5
+  for got, want in zip(per_fold, folds):
+    np.testing.assert_allclose(list(got.values()), want, rtol=1e-12)
   result = metrics.coco_1k(sims)
   np.testing.assert_allclose(list(result.values()), expected, rtol=1e-12)
   assert list(result)[:2] == ["i2t_r1", "i2t_r5"] and list(result)[-1] == "rsum"

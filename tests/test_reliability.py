@@ -328,7 +328,7 @@ def test_captions_split_on_newlines_only_and_lose_a_byte_order_mark(tmp_path):
 
 # --- damaged checkpoints, interruptions and logs, on the tiny run --------------
 
-_TIMING = ("time", "steps_per_second", "eval_seconds")
+_TIMING = ("time", "steps_per_second", "eval_seconds", "compile_seconds")
 
 
 def _comparable(records):

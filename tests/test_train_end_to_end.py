@@ -17,7 +17,7 @@ from itr_jax.training import checkpointing
 from itr_jax.training import reporting
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
-from tiny_config import NUM_EPOCHS, TOTAL_STEPS, params_at, tiny_config
+from tiny_config import NUM_EPOCHS, STEPS_PER_EPOCH, TOTAL_STEPS, params_at, tiny_config
 
 
 def test_training_improves_retrieval_over_untrained(tiny_run):
@@ -47,13 +47,16 @@ def test_logs_config_and_checkpoints_written(tiny_run):
   ckpt.close()
 
 
-def test_resume_continues_to_the_same_parameters(tiny_run, tmp_path):
+def test_resume_continues_to_the_same_parameters(tiny_run, tmp_path, capsys):
   config, workdir, _, data_dir = tiny_run
   resumed_dir = str(tmp_path / "resumed")
   trainer.train_and_evaluate(tiny_config(data_dir, num_epochs=NUM_EPOCHS - 3),
                              resumed_dir)
+  capsys.readouterr()
   # Same workdir, longer schedule: resumes 3 epochs before the end.
   trainer.train_and_evaluate(tiny_config(data_dir), resumed_dir)
+  # Said on the console, not only in the INFO log.
+  assert f"Resumed from step {TOTAL_STEPS - 3 * STEPS_PER_EPOCH} in " in capsys.readouterr().out
   a = params_at(workdir, TOTAL_STEPS)
   b = params_at(resumed_dir, TOTAL_STEPS)
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -97,7 +100,9 @@ def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  with open(os.path.join(workdir, "eval_dev.json")) as f:
+  latest = checkpointing.Checkpoints(workdir).latest_step()
+  # Not the best checkpoint: named by its step.
+  with open(os.path.join(workdir, f"eval_dev_step{latest}.json")) as f:
     report = json.load(f)
   final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
   assert report["checkpoint_step"] == final_dev["step"]

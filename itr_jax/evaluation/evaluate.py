@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from itr_jax import metrics
 from itr_jax.data import pipeline
@@ -59,15 +60,23 @@ def retrieval_report(image_emb: np.ndarray, caption_emb: np.ndarray, *,
 
 
 def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
-                      config: ml_collections.ConfigDict):
-  """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split."""
+                      config: ml_collections.ConfigDict, *, progress: bool = False):
+  """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split.
+
+  `progress`: show a progress bar per modality (long evaluations, e.g. COCO 5K).
+  """
   bs = config.eval.batch_size
-  return encode.encode_split(
-      model, params,
-      pipeline.eval_image_batches(split, batch_size=bs, process_index=0, process_count=1),
-      pipeline.eval_caption_batches(split, vocab, batch_size=bs,
-                                    max_len=config.data.max_len,
-                                    process_index=0, process_count=1))
+  images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
+                                       process_count=1)
+  captions = pipeline.eval_caption_batches(split, vocab, batch_size=bs,
+                                           max_len=config.data.max_len,
+                                           process_index=0, process_count=1)
+  if progress:
+    images = tqdm.tqdm(images, total=-(-split.num_images // bs), unit="batch",
+                       desc="encoding images", leave=False)
+    captions = tqdm.tqdm(captions, total=-(-split.num_captions // bs), unit="batch",
+                         desc="encoding captions", leave=False)
+  return encode.encode_split(model, params, images, captions)
 
 
 def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,

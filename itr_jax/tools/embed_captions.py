@@ -353,5 +353,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (itr-embed-captions)."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

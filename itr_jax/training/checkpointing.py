@@ -79,6 +79,17 @@ def _rsum(metrics: dict) -> float:
   return float(metrics["rsum"])
 
 
+class _NoMetricsWarningFilter(logging.Filter):
+  """Drops orbax's warning for saves without metrics: by design here, mid-epoch
+  checkpoints carry none (they only count toward "latest N")."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Requested `tracked_metric`; did not provide metrics" not in str(record.msg)
+
+
+logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
+
+
 def inspect_step(step_dir: str) -> tuple[str, Optional[str]]:
   """("verified" | "unverified" | "damaged", reason) for one step directory.
 

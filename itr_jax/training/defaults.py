@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   # optim.lr_multipliers = {"sentence_bert": 0.1}).
   c.model.text_tower = "gru"
   c.model.bert_path = ""
+  # Computation dtype: "" = float32; "bfloat16" = mixed precision (float32
+  # parameters, bf16 matmuls; the loss and metrics stay float32).
+  c.model.dtype = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
@@ -79,6 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 1000  # plus one at every epoch end.
   c.train.keep_checkpoints = 3  # latest N, plus the best by dev RSUM.
+  # Fine-tuning: start a new run from the parameters of another run's workdir
+  # (its best checkpoint) or of one checkpoint directory (<workdir>/
+  # checkpoints/<step>). The optimizer state starts fresh. '' = from scratch.
+  c.train.init_from = ""
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
@@ -87,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Scores tied with the ground truth: "optimistic" (counted in its favour) or
   # "official" (np.argsort order, as the official evaluation).
   c.eval.ties = "optimistic"
+  c.eval.every_steps = 0  # also evaluate (and checkpoint) every N steps; 0: off.
 
   # Devices: named mesh axes and sizes (-1: all remaining devices). The batch
   # is split over "data" (and "fsdp"), e.g. (("data", -1), ("model", 2))

@@ -81,8 +81,12 @@ class ExperimentData:
         batch_multiple=batch_multiple)
 
 
-def data_dir(config: ml_collections.ConfigDict) -> str:
-  """The dataset directory; generates the synthetic dataset there if asked to."""
+def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str:
+  """The dataset directory; generates the synthetic dataset there if asked to.
+
+  With `generate=False` (evaluating a trained run) a synthetic dataset must
+  already be there: FileNotFoundError instead of writing a new one.
+  """
   data = config.data
   if not data.data_dir:
     raise ValueError(
@@ -90,6 +94,12 @@ def data_dir(config: ml_collections.ConfigDict) -> str:
         "{split}_ims.npy and {split}_caps.txt, e.g. "
         "--config.data.data_dir=/path/to/f30k_precomp")
   if data.name == "synthetic_scenes":
+    if not generate and not os.path.exists(
+        os.path.join(data.data_dir, synthetic_scenes.MANIFEST)):
+      raise FileNotFoundError(
+          f"No synthetic-scenes dataset in {os.path.abspath(data.data_dir)!r} "
+          "(config.data.data_dir). Pass the folder the run was trained on with "
+          "--data_dir=..., or train first (training generates it).")
     return synthetic_scenes.generate(data.data_dir, **data.synthetic)
   if data.name != "precomputed":
     raise ValueError(f"config.data.name must be 'precomputed' or "

@@ -14,6 +14,8 @@ from typing import Mapping
 import jax
 from clu import metric_writers
 
+from itr_jax.training import workdir as workdir_lib
+
 
 class MetricsLog:
   """Writes scalar metrics to TensorBoard and appends them to metrics.jsonl."""
@@ -25,16 +27,31 @@ class MetricsLog:
         os.path.join(workdir, "tensorboard"), just_logging=not self.is_main,
         asynchronous=False)
 
-  def write(self, step: int, kind: str, metrics: Mapping[str, float]) -> None:
-    """Records `metrics` (plain floats) at `step`; kind is "train", "dev", ..."""
+  def write(self, step: int, kind: str, metrics: Mapping[str, float], *,
+            jsonl: bool = True) -> None:
+    """Records `metrics` (plain floats) at `step`; kind is "train", "dev", ...
+
+    `jsonl=False`: TensorBoard only (e.g. test results, kept in eval_*.json).
+    """
     if not self.is_main:
       return
     scalars = {f"{kind}/{k}": float(v) for k, v in metrics.items()}
     self._writer.write_scalars(step, scalars)
+    if not jsonl:
+      return
     record = {"step": int(step), "kind": kind, "time": time.time()}
     record.update({k: _json_number(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+
+  def write_hparams(self, config) -> None:
+    """The config's fields as TensorBoard hparams, so the HParams dashboard
+    compares runs (e.g. the members of a sweep) by their settings."""
+    if not self.is_main:
+      return
+    flat = workdir_lib.flatten(config.to_dict() if hasattr(config, "to_dict") else config)
+    self._writer.write_hparams(
+        {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
 
   def close(self) -> None:
     self._writer.flush()

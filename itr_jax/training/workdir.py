@@ -18,6 +18,8 @@ from typing import Optional
 import jax
 import ml_collections
 
+from itr_jax.training import paths
+
 CONFIG_FILE = "config.json"
 # Fields that may change between restarts of the same run: they change how a
 # run is observed or how long it goes on, not what it computes.
@@ -85,6 +87,9 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   if fresh or not os.path.exists(path):
     return
   old = _read_config_json(path)
+  # Runs recorded before paths were stored absolute resume from where they
+  # started: read their relative paths against the current directory.
+  paths.resolve_config_paths(old)
   new = json.loads(config.to_json())
   diffs = config_differences(old, new)
   if diffs:
