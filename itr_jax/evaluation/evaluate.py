@@ -6,7 +6,6 @@ and ground-truth relevance where the dataset knows it (synthetic scenes).
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -72,11 +71,19 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
                                            max_len=config.data.max_len,
                                            process_index=0, process_count=1)
   if progress:
-    images = tqdm.tqdm(images, total=-(-split.num_images // bs), unit="batch",
-                       desc="encoding images", leave=False)
-    captions = tqdm.tqdm(captions, total=-(-split.num_captions // bs), unit="batch",
-                         desc="encoding captions", leave=False)
+    images = _with_progress(images, -(-split.num_images // bs), "encoding images")
+    captions = _with_progress(captions, -(-split.num_captions // bs), "encoding captions")
   return encode.encode_split(model, params, images, captions)
+
+
+def _with_progress(batches, total: int, desc: str):
+  """`batches` with a progress bar that opens at the first batch and closes at
+  the last, so the two modalities' bars never nest (nested bars leave cursor
+  movements in front of whatever is printed next)."""
+  with tqdm.tqdm(total=total, unit="batch", desc=desc, leave=False) as bar:
+    for batch in batches:
+      yield batch
+      bar.update(1)
 
 
 def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
