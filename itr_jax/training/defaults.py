@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.weight = 0.5
   c.loss.t2i_relevance = "paper"  # or "transpose"
   c.loss.idcg = "tied"  # or "sorted"
+  # Smooth-rank kernel: "chunked" (O(B^3) time), "sorted" (O(B^2 log B)) or
+  # "auto" (chunked below 1024 pairs, where it is faster, sorted from there).
+  c.loss.rank_method = "auto"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
