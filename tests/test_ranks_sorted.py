@@ -72,7 +72,9 @@ def test_float64_values_and_gradients_match_oracle(n, oracle):
         if np.abs(ref_s[q]).max() > 0:
           assert relative_error(d_s[q], ref_s[q]) <= 1e-6, (tau, q)
       assert np.abs(ref_s).max() > 0
-      assert relative_error(d_tau, ref_tau) <= 1e-6, tau
+      # d/dtau of a fully saturated set of rows is 0 under the oracle's clip
+      # at |x| = 50 and e^{-50}-small without it (both kernels).
+      assert abs(d_tau - ref_tau) <= 1e-6 * abs(ref_tau) + 1e-9, tau
 
 
 def test_saturated_scores_at_tiny_tau():
@@ -83,7 +85,8 @@ def test_saturated_scores_at_tiny_tau():
     got = ndcg_and_grads("sorted", jnp.float64)(s, rel, jnp.float64(1e-4))
     want = ndcg_and_grads("dense", jnp.float64)(s, rel, jnp.float64(1e-4))
     r = ranks.smooth_ranks(s, tau=1e-4, method="sorted")
-    np.testing.assert_allclose(r, ranks.dense_smooth_ranks(s, tau=1e-4), rtol=1e-12)
+    # Ties only: sum_m G_m = g(0) = 1/2 up to the fit's 7e-9 relative error.
+    np.testing.assert_allclose(r, ranks.dense_smooth_ranks(s, tau=1e-4), rtol=1e-7)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
     for g, ref in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
       np.testing.assert_allclose(g, ref, rtol=0, atol=1e-10)
@@ -96,18 +99,23 @@ def test_float32_is_as_close_to_the_oracle_as_the_chunked_kernel():
     want = ndcg_and_grads("dense", jnp.float64)
     oracle = {tau: want(s, rel, jnp.float64(tau)) for tau in TAUS}
   eps = np.finfo(np.float32).eps
-  for method in ("sorted", "chunked"):
-    fn = ndcg_and_grads(method, jnp.float32)
-    for tau in TAUS:
-      ndcg, (d_s, d_tau) = fn(s.astype(np.float32), rel.astype(np.float32), jnp.float32(tau))
-      ref, (ref_s, ref_tau) = oracle[tau]
-      assert ndcg.dtype == jnp.float32
-      # Rounding level: a few ulps per accumulated term, N = 256 terms.
-      assert relative_error(ndcg, ref) <= 64 * eps, (method, tau)
-      for q in range(ROWS - 1):
-        if np.abs(ref_s[q]).max() > 0:
-          assert relative_error(d_s[q], ref_s[q]) <= 2e-4, (method, tau, q)
-      assert relative_error(d_tau, ref_tau) <= 2e-4, (method, tau)
+
+  def errors(method, tau):
+    ndcg, (d_s, d_tau) = ndcg_and_grads(method, jnp.float32)(
+        s.astype(np.float32), rel.astype(np.float32), jnp.float32(tau))
+    ref, (ref_s, ref_tau) = oracle[tau]
+    assert ndcg.dtype == jnp.float32
+    rows = [relative_error(d_s[q], ref_s[q]) for q in range(ROWS - 1)]
+    return relative_error(ndcg, ref), np.array(rows), relative_error(d_tau, ref_tau)
+
+  for tau in TAUS:
+    (ndcg, rows, d_tau), (c_ndcg, c_rows, c_d_tau) = errors("sorted", tau), errors("chunked", tau)
+    assert ndcg <= max(4 * c_ndcg, 16 * eps), tau
+    # Rows of tied scores: ~5e-6 (the fit's alternating coefficients amplify
+    # rounding, see sorted_ranks); elsewhere at the chunked kernel's level.
+    assert np.all(rows <= np.maximum(4 * c_rows, 1e-5)), (tau, rows, c_rows)
+    # d/dtau sums du_p * u_p with |u| up to 1 / tau: ill-conditioned for both.
+    assert d_tau <= 4 * c_d_tau + 1e-5, (tau, d_tau, c_d_tau)
 
 
 def test_bfloat16_scores_rank_in_float32():

@@ -23,6 +23,11 @@ differences (no cancellation of large sums)
 
 and its mirror from the top, under a custom VJP that keeps only the sorted
 values and the permutation (the per-step states are recomputed, never stored).
+Both passes restore an exact invariant afterwards (ranks sum to N (N + 1) / 2,
+the gradient sums to 0 over a row). The fit's coefficients alternate in sign
+(sum |H_m| / h(0) ~ 140), which amplifies float32 rounding in rows with large
+groups of tied scores: there the gradient is ~5e-6 relative off (the chunked
+kernel: ~2e-7); on rows without ties both are at the same level.
 
 Sorting: XLA's CPU sort is ~6x faster for one int32 operand than for floats or
 for (key, index) pairs, so the permutation comes from two one-operand integer
@@ -122,6 +127,9 @@ def _forward(u):
   lo, hi = _scan_both_ways(step, jnp.zeros((q, lambdas.size), u.dtype), gaps, gaps)
   position = jnp.arange(n, dtype=u.dtype)[:, None]
   ranks = (n - position) - hi + lo  # [N, Q]
+  # sigma(x) + sigma(-x) = 1 makes the exact ranks of a row sum to N (N + 1) / 2;
+  # restoring that removes the common part of the rounding error.
+  ranks = ranks - jnp.mean(ranks, axis=0) + (n + 1) / 2
   return _unsort(ranks.T, perm), (v, perm)
 
 
@@ -143,7 +151,11 @@ def _backward(residuals, a):
 
   zero = jnp.zeros((q, lambdas.size), v.dtype)
   lo, hi = _scan_both_ways(step, (zero, zero), (gaps, steps), (gaps, -steps))
-  return (_unsort((lo + hi).T, perm),)
+  # Ranks do not change when a row is shifted, so the exact gradient sums to 0
+  # over the row; projecting onto that removes the rounding error that the
+  # gradient w.r.t. tau (sum_p du_p * u_p / tau, |u| up to 1 / tau) magnifies.
+  grad = lo + hi
+  return (_unsort((grad - jnp.mean(grad, axis=0)).T, perm),)
 
 
 sorted_smooth_ranks.defvjp(_forward, _backward)
