@@ -1,12 +1,15 @@
 """Time and memory of listwise_itr_loss (forward + backward) vs batch size.
 
-Compares the chunked S-NDCG (custom VJP, O(B^2) memory) with the dense
-reference that materialises [B, B, B] tensors like the official PyTorch code.
-Each configuration runs in its own subprocess, so the peak RSS column is that
+Compares the smooth-rank kernels of S-NDCG side by side: "sorted" (sort +
+exponential-sum recurrences, O(B^2 log B) time, O(B^2) memory), "chunked"
+(custom VJP, O(B^3) time, O(B^2) memory) and "dense", the reference that
+materialises [B, B, B] tensors like the official PyTorch code. Each
+configuration runs in its own subprocess, so the peak RSS column is that
 configuration's alone.
 
   python benchmarks/loss_memory_time.py                      # B = 128 ... 4096
-  python benchmarks/loss_memory_time.py --batch_sizes=256,512 --repeats=5
+  python benchmarks/loss_memory_time.py --batch_sizes=512,1024,2048,4096,8192,16384 \
+      --modes=chunked,sorted --max_chunked_batch=4096
 
 Columns: median wall time of jit(value_and_grad) w.r.t. the image and caption
 embeddings (after compilation), XLA's temporary buffer size from
@@ -45,8 +48,9 @@ def run_one(b: int, mode: str, chunk_size, repeats: int, dim: int) -> dict:
   t = unit(np.asarray(v) + 0.8 * np.asarray(unit(rng.normal(size=(b, dim)))))
   rel = jnp.asarray(rng.uniform(size=(b, b)), jnp.float32)
 
-  def chunked(scores, relevance):
-    return losses.listwise_itr_loss(scores, relevance, chunk_size=chunk_size)[0]
+  def kernel(scores, relevance):
+    return losses.listwise_itr_loss(scores, relevance, chunk_size=chunk_size,
+                                    rank_method=mode)[0]
 
   def dense(scores, relevance, weight=0.5):
     # Same loss, with the O(B^3) reference in place of the chunked S-NDCG.
@@ -55,7 +59,7 @@ def run_one(b: int, mode: str, chunk_size, repeats: int, dim: int) -> dict:
     listwise = ((1 - i2t.mean()) + (1 - t2i.mean())) / 2
     return (1 - weight) * losses.triplet_loss(scores) + weight * listwise
 
-  loss = chunked if mode == "chunked" else dense
+  loss = dense if mode == "dense" else kernel
   # Relevance is an argument, not a closed-over constant: XLA would otherwise
   # constant-fold the IDCG sorts at compile time.
   step = jax.jit(jax.value_and_grad(lambda v, t, r: loss(v @ t.T, r), argnums=(0, 1)))
@@ -84,7 +88,11 @@ def run_one(b: int, mode: str, chunk_size, repeats: int, dim: int) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_sizes", default="128,256,512,1024,2048,4096")
-  parser.add_argument("--modes", default="chunked,dense")
+  parser.add_argument("--modes", default="chunked,sorted,dense",
+                      help="comma-separated among chunked, sorted, dense")
+  parser.add_argument("--max_chunked_batch", type=int, default=4096,
+                      help="skip the O(B^3)-time chunked kernel above this B "
+                      "(B = 8192 takes ~15 min fwd+bwd on 2 CPU cores)")
   parser.add_argument("--chunk_size", type=int, default=None,
                       help="S-NDCG candidates per chunk (default: the library's).")
   parser.add_argument("--repeats", type=int, default=3)
@@ -107,11 +115,17 @@ def main(argv=None):
         f"{args.repeats} runs after compile; load average at start "
         f"{os.getloadavg()[0]:.1f} (other processes slow the timings).\n")
   header = (f"| {'B':>5} | {'S-NDCG':<8} | {'time (s)':>9} | {'runs':>4} | "
-            f"{'XLA temp (MiB)':>14} | {'peak RSS (MiB)':>14} | {'compile (s)':>11} |")
+            f"{'XLA temp (MiB)':>14} | {'peak RSS (MiB)':>14} | {'compile (s)':>11} | "
+            f"{'chunked / this':>14} |")
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for b in (int(x) for x in args.batch_sizes.split(",")):
+    chunked_s = None
     for mode in args.modes.split(","):
+      if mode == "chunked" and b > args.max_chunked_batch:
+        print(f"| {b:>5} | {mode:<8} | skipped (O(B^3) time; "
+              f"--max_chunked_batch={args.max_chunked_batch}) |")
+        continue
       cmd = [sys.executable, os.path.abspath(__file__), f"--worker={b},{mode}",
              f"--repeats={args.repeats}", f"--dim={args.dim}"]
       if args.chunk_size:
@@ -126,9 +140,12 @@ def main(argv=None):
         print(f"| {b:>5} | {mode:<8} | skipped (O(B^3) memory: XLA temp "
               f"{r['temp_bytes'] / 2 ** 30:.0f} GiB > {MEMORY_LIMIT_GIB:.0f} GiB) |")
         continue
+      if mode == "chunked":
+        chunked_s = r["time_s"]
+      ratio = f"{chunked_s / r['time_s']:.1f}x" if chunked_s else "-"
       print(f"| {b:>5} | {mode:<8} | {r['time_s']:>9.3f} | {r['runs']:>4} | "
             f"{r['temp_bytes'] / 2 ** 20:>14.1f} | {r['peak_rss_bytes'] / 2 ** 20:>14.0f} | "
-            f"{r['compile_s']:>11.1f} |", flush=True)
+            f"{r['compile_s']:>11.1f} | {ratio:>14} |", flush=True)
   print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

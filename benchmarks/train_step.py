@@ -16,6 +16,7 @@ against the fused `dense_max_pool` that `ImageEncoder` uses on one CPU device.
   python benchmarks/train_step.py                       # B = 128 and 512
   python benchmarks/train_step.py --batch_sizes=128 --steps=10 --part=gru
   python benchmarks/train_step.py --part=image
+  python benchmarks/train_step.py --batch_sizes=1024 --rank_method=sorted
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def time_calls(call, steps):
 def bench_train_step(batch_size: int, args):
   config = defaults.base_config()
   config.model.vocab_size = args.vocab_size
+  config.loss.rank_method = args.rank_method
   model = models.create_model(config.model)
   batch = jax.device_put(random_batch(np.random.default_rng(0), batch_size,
                                       args))
@@ -162,6 +164,8 @@ def main():
                       help="timed steps after compilation (median reported)")
   parser.add_argument("--part", choices=("train", "gru", "image", "all"),
                       default="train")
+  parser.add_argument("--rank_method", default="auto",
+                      help="config.loss.rank_method: auto, chunked or sorted")
   parser.add_argument("--vocab_size", type=int, default=8500)
   parser.add_argument("--max_len", type=int, default=32)
   parser.add_argument("--regions", type=int, default=36)

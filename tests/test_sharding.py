@@ -88,6 +88,10 @@ LOSS_MODES = {
                                hardest=True, weight=0.5),
     "transpose_sorted_sum": dict(t2i_relevance="transpose", idcg="sorted",
                                  hardest=False, weight=0.3),
+    # The O(B^2 log B) smooth ranks: each device sorts only its own rows.
+    "paper_tied_hardest_sorted_ranks": dict(
+        t2i_relevance="paper", idcg="tied", hardest=True, weight=0.5,
+        rank_method="sorted"),
 }
 COMMON = dict(margin=0.2, tau=0.05, chunk_size=CHUNK)
 
@@ -158,6 +162,17 @@ def test_sharded_loss_and_gradients_equal_single_device(
 def test_sharded_loss_on_two_axis_meshes(axes, loss_inputs, single_device_losses):
   assert_same_losses(sharded_losses(mesh_of(8, axes), loss_inputs),
                      single_device_losses)
+
+
+def test_sorted_rank_method_gives_the_chunked_loss(single_device_losses):
+  # Single-device oracle of the sorted mode vs the chunked kernel (float32).
+  (loss, aux), grads = single_device_losses["paper_tied_hardest_sorted_ranks"]
+  (ref_loss, ref_aux), ref_grads = single_device_losses["paper_tied_hardest"]
+  np.testing.assert_allclose(loss, ref_loss, atol=1e-6, rtol=0)
+  for key in ref_aux:
+    np.testing.assert_allclose(aux[key], ref_aux[key], atol=1e-6, rtol=0)
+  for g, ref in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, ref, atol=1e-6, rtol=0)
 
 
 def test_each_device_scores_only_its_rows(loss_inputs):

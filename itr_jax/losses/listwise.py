@@ -14,14 +14,15 @@ from itr_jax.losses import triplet
 def listwise_itr_loss(scores: jax.Array, relevance: jax.Array, *, margin=0.2,
                       tau=0.01, weight=0.5, t2i_relevance: str = "paper",
                       idcg: str = "tied", hardest: bool = True,
-                      chunk_size: Optional[int] = None):
+                      chunk_size: Optional[int] = None,
+                      rank_method: str = "chunked"):
   """L = (1 - weight) * L_triplet + weight * L_S-NDCG for `scores` [B, B].
 
   `scores[i, j]` is the similarity of image i and caption j (pair (i, i) is
   the positive); `relevance` [B, B] is the RSC relevance
   (`itr_jax.relevance.rsc`). L_triplet is `triplet.triplet_loss` (margin,
   hardest) and L_S-NDCG is `smooth_ndcg.smooth_ndcg_loss` (tau,
-  t2i_relevance, idcg, chunk_size). Hyperparameters may be traced (vmap over
+  t2i_relevance, idcg, chunk_size, rank_method). Hyperparameters may be traced (vmap over
   a grid); they are validated when concrete.
 
   Returns:
@@ -39,6 +40,6 @@ def listwise_itr_loss(scores: jax.Array, relevance: jax.Array, *, margin=0.2,
   pairwise = triplet.triplet_loss(scores, margin=margin, hardest=hardest)
   listwise, aux = smooth_ndcg.smooth_ndcg_loss(
       scores, relevance, tau=tau, t2i_relevance=t2i_relevance, idcg=idcg,
-      chunk_size=chunk_size)
+      chunk_size=chunk_size, rank_method=rank_method)
   loss = (1.0 - weight) * pairwise + weight * listwise
   return loss, {"pairwise": pairwise, "listwise": listwise, **aux}

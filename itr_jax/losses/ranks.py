@@ -28,6 +28,13 @@ instead of exactly 0. Clipping or masking would stop XLA on CPU from fusing the
 [Q, chunk, N] elementwise work into its reduction, costing 4x in time and a
 materialised [Q, chunk, N] buffer. `dense_smooth_ranks` keeps the literal
 clipped formula as the reference.
+
+`method="sorted"` computes the same ranks in O(Q * N * (log N + M)) time
+instead of O(Q * N^2) by sorting each row and running linear recurrences over
+an M-term exponential-sum fit of the logistic tail (`sorted_ranks`; exact to
+float32 rounding, 2e-11 per term in float64). `method="auto"` picks
+"chunked" below `AUTO_SORTED_MIN_CANDIDATES` candidates and "sorted" from
+there on (crossover measured with benchmarks/loss_memory_time.py on CPU).
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from itr_jax.losses import _validation
+from itr_jax.losses import sorted_ranks
 
 # The official sigmoid clips its exponent to [-50, 50].
 _CLIP = 50.0
@@ -46,6 +54,21 @@ _CLIP = 50.0
 # (B = 512 to 2048); 32 bounds the buffer a backend that does not fuse would
 # materialise to Q * 32 * N floats while keeping the scan short.
 DEFAULT_CHUNK_SIZE = 32
+RANK_METHODS = ("auto", "chunked", "sorted")
+# "auto" switches to the sorted kernel from this many candidates per row.
+AUTO_SORTED_MIN_CANDIDATES = 1024
+
+
+def resolve_rank_method(method: str, num_candidates: int) -> str:
+  """"chunked" or "sorted": `method`, or for "auto" the faster one for N.
+
+  >>> resolve_rank_method("auto", 128), resolve_rank_method("auto", 4096)
+  ('chunked', 'sorted')
+  """
+  _validation.check_choice("rank_method", method, RANK_METHODS)
+  if method != "auto":
+    return method
+  return "sorted" if num_candidates >= AUTO_SORTED_MIN_CANDIDATES else "chunked"
 
 
 def official_sigmoid(x: jax.Array) -> jax.Array:
@@ -130,15 +153,22 @@ _chunked_ranks.defvjp(_chunked_ranks_fwd, _chunked_ranks_bwd)
 
 
 def smooth_ranks(scores: jax.Array, *, tau=0.01,
-                 chunk_size: Optional[int] = None) -> jax.Array:
+                 chunk_size: Optional[int] = None,
+                 method: str = "chunked") -> jax.Array:
   """Smooth ranks [Q, N] of each row of `scores` [Q, N] in O(Q*N*chunk) memory.
 
   Same values as `dense_smooth_ranks`; the gradient (w.r.t. `scores` and
-  `tau`) comes from a custom VJP that recomputes chunk by chunk. `chunk_size`
-  (default `DEFAULT_CHUNK_SIZE`, capped at N) need not divide N.
+  `tau`) comes from a custom VJP. `method="chunked"` recomputes chunk by
+  chunk in O(Q * N^2) time; `chunk_size` (default `DEFAULT_CHUNK_SIZE`,
+  capped at N) need not divide N. `method="sorted"` takes O(Q * N * (log N +
+  M)) time and O(Q * N) memory (`sorted_ranks`; ignores `chunk_size`);
+  "auto" picks one by N (`resolve_rank_method`).
 
   >>> import numpy as np
   >>> r = smooth_ranks(jnp.array([[0.9, 0.1, 0.5]]), tau=0.01, chunk_size=2)
+  >>> np.round(np.asarray(r), 3).tolist()
+  [[1.0, 3.0, 2.0]]
+  >>> r = smooth_ranks(jnp.array([[0.9, 0.1, 0.5]]), tau=0.01, method="sorted")
   >>> np.round(np.asarray(r), 3).tolist()
   [[1.0, 3.0, 2.0]]
   """
@@ -146,6 +176,8 @@ def smooth_ranks(scores: jax.Array, *, tau=0.01,
   _validation.check_positive("tau", tau)
   _validation.check_chunk_size(chunk_size)
   s = jnp.asarray(scores, _working_dtype(scores))
+  if resolve_rank_method(method, s.shape[1]) == "sorted":
+    return sorted_ranks.sorted_smooth_ranks(s / tau)
   chunk_size = min(chunk_size or DEFAULT_CHUNK_SIZE, s.shape[1])
   return _chunked_ranks(s / tau, chunk_size)
 

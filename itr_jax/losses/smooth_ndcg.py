@@ -86,10 +86,12 @@ def _as_float(x: jax.Array) -> jax.Array:
 
 def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
                      tau=0.01, idcg: str = "tied",
-                     chunk_size: Optional[int] = None) -> jax.Array:
+                     chunk_size: Optional[int] = None,
+                     rank_method: str = "chunked") -> jax.Array:
   """S-NDCG [Q] of Q query rows [Q, N] against all N candidates.
 
-  O(Q * N * chunk_size) memory, exact gradient (`ranks.smooth_ranks`).
+  O(Q * N * chunk_size) memory, exact gradient (`ranks.smooth_ranks`, whose
+  `method` is `rank_method`: "chunked", "sorted" or "auto").
 
   >>> s = jnp.array([[0.9, 0.1, 0.5]])
   >>> r = jnp.array([[1.0, 0.0, 0.5]])
@@ -98,7 +100,8 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   """
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
-  ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size)
+  ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size,
+                                 method=rank_method)
   return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
 
 
@@ -151,12 +154,15 @@ def check_batch(scores: jax.Array, relevance: jax.Array) -> None:
 
 def smooth_ndcg_loss(scores: jax.Array, relevance: jax.Array, *, tau=0.01,
                      t2i_relevance: str = "paper", idcg: str = "tied",
-                     chunk_size: Optional[int] = None):
+                     chunk_size: Optional[int] = None,
+                     rank_method: str = "chunked"):
   """S-NDCG loss of a batch: ((1 - S-NDCG_i2t) + (1 - S-NDCG_t2i)) / 2.
 
   `scores[i, j]` is image i vs caption j; i2t queries are the rows of `scores`
   with relevance rows R, t2i queries the rows of `scores.T` with relevance
   rows `t2i_relevance_rows(R, t2i_relevance)`. NDCGs are batch means.
+  `chunk_size` and `rank_method` choose the smooth-rank kernel
+  (`ranks.smooth_ranks`).
 
   Returns:
     (loss, aux) with aux = {ndcg_i2t, ndcg_t2i, hard_ndcg_i2t, hard_ndcg_t2i}.
@@ -170,10 +176,10 @@ def smooth_ndcg_loss(scores: jax.Array, relevance: jax.Array, *, tau=0.01,
   check_batch(scores, relevance)
   _validation.check_choice("idcg", idcg, IDCG_MODES)
   t2i_rel = t2i_relevance_rows(relevance, t2i_relevance)
-  ndcg_i2t = smooth_ndcg_rows(scores, relevance, tau=tau, idcg=idcg,
-                              chunk_size=chunk_size).mean()
-  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, tau=tau, idcg=idcg,
-                              chunk_size=chunk_size).mean()
+  smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
+                rank_method=rank_method)
+  ndcg_i2t = smooth_ndcg_rows(scores, relevance, **smooth).mean()
+  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, **smooth).mean()
   aux = {
       "ndcg_i2t": ndcg_i2t,
       "ndcg_t2i": ndcg_t2i,

@@ -19,7 +19,7 @@ all B candidates, so each device
 
 So loss and gradients equal `listwise_itr_loss(img @ cap.T, rsc(...))` on
 the global batch, while each device's loss memory and compute are O(B^2/D)
-(O(B^2 * chunk / D) for the smooth ranks) instead of O(B^2). The gradient of
+(O(B^2 * chunk / D) for the chunked smooth ranks) instead of O(B^2). The gradient of
 the all-gathers is a reduce-scatter, handled by autodiff.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
                             weight=0.5, t2i_relevance: str = "paper",
                             idcg: str = "tied", hardest: bool = True,
                             chunk_size: Optional[int] = None,
-                            rsc_snap: bool = True):
+                            rsc_snap: bool = True, rank_method: str = "chunked"):
   """One device's share of `listwise_itr_loss` on the global batch.
 
   Call inside `shard_map` (or `pmap`) over `axis_name` (a mesh axis or a
@@ -74,7 +74,8 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
     image_caption_emb: [B/D, C, D_s] sentence embeddings of each local image's
       C captions; caption_sentence_emb: [B/D, D_s] of each local caption
       (both for RSC relevance; no gradient flows into them).
-    margin, tau, weight, t2i_relevance, idcg, hardest, chunk_size: as in
+    margin, tau, weight, t2i_relevance, idcg, hardest, chunk_size,
+      rank_method: as in
       `itr_jax.losses.listwise_itr_loss`.
     rsc_snap: snap the RSC relevance to its 2^-20 grid (`rsc_matrix`'s
       `snap`); False is the official float32 relevance, whose rounding can
@@ -140,7 +141,10 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
                                        hardest=hardest)) +
               mean(losses.triplet_rows(t2i_scores, positives, margin=margin,
                                        hardest=hardest))) / 2.0
-  smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size)
+  # "auto" resolves by the global batch (every query ranks all B candidates),
+  # so sharded and unsharded training pick the same kernel.
+  smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
+                rank_method=rank_method)
   ndcg_i2t = mean(losses.smooth_ndcg_rows(i2t_scores, i2t_rel, **smooth))
   ndcg_t2i = mean(losses.smooth_ndcg_rows(t2i_scores, t2i_rel, **smooth))
   listwise = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
@@ -176,7 +180,7 @@ def global_batch_listwise_loss(image_emb: jax.Array, caption_emb: jax.Array,
       caption_sentence_emb: [B, D_s].
     mesh: the device mesh.
     **loss_kwargs: margin, tau, weight, t2i_relevance, idcg, hardest,
-      chunk_size, rsc_snap (see `local_listwise_itr_loss`).
+      chunk_size, rsc_snap, rank_method (see `local_listwise_itr_loss`).
 
   Returns:
     (loss, aux) like `listwise_itr_loss`, replicated over the mesh.

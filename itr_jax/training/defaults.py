@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Snap RSC relevance to a 2^-20 grid so float rounding cannot split ties
   # (1- and 8-device runs agree); False: raw float32, as the official code.
   c.loss.rsc_snap = True
+  # Smooth-rank kernel: "chunked" (O(B^3) time), "sorted" (O(B^2 log B)) or
+  # "auto" (chunked below 1024 pairs, where it is faster, sorted from there).
+  c.loss.rank_method = "auto"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4

@@ -22,7 +22,9 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The `listwise_itr_loss` keyword arguments named by `config.loss`."""
   return dict(margin=loss_config.margin, tau=loss_config.tau,
               weight=loss_config.weight,
-              t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg)
+              t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg,
+              # Configs saved before the field existed ran the chunked kernel.
+              rank_method=loss_config.get("rank_method", "chunked"))
 
 
 def rsc_snap(loss_config) -> bool:
