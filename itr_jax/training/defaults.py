@@ -34,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
       latent_dim=64, noise=0.5, emb_dim=256, caption_encoder="minilm"))
 
   c.model = ml_collections.ConfigDict()
+  # The backbone (itr_jax.models.MODELS): "vse" (VSE++) or "vse_infty".
+  c.model.name = "vse"
   c.model.vocab_size = 0  # 0: the vocabulary's size, filled in at run time.
   c.model.word_dim = 300
   c.model.embed_size = 1024
