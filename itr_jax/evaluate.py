@@ -24,6 +24,7 @@ from itr_jax.evaluation import evaluate
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
@@ -40,7 +41,8 @@ COCO_5K_IMAGES = 5000
 
 
 def restore_params(config, workdir: str, model, split, which: str):
-  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`."""
+  """Variables (parameters + any model state) of checkpoint `which` ('best',
+  'latest' or a step) in `workdir`."""
   checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
   if which == "best":
     step = checkpoints.best_step() or checkpoints.latest_step()
@@ -60,7 +62,7 @@ def restore_params(config, workdir: str, model, split, which: str):
       config, model, tx, split, sharding.create_mesh(config.mesh))
   state = checkpoints.restore(step, abstract)
   checkpoints.close()
-  return state.params, step
+  return train_step_lib.variables(state), step
 
 
 def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
