@@ -250,3 +250,24 @@ def test_vse_infty_configs():
     defaults.paper_vse_infty_config("test", "sndcg,lstm")
   assert isinstance(trainer.build_model(
       defaults.paper_vse_infty_config("test", "sndcg"), 50), vse_infty.VSEInftyModel)
+
+
+@pytest.mark.parametrize("name", ["itr_jax.models.region_mlp", "itr_jax.models.vse_infty",
+                                  "itr_jax.models.vse_infty_torch",
+                                  "itr_jax.training.augment"])
+def test_doctests(name):
+  import doctest  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(importlib.import_module(name),
+                           optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
+
+
+def test_wordpiece_mask_and_word_continuations():
+  from itr_jax.data import wordpiece_vocab  # pylint: disable=import-outside-toplevel
+  vocab = wordpiece_vocab.WordPieceVocabulary()
+  mask_id, continuation = vocab.mask_and_continuation()
+  assert mask_id == 103  # [MASK] in the uncased BERT vocabulary
+  ids, lengths = vocab.encode_batch(["snowboarding"], max_len=8)
+  pieces = ids[0, 1:lengths[0] - 1]
+  assert len(pieces) > 1 and not continuation[pieces[0]] and continuation[pieces[1:]].all()
