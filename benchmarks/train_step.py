@@ -13,7 +13,13 @@ choices behind `itr_jax.models.GRU`; `--part image` the image tower alone
 (forward + backward to its params), plain autodiff of `nn.Dense` + `max_pool`
 against the fused `dense_max_pool` that `ImageEncoder` uses on one CPU device.
 
+`--backbone vse_infty` times VSE-infinity's step instead (region MLP with
+BatchNorm + GPO, BiGRU + GPO, AdamW, 20% region drop and caption-word
+augmentation in the step); the table adds XLA's per-device peak memory
+(arguments + outputs - donated + temporaries) of the compiled step.
+
   python benchmarks/train_step.py                       # B = 128 and 512
+  python benchmarks/train_step.py --backbone=vse_infty --batch_sizes=128
   python benchmarks/train_step.py --batch_sizes=128 --steps=10 --part=gru
   python benchmarks/train_step.py --part=image
   python benchmarks/train_step.py --batch_sizes=1024 --rank_method=sorted
@@ -30,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from itr_jax import models
+from itr_jax import sharding
+from itr_jax.training import augment as augment_lib
 from itr_jax.training import defaults
 from itr_jax.training import optimizer
 from itr_jax.training import train_step as train_step_lib
@@ -69,25 +77,39 @@ def time_calls(call, steps):
 
 
 def bench_train_step(batch_size: int, args):
+  """(compile + 1st s, wall s list, CPU s list, peak MiB) of `args.backbone`'s step."""
   config = defaults.base_config()
+  if args.backbone == "vse_infty":
+    defaults.vse_infty_recipe(config)
   config.model.vocab_size = args.vocab_size
   config.loss.rank_method = args.rank_method
   model = models.create_model(config.model)
   batch = jax.device_put(random_batch(np.random.default_rng(0), batch_size,
                                       args))
-  variables = jax.jit(model.init)(jax.random.key(0), batch["images"],
-                                  batch["tokens"], batch["lengths"])
-  state = train_step_lib.TrainState.create(
-      apply_fn=model.apply, params=variables["params"],
-      tx=optimizer.create_optimizer(config.optim, steps_per_epoch=1000))
-  train_step = train_step_lib.make_train_step(model, config.loss)
+  variables = dict(jax.jit(model.init)(jax.random.key(0), batch["images"],
+                                       batch["tokens"], batch["lengths"]))
+  params = variables.pop("params")
+  tx = optimizer.create_optimizer(config.optim, steps_per_epoch=1000)
+  if variables:  # BatchNorm statistics
+    state = train_step_lib.StatefulTrainState.create(
+        apply_fn=model.apply, params=params, tx=tx, model_state=variables)
+  else:
+    state = train_step_lib.TrainState.create(apply_fn=model.apply,
+                                             params=params, tx=tx)
+  augment = augment_lib.make_augment(
+      config.train.augment, seed=0, mask_id=args.vocab_size - 1,
+      num_ids=args.vocab_size)
+  train_step = train_step_lib.make_train_step(model, config.loss,
+                                              augment=augment)
+  peak = sharding.memory_stats(
+      train_step.lower(state, batch).compile())["peak"] / 2**20
   holder = [state]  # the step donates its input state
 
   def call():
     holder[0], metrics = train_step(holder[0], batch)
     return holder[0], metrics
 
-  return time_calls(call, args.steps)
+  return (*time_calls(call, args.steps), peak)
 
 
 class _FlaxGRUCellEncoder(nn.Module):
@@ -166,6 +188,8 @@ def main():
                       default="train")
   parser.add_argument("--rank_method", default="auto",
                       help="config.loss.rank_method: auto, chunked or sorted")
+  parser.add_argument("--backbone", choices=("vse", "vse_infty"), default="vse",
+                      help="config.model.name (vse_infty: with its recipe)")
   parser.add_argument("--vocab_size", type=int, default=8500)
   parser.add_argument("--max_len", type=int, default=32)
   parser.add_argument("--regions", type=int, default=36)
@@ -177,15 +201,16 @@ def main():
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{jax.devices()[0].device_kind}, {args.steps} timed steps")
   if args.part in ("train", "all"):
+    print(f"\nbackbone {args.backbone}")
     print("\n| batch | ms/step (median) | steps/s | min ms | CPU s/step "
-          "| compile+1st s |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| compile+1st s | XLA peak MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for b in sizes:
-      first, walls, cpus = bench_train_step(b, args)
+      first, walls, cpus, peak = bench_train_step(b, args)
       med = statistics.median(walls)
       print(f"| {b} | {1e3 * med:.0f} | {1 / med:.2f} | "
             f"{1e3 * min(walls):.0f} | {statistics.median(cpus):.2f} | "
-            f"{first:.1f} |", flush=True)
+            f"{first:.1f} | {peak:.0f} |", flush=True)
   parts = (("gru", "caption GRU fwd+bwd (H=1024, L=32)", bench_gru, 2),
            ("image", "image tower fwd+bwd (36 x 2048 -> 1024, max)",
             bench_image_tower, 3))

@@ -49,6 +49,19 @@ class WordPieceVocabulary:
   def __len__(self) -> int:
     return self.vocab_size
 
+  def mask_and_continuation(self) -> tuple[int, np.ndarray]:
+    """([MASK]'s id, bool [vocab_size]: True for "##" continuation pieces)."""
+    tokenizer = self._tokenizer(3)._tokenizer  # the `tokenizers` Tokenizer
+    mask_id = tokenizer.token_to_id("[MASK]")
+    if mask_id is None:
+      raise ValueError(f"the WordPiece vocabulary of {self.model_dir} has no "
+                       "[MASK] token, needed by config.train.augment.caption_tokens")
+    continuation = np.zeros(self.vocab_size, bool)
+    for token, i in tokenizer.get_vocab().items():
+      if token.startswith("##") and i < self.vocab_size:
+        continuation[i] = True
+    return int(mask_id), continuation
+
   def encode_batch(self, texts: Sequence[str],
                    max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(``int32[N, max_len]`` ids, ``int32[N]`` lengths incl. [CLS]/[SEP])."""

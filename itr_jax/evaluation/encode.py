@@ -11,13 +11,18 @@ from jax.sharding import NamedSharding
 from itr_jax import sharding
 
 
+def as_variables(params) -> dict:
+  """`params`, or model variables (`{"params": ..., "batch_stats": ...}`) as given."""
+  return params if "params" in params else {"params": params}
+
+
 @functools.lru_cache(maxsize=8)
 def _encoders(model):
   """Compiled encoders for `model`, shared across evaluations (no recompiles)."""
   encode_images = jax.jit(lambda params, images: model.apply(
-      {"params": params}, images, method="encode_images"))
+      as_variables(params), images, method="encode_images"))
   encode_texts = jax.jit(lambda params, tokens, lengths: model.apply(
-      {"params": params}, tokens, lengths, method="encode_texts"))
+      as_variables(params), tokens, lengths, method="encode_texts"))
   return encode_images, encode_texts
 
 
@@ -27,9 +32,9 @@ def _sharded_encoders(model, mesh):
   encode_images, encode_texts = (
       jax.jit(fn, out_shardings=sharding.replicated(mesh))
       for fn in (lambda params, images: model.apply(
-                     {"params": params}, images, method="encode_images"),
+                     as_variables(params), images, method="encode_images"),
                  lambda params, tokens, lengths: model.apply(
-                     {"params": params}, tokens, lengths, method="encode_texts")))
+                     as_variables(params), tokens, lengths, method="encode_texts")))
   return encode_images, encode_texts
 
 
@@ -73,6 +78,9 @@ def params_mesh(params):
 def encode_split(model, params, image_batches, caption_batches, *,
                  mesh=None) -> tuple[np.ndarray, np.ndarray]:
   """Embeddings of each image once and of each caption, padding rows dropped.
+
+  `params` are the model's parameters, or its variables with their other
+  collections (e.g. `train_step.variables(state)`: BatchNorm statistics).
 
   `image_batches` yield `images` [B, R, F] and `mask` [B]; `caption_batches`
   yield `tokens` [B, L], `lengths` [B] and `mask` [B] (the last batch of a

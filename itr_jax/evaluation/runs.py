@@ -19,6 +19,7 @@ from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import paths
+from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
@@ -50,7 +51,8 @@ def _steps_to_try(checkpoints, which: str) -> list[int]:
 
 
 def restore_params(config, workdir: str, model, split, which: str):
-  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`.
+  """Variables (parameters + any model state, e.g. BatchNorm statistics) of
+  checkpoint `which` ('best', 'latest' or a step) in `workdir`.
 
   Checkpoints are verified against their integrity records and nothing on
   disk is changed (training may be running). For 'best' and 'latest', a
@@ -78,7 +80,7 @@ def restore_params(config, workdir: str, model, split, which: str):
     for step in candidates:
       try:
         with checkpointing.quiet_failures():
-          return checkpoints.restore(step, abstract).params, step
+          return train_step_lib.variables(checkpoints.restore(step, abstract)), step
       except Exception as e:  # pylint: disable=broad-except
         if len(candidates) == 1 or checkpoints.status.get(step) == "verified":
           raise ValueError(

@@ -108,27 +108,26 @@ def _dtype(name, field):
                      f"'float32' or 'bfloat16', got {name!r}.") from None
 
 
-def create_model(config: ml_collections.ConfigDict) -> VSEModel:
-  """Builds a `VSEModel` from the `config.model` subtree.
+def model_fields(config: ml_collections.ConfigDict) -> dict:
+  """Validated constructor arguments from the `config.model` subtree.
 
   Fields (all optional except `vocab_size`, which the training script fills
-  in from the vocabulary): vocab_size, word_dim (300), embed_size (1024),
-  pooling ("max" | "gpo"), bidirectional (False), dtype (None: float32;
-  "bfloat16" computes in bf16), param_dtype ("float32"), text_tower ("gru" |
-  "bert"), bert_path (a local BERT / sentence-transformers directory for the
-  "bert" tower; '' is the packaged all-MiniLM-L6-v2). With "bert",
-  vocab_size is the WordPiece vocabulary's size. Unknown fields raise, so a
-  typo cannot be silently ignored.
-
-  >>> cfg = ml_collections.ConfigDict(dict(vocab_size=100, pooling="gpo"))
-  >>> create_model(cfg).pooling
-  'gpo'
+  in from the vocabulary): name ("vse" | "vse_infty", see
+  `itr_jax.models.MODELS`; dropped here), vocab_size, word_dim (300),
+  embed_size (1024), pooling ("max" | "gpo"), bidirectional (False), dtype
+  (None: float32; "bfloat16" computes in bf16), param_dtype ("float32"),
+  text_tower ("gru" | "bert"), bert_path (a local BERT / sentence-transformers
+  directory for the "bert" tower; '' is the packaged all-MiniLM-L6-v2). With
+  "bert", vocab_size is the WordPiece vocabulary's size and `bert_config` is
+  returned in place of `bert_path`. Unknown fields raise, so a typo cannot be
+  silently ignored.
   """
   fields = dict(config)
+  fields.pop("name", None)
   unknown = sorted(set(fields) - set(MODEL_FIELDS))
   if unknown:
     raise ValueError(f"Unknown config.model field(s) {unknown}; known fields "
-                     f"are {list(MODEL_FIELDS)}.")
+                     f"are {['name', *MODEL_FIELDS]}.")
   if not fields.get("vocab_size"):
     raise ValueError("config.model.vocab_size must be set to the vocabulary "
                      "size (e.g. config.model.vocab_size = len(vocab)).")
@@ -148,4 +147,14 @@ def create_model(config: ml_collections.ConfigDict) -> VSEModel:
           f"vocabulary ({fields['bert_config'].vocab_size}); with "
           "text_tower='bert' token ids must come from that model's WordPiece "
           "tokenizer (set vocab_size to 0).")
-  return VSEModel(**fields)
+  return fields
+
+
+def create_model(config: ml_collections.ConfigDict) -> VSEModel:
+  """Builds a `VSEModel` (VSE++) from the `config.model` subtree (`model_fields`).
+
+  >>> cfg = ml_collections.ConfigDict(dict(vocab_size=100, pooling="gpo"))
+  >>> create_model(cfg).pooling
+  'gpo'
+  """
+  return VSEModel(**model_fields(config))

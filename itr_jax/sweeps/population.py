@@ -112,6 +112,10 @@ def train_population(base: ml_collections.ConfigDict,
   for c in configs:
     train_step_lib.check_loss_config(c.loss)  # bad values fail before any write
   config = base  # shared: data order, model, optimizer, schedule
+  if any(config.train.get("augment", {}).values()):
+    raise ValueError("population training does not apply config.train.augment "
+                     "(VSE-infinity's size augmentation); run this sweep without "
+                     "--population.")
   for m, c in zip(members, configs):
     # A population starts over: an earlier, interrupted attempt is moved
     # aside (previous_runs/), not appended to.
@@ -134,7 +138,7 @@ def train_population(base: ml_collections.ConfigDict,
 
   def evaluate_dev(step):
     for i, log in enumerate(logs):
-      params = _member(states.params, i)
+      params = _member(train_step_lib.variables(states), i)  # + BatchNorm stats
       metrics = evaluate.evaluate_split(model, params, data.dev, data.vocab, config,
                                         rsc_relevance=data.dev_relevance)
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})

@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
       latent_dim=64, noise=0.5, emb_dim=256, caption_encoder="minilm"))
 
   c.model = ml_collections.ConfigDict()
+  # The backbone (itr_jax.models.MODELS): "vse" (VSE++) or "vse_infty".
+  c.model.name = "vse"
   c.model.vocab_size = 0  # 0: the vocabulary's size, filled in at run time.
   c.model.word_dim = 300
   c.model.embed_size = 1024
@@ -77,11 +79,18 @@ def base_config() -> ml_collections.ConfigDict:
   # {module name: factor} scaling the learning rate of that module's params,
   # e.g. {"sentence_bert": 0.1} for a pretrained text tower.
   c.optim.lr_multipliers = ml_collections.ConfigDict()
+  c.optim.name = "adam"  # or "adamw" (VSE-infinity)
+  c.optim.weight_decay = 0.0  # AdamW's decoupled decay; "adam" needs 0.
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.num_epochs = 20
   c.train.warmup_epochs = 0  # epochs with the sum-over-negatives triplet.
+  # VSE-infinity's size augmentation (0: off; VSE-infinity: 0.2 each): drop
+  # each region with this probability; hit each caption word with this
+  # probability (then mask 50% / random ids 10% / delete 40%).
+  c.train.augment = ml_collections.ConfigDict(dict(region_drop=0.0,
+                                                   caption_tokens=0.0))
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 1000  # plus one at every epoch end.
   c.train.keep_checkpoints = 3  # latest N, plus the best by dev RSUM.
@@ -134,3 +143,53 @@ def paper_vse_config(test_split: str, variant: str) -> ml_collections.ConfigDict
   c.data.test_split = test_split
   c.loss.weight = LOSS_VARIANTS[variant][0]
   return c
+
+
+TEXT_TOWERS = ("gru", "bert")
+
+
+def vse_infty_recipe(c: ml_collections.ConfigDict,
+                     text_tower: str = "gru") -> ml_collections.ConfigDict:
+  """`c` with VSE-infinity's model and training recipe (woodfrog/vse_infty).
+
+  Both towers pool with GPO; the image tower adds the residual region MLP.
+  "gru" follows the official `bigru` branch (BiGRU text encoder; its
+  `torch.optim.AdamW(params, lr)` keeps PyTorch's default weight decay
+  0.01); "bert" the `master` branch (BERT at 0.1x the learning rate, weight
+  decay 1e-4; here the bundled all-MiniLM-L6-v2 unless model.bert_path names
+  another local BERT). Both: lr 5e-4, x0.1 after 15 of 25 epochs, the
+  sum-over-negatives triplet in the first epoch, gradient clipping 2, and
+  20% region drop and caption-word augmentation during training.
+  """
+  if text_tower not in TEXT_TOWERS:
+    raise ValueError(f"Unknown VSE-infinity text tower {text_tower!r}; choose "
+                     f"one of {TEXT_TOWERS}, e.g. --config=configs/f30k_vse_infty.py:sndcg,bert")
+  c.model.name = "vse_infty"
+  c.model.pooling = "gpo"
+  c.model.bidirectional = True
+  c.model.text_tower = text_tower
+  c.optim.name = "adamw"
+  c.optim.learning_rate = 5e-4
+  c.optim.lr_update = 15
+  c.optim.lr_decay = 0.1
+  c.optim.grad_clip = 2.0
+  if text_tower == "bert":
+    c.optim.weight_decay = 1e-4
+    c.optim.lr_multipliers = {"sentence_bert": 0.1}
+  else:
+    c.optim.weight_decay = 0.01
+  c.train.num_epochs = 25
+  c.train.warmup_epochs = 1
+  c.train.batch_size = 128
+  c.train.augment.region_drop = 0.2
+  c.train.augment.caption_tokens = 0.2
+  return c
+
+
+def paper_vse_infty_config(test_split: str, arg: str) -> ml_collections.ConfigDict:
+  """VSE-infinity on BUTD precomputed features; `arg` = "VARIANT[,TOWER]".
+
+  VARIANT is a `LOSS_VARIANTS` key, TOWER "gru" (default) or "bert".
+  """
+  variant, _, tower = arg.partition(",")
+  return vse_infty_recipe(paper_vse_config(test_split, variant), tower or "gru")

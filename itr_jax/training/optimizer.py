@@ -10,6 +10,9 @@ and `lr = 5e-4 * 0.1 ** (epoch // lr_update)`. Fields of `config.optim`:
 * `lr_multipliers` (optional, default none): `{module name: factor}`, e.g.
   `{"text_encoder": 0.1}` for a pretrained text tower. A parameter whose path
   contains the name gets `factor` x the learning rate.
+* `name` ("adam"): "adam", or "adamw" (VSE-infinity: `torch.optim.AdamW`).
+* `weight_decay` (0.0): AdamW's decoupled weight decay, on every parameter,
+  scaled by the (per-module) learning rate like PyTorch's; "adam" needs 0.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ import ml_collections
 import optax
 
 OPTIM_FIELDS = ("learning_rate", "grad_clip", "lr_update", "lr_decay",
-                "lr_multipliers")
+                "lr_multipliers", "name", "weight_decay")
+OPTIMIZERS = ("adam", "adamw")
 
 
 def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -43,6 +47,16 @@ def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
   if not 0 < config.lr_decay <= 1:
     raise ValueError("config.optim.lr_decay must be in (0, 1] (1: no decay), "
                      f"got {config.lr_decay!r}.")
+  name, weight_decay = config.get("name", "adam"), config.get("weight_decay", 0.0)
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.optim.name must be one of {OPTIMIZERS}, got "
+                     f"{name!r}.")
+  if not weight_decay >= 0:
+    raise ValueError("config.optim.weight_decay must be >= 0, got "
+                     f"{weight_decay!r}.")
+  if name == "adam" and weight_decay:
+    raise ValueError("config.optim.weight_decay needs config.optim.name="
+                     "'adamw' (decoupled decay, as VSE-infinity's AdamW).")
   grad_clip = config.get("grad_clip")
   if grad_clip is not None and grad_clip < 0:
     raise ValueError("config.optim.grad_clip must be >= 0 (0 or None: no "
@@ -105,11 +119,13 @@ def _multiplier_labels(multipliers: Mapping[str, float]):
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      steps_per_epoch: int) -> optax.GradientTransformation:
-  """Clip by global norm, then Adam, then the (per-module) learning rate.
+  r"""Clip by global norm, then Adam (+ weight decay), then the (per-module) learning rate.
 
   `config` is the `config.optim` subtree. Clipping uses the norm of the whole
   gradient (as `torch.nn.utils.clip_grad_norm_`), before Adam's moments.
-  Adam's b1 = 0.9, b2 = 0.999, eps = 1e-8 are PyTorch's defaults.
+  Adam's b1 = 0.9, b2 = 0.999, eps = 1e-8 are PyTorch's defaults. With
+  "adamw", :math:`\theta \leftarrow \theta - \eta\,(\hat m / (\sqrt{\hat v} + \epsilon)
+  + \lambda \theta)`, PyTorch's AdamW (decay applied to every parameter).
 
   >>> import jax.numpy as jnp
   >>> cfg = ml_collections.ConfigDict(dict(
@@ -139,5 +155,9 @@ def create_optimizer(config: ml_collections.ConfigDict,
         for name, factor in multipliers.items()}
     transforms["__default__"] = optax.scale_by_learning_rate(schedule)
     step = optax.multi_transform(transforms, _multiplier_labels(multipliers))
+  weight_decay = config.get("weight_decay", 0.0)
+  # No decay stage at 0, so the optimizer state (and checkpoints) of Adam
+  # runs keep their structure.
+  decay = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
   return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
-                     step)
+                     *decay, step)

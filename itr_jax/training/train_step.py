@@ -1,8 +1,9 @@
 """The jit-compiled train step: encode, score, RSC relevance, listwise loss, update."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,6 +17,22 @@ from itr_jax.training import defaults
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
+
+
+class StatefulTrainState(train_state.TrainState):
+  """A `TrainState` that also carries the model's non-parameter variables.
+
+  `model_state` holds collections such as BatchNorm's `batch_stats`
+  (VSE-infinity's region MLP): updated by the train step, saved in
+  checkpoints, used by evaluation. Models without such variables keep the
+  plain `TrainState`, so their checkpoints are unchanged.
+  """
+  model_state: Any = flax.struct.field(pytree_node=True, default=None)
+
+
+def variables(state) -> dict:
+  """`{"params": ..., **model_state}`: what `model.apply` takes for `state`."""
+  return {"params": state.params, **(getattr(state, "model_state", None) or {})}
 
 
 def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -63,27 +80,52 @@ def batch_loss(model, params, batch: Batch, *, hardest: bool,
   `sharding.global_batch_listwise_loss`: the same value, each device scoring
   only its own query rows against the whole batch.
   """
-  image_emb, caption_emb = model.apply(
-      {"params": params}, batch["images"], batch["tokens"], batch["lengths"])
+  (loss, aux), _ = batch_loss_and_state(
+      model, params, None, batch, hardest=hardest, loss_config=loss_config,
+      mesh=mesh)
+  return loss, aux
+
+
+def batch_loss_and_state(model, params, model_state: Optional[Mapping], batch: Batch,
+                         *, hardest: bool, loss_config: ml_collections.ConfigDict,
+                         mesh=None):
+  """`((loss, aux), new_model_state)`: `batch_loss` for a model with state.
+
+  With a non-empty `model_state` (e.g. BatchNorm statistics) the model runs
+  in training mode (`train=True`) with those collections mutable. A
+  `region_mask` in the batch (set by region dropping) reaches the image
+  encoder.
+  """
+  inputs = (batch["images"], batch["tokens"], batch["lengths"])
+  kwargs = {"region_mask": batch["region_mask"]} if "region_mask" in batch else {}
+  if model_state:
+    (image_emb, caption_emb), model_state = model.apply(
+        {"params": params, **model_state}, *inputs, train=True,
+        mutable=list(model_state), **kwargs)
+  else:
+    image_emb, caption_emb = model.apply({"params": params}, *inputs, **kwargs)
   if mesh is not None:
     return sharding.global_batch_listwise_loss(
         image_emb, caption_emb, batch["image_caption_emb"], batch["caption_emb"],
         mesh=mesh, hardest=hardest, rsc_snap=rsc_snap(loss_config),
-        **loss_kwargs(loss_config))
+        **loss_kwargs(loss_config)), model_state
   scores = image_emb @ caption_emb.T
   relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"],
                                 snap=rsc_snap(loss_config))
   return losses.listwise_itr_loss(
-      scores, relevance, hardest=hardest, **loss_kwargs(loss_config))
+      scores, relevance, hardest=hardest, **loss_kwargs(loss_config)), model_state
 
 
 def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
-                    hardest: bool = True, mesh=None,
-                    state_sharding=None) -> Callable[[TrainState, Batch], tuple]:
+                    hardest: bool = True, mesh=None, state_sharding=None,
+                    augment=None) -> Callable[[TrainState, Batch], tuple]:
   """Returns `train_step(state, batch) -> (state, metrics)`, jit-compiled.
 
   `hardest=False` gives the sum-over-negatives triplet used for warm-up. The
-  input state is donated: its buffers are reused for the new one.
+  input state is donated: its buffers are reused for the new one. A
+  `StatefulTrainState`'s `model_state` is updated too. `augment(batch, step)`
+  (`augment.make_augment`), if given, transforms the batch first, with
+  randomness drawn from the state's step.
 
   With a `mesh` (`sharding.create_mesh`), the step is compiled for it: the
   state in and out is placed by `state_sharding` (a tree of NamedShardings,
@@ -93,12 +135,21 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
   """
 
   def train_step(state: TrainState, batch: Batch):
-    def loss_fn(params):
-      return batch_loss(model, params, batch, hardest=hardest,
-                        loss_config=loss_config, mesh=mesh)
+    if augment is not None:
+      batch = augment(batch, state.step)
+    model_state = getattr(state, "model_state", None)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    def loss_fn(params):
+      (loss, aux), new_model_state = batch_loss_and_state(
+          model, params, model_state, batch, hardest=hardest,
+          loss_config=loss_config, mesh=mesh)
+      return loss, (aux, new_model_state)
+
+    (loss, (aux, new_model_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads)
+    if model_state:
+      new_state = new_state.replace(model_state=new_model_state)
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 

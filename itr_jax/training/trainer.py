@@ -26,6 +26,7 @@ from flax.training import train_state
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
+from itr_jax.training import augment as augment_lib
 from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
@@ -45,9 +46,21 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced NaN/Inf; the message names the term and the step."""
 
 
+def masks_words(config: ml_collections.ConfigDict) -> bool:
+  """Whether caption augmentation needs a `<mask>` word after the vocabulary.
+
+  As VSE-infinity's bigru branch (`vocab.add_word('<mask>')`), the mask
+  token of a word vocabulary is one extra id, `len(vocab)`; WordPiece
+  vocabularies have their own [MASK].
+  """
+  return (config.train.get("augment", {}).get("caption_tokens", 0.0) > 0
+          and config.model.get("text_tower", "gru") != "bert")
+
+
 def build_model(config: ml_collections.ConfigDict, vocab_size: int):
-  """The VSE model of config.model, with the vocabulary's size filled in."""
+  """The model of config.model, with the vocabulary's size filled in."""
   model_config = ml_collections.ConfigDict(config.model.to_dict())
+  vocab_size += int(masks_words(config))
   if not model_config.vocab_size:
     model_config.vocab_size = vocab_size
   elif model_config.vocab_size < vocab_size:
@@ -62,16 +75,36 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   """Fresh parameters (seeded by config.seed) and optimizer state.
 
   `pretrained_bert` (BERT text tower only) replaces the tower's initial BERT
-  weights (`models.pretrained_text_tower(config.model)`).
+  weights (`models.pretrained_text_tower(config.model)`). A model with
+  variables besides `params` (VSE-infinity's BatchNorm statistics) gets a
+  `train_step.StatefulTrainState` holding them.
   """
   images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
   tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
-  params = model.init(jax.random.PRNGKey(config.seed), images, tokens,
-                      lengths)["params"]
+  variables = dict(model.init(jax.random.PRNGKey(config.seed), images, tokens,
+                              lengths))
+  params = variables.pop("params")
   if pretrained_bert is not None:
     params = models.with_pretrained_bert(params, pretrained_bert)
+  if variables:
+    return train_step_lib.StatefulTrainState.create(
+        apply_fn=model.apply, params=params, tx=tx, model_state=variables)
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def make_augment(config: ml_collections.ConfigDict, vocab):
+  """`config.train.augment`'s batch augmentation for `vocab`'s ids, or None."""
+  if masks_words(config):
+    mask_id, num_ids, extra = len(vocab), len(vocab) + 1, {}
+  elif config.model.get("text_tower", "gru") == "bert":
+    mask_id, continuation = vocab.mask_and_continuation()
+    num_ids, extra = len(vocab), dict(keep_ends=True, continuation=continuation)
+  else:
+    mask_id, num_ids, extra = None, None, {}
+  return augment_lib.make_augment(
+      config.train.get("augment", {}), seed=config.seed, mask_id=mask_id,
+      num_ids=num_ids, **extra)
 
 
 def abstract_train_state(config, model, tx, split):
@@ -148,6 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   validation.check_config(config)
   validation.check_workdir(workdir)
+  augment_lib.check_config(config.train.get("augment", {}))
   paths.resolve_config_paths(config)  # recorded absolute: see training.paths
   _check_eval_every_steps(config)
   if config.train.get("init_from"):
@@ -238,8 +272,8 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
 
     def evaluate_dev(state, step: int) -> dict:
       t0 = time.time()
-      metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
-                                        rsc_relevance=data.dev_relevance)
+      metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev,
+                                        data.vocab, config, rsc_relevance=data.dev_relevance)
       metrics["eval_seconds"] = time.time() - t0
       not_training[0] += metrics["eval_seconds"]
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
@@ -252,10 +286,11 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
       log.write_hparams(config)
       evaluate_dev(state, 0)  # the untrained model, as a baseline
 
+    augment = make_augment(config, data.vocab)
     train_steps = {
         hardest: train_step_lib.make_train_step(
             model, config.loss, hardest=hardest, mesh=mesh,
-            state_sharding=state_sharding)
+            state_sharding=state_sharding, augment=augment)
         for hardest in (True, False)}
     # An epoch's last, smaller batch (data.drop_last False) must split over the
     # devices and processes; the train step compiles once more for its shape.
