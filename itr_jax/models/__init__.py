@@ -16,10 +16,13 @@ from itr_jax.models.initializers import symmetric_uniform
 from itr_jax.models.normalize import l2_normalize
 from itr_jax.models.pooling import GPO, POOLINGS, max_pool, positional_encoding, sort_descending
 from itr_jax.models.text_encoder import TextEncoder
-from itr_jax.models.vse import MODEL_FIELDS, VSEModel, create_model
+from itr_jax.models.vse import MODEL_FIELDS, VSEModel
+from itr_jax.models.sgraf import SGRAF
+from itr_jax.models.registry import MODELS, create_model
+from itr_jax.models import scorer
 
 __all__ = [
-    "BertTextEncoder", "DenseMaxPool", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
+    "BertTextEncoder", "DenseMaxPool", "MODELS", "SGRAF", "scorer", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
     "TextEncoder", "VSEModel", "create_model", "dense_max_pool", "gru_cell", "gru_scan",
     "l2_normalize", "max_pool", "positional_encoding", "reverse_valid_prefix",
     "pretrained_text_tower", "sort_descending", "symmetric_uniform",

@@ -34,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
       latent_dim=64, noise=0.5, emb_dim=256, caption_encoder="minilm"))
 
   c.model = ml_collections.ConfigDict()
+  # Backbone (itr_jax.models.registry): "vse" (VSE++), "sgr" / "saf" (SGRAF).
+  c.model.name = "vse"
   c.model.vocab_size = 0  # 0: the vocabulary's size, filled in at run time.
   c.model.word_dim = 300
   c.model.embed_size = 1024
@@ -45,6 +47,14 @@ def base_config() -> ml_collections.ConfigDict:
   # optim.lr_multipliers = {"sentence_bert": 0.1}).
   c.model.text_tower = "gru"
   c.model.bert_path = ""
+  # SGRAF ("sgr" / "saf") only: similarity-vector size, graph-reasoning steps,
+  # SCAN softmax smoothing lambda, dropout, and captions scored per chunk of
+  # the B x B training score matrix (bounds activation memory).
+  c.model.sim_dim = 256
+  c.model.sgr_steps = 3
+  c.model.smooth = 9.0
+  c.model.dropout_rate = 0.4
+  c.model.score_chunk = 16
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
