@@ -1,14 +1,17 @@
 r"""Evaluate a trained run on its test split.
 
   python -m itr_jax.evaluate --workdir=workdirs/demo [--split=test] \
-      [--checkpoint=best|latest|<step>] [--coco_ids=ids.npz]
+      [--checkpoint=best|latest|<step>] [--coco_ids=ids.npz] [--ensemble=OTHER_RUN]
 
 Reports R@1/5/10, medr, meanr both ways and RSUM, plus NDCG with RSC relevance
 (and ground-truth relevance on synthetic scenes). A 5000-image split (MS-COCO
 `testall`) is reported with the 5-fold 1K protocol and the 5K protocol;
 with --coco_ids (an .npz with `image_ids` [5000] and `caption_ids` [25000],
 the COCO ids of the split's rows and captions) ECCV Caption metrics follow.
-Results are printed and written to <workdir>/eval_<split>.json.
+With --ensemble (comma-separated workdirs of runs on the same data, e.g.
+an SAF run for an SGR one) the score matrices of all runs are averaged: the
+SGRAF ensemble. Results are printed and written to
+<workdir>/eval_<split>.json (eval_<split>_ensemble.json with --ensemble).
 """
 import json
 import os
@@ -21,6 +24,8 @@ import numpy as np
 from itr_jax import metrics
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
+from itr_jax.evaluation import similarity
+from itr_jax.models import scorer
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
@@ -34,6 +39,9 @@ _CHECKPOINT = flags.DEFINE_string(
 _COCO_IDS = flags.DEFINE_string(
     "coco_ids", None, "Optional .npz with COCO `image_ids` and `caption_ids` "
     "for the split's rows/columns: adds ECCV Caption metrics.")
+_ENSEMBLE = flags.DEFINE_list(
+    "ensemble", [], "Workdirs of further runs on the same data whose score "
+    "matrices are averaged with this one's (SGRAF: --workdir=SGR --ensemble=SAF).")
 flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000
@@ -60,11 +68,12 @@ def restore_params(config, workdir: str, model, split, which: str):
       config, model, tx, split, sharding.create_mesh(config.mesh))
   state = checkpoints.restore(step, abstract)
   checkpoints.close()
-  return state.params, step
+  # Params (two-tower) or params + BatchNorm statistics (cross-attention).
+  return scorer.state_variables(state), step
 
 
-def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
-                 coco_ids: str | None = None) -> dict:
+def run_similarity(workdir: str, split_name: str | None, which: str):
+  """(config, split, step, scores [N_images, N_captions]) of one run's checkpoint."""
   config = workdir_lib.load_config(workdir)
   split_name = split_name or config.data.test_split
   directory = experiment_data.data_dir(config)
@@ -72,14 +81,29 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
   params, step = restore_params(config, workdir, model, split, which)
+  return config, split, step, evaluate.split_similarity(model, params, split, vocab, config)
 
-  image_emb, caption_emb = evaluate.encode_eval_split(model, params, split, vocab, config)
+
+def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
+                 coco_ids: str | None = None, ensemble: tuple[str, ...] = ()) -> dict:
+  config, split, step, sims = run_similarity(workdir, split_name, which)
+  split_name = split_name or config.data.test_split
   report = {"checkpoint_step": step, "split": split_name, "num_images": split.num_images}
+  if ensemble:
+    # The same split of the same data: every run's own config names it.
+    others = [run_similarity(other, split_name, which) for other in ensemble]
+    for other, (_, other_split, other_step, _) in zip(ensemble, others):
+      if (other_split.num_images, other_split.num_captions) != (split.num_images,
+                                                                split.num_captions):
+        raise ValueError(f"--ensemble run {other!r} evaluates a different split "
+                         f"({other_split.num_images} images) than {workdir!r} "
+                         f"({split.num_images}); ensemble runs on the same data.")
+    sims = similarity.ensemble(sims, *(o[3] for o in others))
+    report["ensemble"] = {w: o[2] for w, o in zip(ensemble, others)}
   if split.num_images == COCO_5K_IMAGES:
-    sims = image_emb @ caption_emb.T
     report["coco_1k"] = metrics.coco_1k(sims, captions_per_image=split.captions_per_image)
-    report["coco_5k"] = evaluate.retrieval_report(
-        image_emb, caption_emb, captions_per_image=split.captions_per_image,
+    report["coco_5k"] = evaluate.sims_report(
+        sims, captions_per_image=split.captions_per_image,
         rsc_relevance=evaluate.split_relevance(split),
         true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
     if coco_ids:
@@ -89,11 +113,12 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
     if coco_ids:
       raise ValueError(f"--coco_ids needs the 5000-image COCO test split; "
                        f"{split_name!r} has {split.num_images} images.")
-    report["full"] = evaluate.retrieval_report(
-        image_emb, caption_emb, captions_per_image=split.captions_per_image,
+    report["full"] = evaluate.sims_report(
+        sims, captions_per_image=split.captions_per_image,
         rsc_relevance=evaluate.split_relevance(split),
         true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
-  path = os.path.join(workdir, f"eval_{split_name}.json")
+  suffix = "_ensemble" if ensemble else ""
+  path = os.path.join(workdir, f"eval_{split_name}{suffix}.json")
   with open(path, "w") as f:
     json.dump(report, f, indent=2)
   return report
@@ -103,7 +128,7 @@ def format_report(report: dict) -> str:
   lines = [f"checkpoint step {report['checkpoint_step']}, split "
            f"{report['split']!r} ({report['num_images']} images)"]
   for protocol, values in report.items():
-    if isinstance(values, dict):
+    if isinstance(values, dict) and protocol != "ensemble":
       lines.append(f"  [{protocol}]")
       lines.extend(f"    {k:<18} {v:8.3f}" for k, v in values.items())
   return "\n".join(lines)
@@ -113,7 +138,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value)
+  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
+                        ensemble=tuple(_ENSEMBLE.value))
   print(format_report(report))
 
 

@@ -34,6 +34,22 @@ import jax.numpy as jnp
 Variables = dict[str, Any]
 
 
+def state_variables(state):
+  """What evaluation needs of a train state: the params of a two-tower model,
+  the variables dict (params + batch_stats) of a cross-attention one."""
+  batch_stats = getattr(state, "batch_stats", None)
+  if batch_stats is None:
+    return state.params
+  return {"params": state.params, "batch_stats": batch_stats}
+
+
+def as_variables(params_or_variables) -> Variables:
+  """`{"params": p}` for bare params; a variables dict unchanged."""
+  if isinstance(params_or_variables, dict) and "params" in params_or_variables:
+    return params_or_variables
+  return {"params": params_or_variables}
+
+
 def is_two_tower(model) -> bool:
   """True for models whose score is `image_emb @ caption_emb.T`."""
   return getattr(model, "two_tower", True)

@@ -203,8 +203,7 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
   params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
-  image_emb, caption_emb = evaluate.encode_eval_split(model, params, data, vocab, config)
-  sims = np.asarray(image_emb @ caption_emb.T, np.float64)
+  sims = np.asarray(evaluate.split_similarity(model, params, data, vocab, config), np.float64)
   relevance = {}
   if data.true_relevance is not None:
     relevance["true"] = np.asarray(data.true_relevance)

@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.ndcg_k = 0  # 0: NDCG over the full ranking; k > 0: NDCG@k.
   c.eval.every_epochs = 1
+  # Cross-attention scorers (SGRAF): images and captions per block of the
+  # split's score matrix (captions split over all devices).
+  c.eval.score_block = 128
 
   # Devices: named mesh axes and sizes (-1: all remaining devices). The batch
   # is split over "data" (and "fsdp"), e.g. (("data", -1), ("model", 2))

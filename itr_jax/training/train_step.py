@@ -12,9 +12,18 @@ from flax.training import train_state
 from itr_jax import losses
 from itr_jax import relevance as relevance_lib
 from itr_jax import sharding
+from itr_jax.models import scorer
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
+
+
+class ScorerTrainState(train_state.TrainState):
+  """A TrainState that also carries BatchNorm running statistics and the
+  dropout key of a cross-attention scorer (SGRAF); step s uses dropout key
+  `fold_in(dropout_rng, s)`, so a resumed run draws the same masks."""
+  batch_stats: Any = None
+  dropout_rng: Any = None
 
 
 def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -58,13 +67,45 @@ def batch_loss(model, params, batch: Batch, *, hardest: bool,
       scores, relevance, hardest=hardest, **loss_kwargs(loss_config))
 
 
+def scorer_batch_loss(model, variables, batch: Batch, *, hardest: bool,
+                      loss_config: ml_collections.ConfigDict, mesh=None,
+                      rng=None):
+  """(loss, (aux, new batch_stats)) of a cross-attention scorer on one batch.
+
+  Encodes in training mode (dropout from `rng`, BatchNorm batch statistics
+  over the global batch), scores the B×B matrix in chunks of captions
+  (`scorer.similarity`) and applies the listwise loss; with a `mesh` each
+  device scores its own captions against the whole batch
+  (`sharding.global_batch_scorer_loss`).
+  """
+  image_repr, caption_repr, batch_stats = scorer.encode(
+      model, variables, batch["images"], batch["tokens"], batch["lengths"],
+      train=True, rng=rng)
+
+  def score_fn(variables, image_repr, caption_repr):
+    return scorer.similarity(model, variables, image_repr, caption_repr, train=True)
+
+  if mesh is not None:
+    loss, aux, score_aux = sharding.global_batch_scorer_loss(
+        score_fn, variables, image_repr, caption_repr, batch["image_caption_emb"],
+        batch["caption_emb"], mesh=mesh, hardest=hardest, **loss_kwargs(loss_config))
+  else:
+    scores, score_aux = score_fn(variables, image_repr, caption_repr)
+    relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"])
+    loss, aux = losses.listwise_itr_loss(scores, relevance, hardest=hardest,
+                                         **loss_kwargs(loss_config))
+  return loss, (aux, scorer.merge_batch_stats(model, batch_stats, score_aux))
+
+
 def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
                     hardest: bool = True, mesh=None,
                     state_sharding=None) -> Callable[[TrainState, Batch], tuple]:
   """Returns `train_step(state, batch) -> (state, metrics)`, jit-compiled.
 
   `hardest=False` gives the sum-over-negatives triplet used for warm-up. The
-  input state is donated: its buffers are reused for the new one.
+  input state is donated: its buffers are reused for the new one. A
+  cross-attention model (`scorer.is_two_tower(model)` False) needs a
+  `ScorerTrainState` and trains through `scorer_batch_loss`.
 
   With a `mesh` (`sharding.create_mesh`), the step is compiled for it: the
   state in and out is placed by `state_sharding` (a tree of NamedShardings,
@@ -74,12 +115,24 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
   """
 
   def train_step(state: TrainState, batch: Batch):
-    def loss_fn(params):
-      return batch_loss(model, params, batch, hardest=hardest,
-                        loss_config=loss_config, mesh=mesh)
+    if scorer.is_two_tower(model):
+      def loss_fn(params):
+        return batch_loss(model, params, batch, hardest=hardest,
+                          loss_config=loss_config, mesh=mesh)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads)
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      new_state = state.apply_gradients(grads=grads)
+    else:
+      rng = jax.random.fold_in(state.dropout_rng, state.step)
+
+      def scorer_loss_fn(params):
+        return scorer_batch_loss(
+            model, {"params": params, "batch_stats": state.batch_stats}, batch,
+            hardest=hardest, loss_config=loss_config, mesh=mesh, rng=rng)
+
+      (loss, (aux, batch_stats)), grads = jax.value_and_grad(
+          scorer_loss_fn, has_aux=True)(state.params)
+      new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 

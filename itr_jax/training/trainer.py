@@ -63,10 +63,15 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
   tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
-  params = model.init(jax.random.PRNGKey(config.seed), images, tokens,
-                      lengths)["params"]
+  variables = model.init(jax.random.PRNGKey(config.seed), images, tokens, lengths)
+  params = variables["params"]
   if pretrained_bert is not None:
     params = models.with_pretrained_bert(params, pretrained_bert)
+  if not models.scorer.is_two_tower(model):
+    return train_step_lib.ScorerTrainState.create(
+        apply_fn=model.apply, params=params, tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+        dropout_rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -149,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def evaluate_dev(state, step: int) -> dict:
     t0 = time.time()
-    metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
+    metrics = evaluate.evaluate_split(model, models.scorer.state_variables(state), data.dev, data.vocab, config,
                                       rsc_relevance=data.dev_relevance)
     metrics["eval_seconds"] = time.time() - t0
     log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
