@@ -263,10 +263,11 @@ def global_batch_scorer_loss(score_fn, variables, image_repr, caption_repr,
     loss, aux = local_loss_of_rows(i2t_scores, columns.T, image_caption_emb,
                                    caption_sentence_emb, axis_name=axes,
                                    **loss_kwargs)
-    return loss, aux, jax.tree.map(gather, score_aux)
+    return loss, aux, score_aux
 
+  # score_aux stays split over the devices' captions: a global [B] array.
   return jax.shard_map(per_device, mesh=mesh,
                        in_specs=(PartitionSpec(), rows, rows, rows, rows),
-                       out_specs=PartitionSpec())(
+                       out_specs=(PartitionSpec(), PartitionSpec(), rows))(
                            variables, image_repr, caption_repr,
                            image_caption_emb, caption_sentence_emb)
