@@ -221,3 +221,37 @@ def test_registry_builds_each_backbone_and_rejects_bad_names():
   with pytest.raises(ValueError, match="fixed number of regions"):
     _model("sgr").init(jax.random.key(0), jnp.ones((1, 3, 4)), method="encode_images",
                        region_mask=jnp.ones((1, 3), bool))
+
+
+def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
+  from itr_jax import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
+  from itr_jax.evaluation import evaluate  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  from tiny_config import tiny_config  # pylint: disable=import-outside-toplevel
+  workdirs = {}
+  for module in ("sgr", "saf"):
+    config = tiny_config(str(tmp_path / "data"), num_epochs=1)
+    config.model.update(name=module, bidirectional=True, sim_dim=8, score_chunk=8)
+    workdirs[module] = str(tmp_path / module)
+    best = trainer.train_and_evaluate(config, workdirs[module])
+    assert np.isfinite(best["rsum"])
+  runs = {m: evaluate_cli.run_similarity(w, None, "latest") for m, w in workdirs.items()}
+  config, split, _, sgr_sims = runs["sgr"]
+  saf_sims = runs["saf"][3]
+  assert sgr_sims.shape == (split.num_images, split.num_captions)
+  assert np.all((sgr_sims > 0) & (sgr_sims < 1)) and not np.allclose(sgr_sims, saf_sims)
+  report = evaluate_cli.evaluate_run(workdirs["sgr"], which="latest",
+                                     ensemble=(workdirs["saf"],))
+  want = evaluate.sims_report((sgr_sims + saf_sims) / 2,
+                              captions_per_image=split.captions_per_image,
+                              rsc_relevance=evaluate.split_relevance(split),
+                              true_relevance=split.true_relevance)
+  assert report["full"] == pytest.approx(want)
+  assert os.path.exists(os.path.join(workdirs["sgr"],
+                                     f"eval_{config.data.test_split}_ensemble.json"))
+  # Training moved the BatchNorm running statistics, which are checkpointed.
+  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  ckpt = checkpointing.Checkpoints(workdirs["saf"], keep=2)
+  restored = ckpt.manager.restore(ckpt.latest_step())
+  ckpt.close()
+  assert float(np.asarray(restored["batch_stats"]["SAF_module"]["bn_var"])[0]) != 1.0
