@@ -255,3 +255,42 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   restored = ckpt.manager.restore(ckpt.latest_step())
   ckpt.close()
   assert float(np.asarray(restored["batch_stats"]["SAF_module"]["bn_var"])[0]) != 1.0
+
+
+@pytest.mark.parametrize("name", ["itr_jax.models.sgraf", "itr_jax.models.scorer",
+                                  "itr_jax.models.registry", "itr_jax.models.sgraf_weights",
+                                  "itr_jax.evaluation.similarity"])
+def test_docstring_examples(name):
+  import doctest  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(importlib.import_module(name), extraglobs={"jax": jax, "jnp": jnp},
+                           optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
+
+
+def _load_config(name, *args):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", name)
+  spec = importlib.util.spec_from_file_location(name[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
+@pytest.mark.parametrize("dataset, module, epochs, decay", [
+    ("f30k", "sgr", 40, 30), ("f30k", "saf", 30, 20), ("coco", "sgr", 20, 10),
+    ("coco", "saf", 20, 10)])
+def test_paper_configs_carry_the_official_recipe(dataset, module, epochs, decay):
+  for variant, weight in (("sndcg", 0.5), ("triplet", 0.0), ("sndcg_only", 1.0)):
+    c = _load_config(f"{dataset}_{module}.py", variant)
+    assert (c.model.name, c.loss.weight) == (module, weight)
+    assert (c.train.num_epochs, c.optim.lr_update, c.optim.lr_decay) == (epochs, decay, 0.1)
+    assert (c.optim.learning_rate, c.train.batch_size, c.optim.grad_clip, c.loss.margin,
+            c.train.warmup_epochs) == (2e-4, 128, 2.0, 0.2, 0)
+    assert (c.model.bidirectional, c.model.embed_size, c.model.sim_dim, c.model.word_dim,
+            c.model.sgr_steps, c.model.smooth) == (True, 1024, 256, 300, 3, 9.0)
+    assert c.data.test_split == ("testall" if dataset == "coco" else "test")
+  with pytest.raises(ValueError, match="sndcg_only"):
+    _load_config(f"{dataset}_{module}.py", "listwise")
+  demo = _load_config("synthetic_scenes_sgraf.py", module)
+  assert demo.model.name == module and demo.data.name == "synthetic_scenes"
