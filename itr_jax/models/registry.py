@@ -4,9 +4,7 @@ Each builder takes the `config.model` fields it knows (the others belong to
 other backbones and are ignored) and returns a Flax module implementing the
 scorer interface of `itr_jax.models.scorer`.
 
->>> import jax.numpy as jnp
-import jax.numpy as jnp
-import ml_collections
+>>> import ml_collections
 >>> cfg = ml_collections.ConfigDict(dict(name="sgr", vocab_size=10, sim_dim=8))
 >>> create_model(cfg).sim_dim
 8
