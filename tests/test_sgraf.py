@@ -294,3 +294,14 @@ def test_paper_configs_carry_the_official_recipe(dataset, module, epochs, decay)
     _load_config(f"{dataset}_{module}.py", "listwise")
   demo = _load_config("synthetic_scenes_sgraf.py", module)
   assert demo.model.name == module and demo.data.name == "synthetic_scenes"
+
+
+def test_population_refuses_cross_attention_backbones_before_writing(tmp_path):
+  from itr_jax.sweeps import population  # pylint: disable=import-outside-toplevel
+  config = defaults.base_config()
+  config.model.name = "saf"
+  member = population.members_lib.Member(index=0, name="a", workdir=str(tmp_path / "a"),
+                                         overrides={})
+  with pytest.raises(ValueError, match="two-tower backbones only"):
+    population.train_population(config, [member])
+  assert not os.path.exists(member.workdir)
