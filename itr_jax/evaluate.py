@@ -2,7 +2,8 @@ r"""Evaluate a trained run on a split.
 
   python -m itr_jax.evaluate --workdir=workdirs/demo [--split=test] \
       [--checkpoint=best|latest|<step>] [--data_dir=DIR] [--protocol=auto|full|coco] \
-      [--coco_ids=ids.npz] [--save_sims] [--save_embeddings] [--config.eval.ndcg_k=10 ...]
+      [--coco_ids=ids.npz] [--save_sims] [--save_embeddings] [--ensemble=OTHER_RUN] \
+      [--config.eval.ndcg_k=10 ...]
 
 Reports R@1/5/10, medr, meanr both ways and RSUM, plus NDCG with RSC relevance
 (and ground-truth relevance on synthetic scenes).
@@ -30,6 +31,10 @@ overwritten), `_<tag>` when --data_dir or --config overrides are given.
   _image_emb.npy, _caption_emb.npy
                      --save_embeddings: float32 L2-normalised embeddings in
                      the same row orders; sims = image_emb @ caption_emb.T
+With --ensemble (comma-separated workdirs of runs on the same data, e.g. an
+SAF run for an SGR one) the score matrices of all runs are averaged: the
+SGRAF ensemble (outputs tagged `_ensemble`).
+
 Damaged checkpoints are skipped (nothing on disk is changed); results are
 printed before anything is written, so a read-only workdir loses nothing;
 errors print one sentence (the traceback with --verbose).
@@ -51,6 +56,8 @@ from itr_jax import cli
 from itr_jax import metrics
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import runs
+from itr_jax.evaluation import similarity
+from itr_jax.models import scorer
 from itr_jax.training import defaults
 from itr_jax.training import integrity
 from itr_jax.training import paths
@@ -83,6 +90,9 @@ _CONFIG = config_flags.DEFINE_config_dict(
     "config", defaults.base_config(),
     "Overrides of the run's eval.* and data.* settings, e.g. "
     "--config.eval.batch_size=512 --config.eval.ndcg_k=10.")
+_ENSEMBLE = flags.DEFINE_list(
+    "ensemble", [], "Workdirs of further runs on the same data whose score "
+    "matrices are averaged with this one's (SGRAF: --workdir=SGR --ensemble=SAF).")
 flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000
@@ -133,21 +143,21 @@ def resolve_protocol(protocol: str, num_images: int) -> str:
   return protocol
 
 
-def score(run: runs.LoadedRun, image_emb, caption_emb, *, protocol: str = "auto",
+def score(run: runs.LoadedRun, sims, *, protocol: str = "auto",
           coco_ids: str | None = None) -> dict:
-  """The report dict of `image_emb` / `caption_emb` of `run.split`."""
+  """The report dict of the score matrix `sims` [N_images, N_captions] of `run.split`."""
   split, config = run.split, run.config
   protocol = resolve_protocol(protocol, split.num_images)
   ties = evaluate.eval_ties(config)
   report = {"checkpoint_step": run.step, "split": run.split_name,
             "num_images": split.num_images, "data_dir": run.data_dir,
             "protocol": protocol}
-  whole = evaluate.retrieval_report(
-      image_emb, caption_emb, captions_per_image=split.captions_per_image,
+  sims = np.asarray(sims)
+  whole = evaluate.sims_report(
+      sims, captions_per_image=split.captions_per_image,
       rsc_relevance=evaluate.split_relevance(split),
       true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
   if protocol == "coco":
-    sims = image_emb @ caption_emb.T
     folds = metrics.coco_1k_folds(sims, captions_per_image=split.captions_per_image,
                                   ties=ties)
     report["coco_1k"] = {k: float(np.mean([f[k] for f in folds])) for k in folds[0]}
@@ -169,24 +179,51 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
                  coco_ids: str | None = None, *, data_dir: str | None = None,
                  protocol: str = "auto", overrides: dict | None = None,
                  save_sims: bool = False, save_embeddings: bool = False,
-                 write: bool = True, echo: bool = False) -> dict:
+                 ensemble: tuple[str, ...] = (), write: bool = True,
+                 echo: bool = False) -> dict:
   """Evaluates checkpoint `which` of `workdir`; returns the report.
 
-  `echo` prints the report before anything is written; `write` writes it
-  (and the requested arrays) into the workdir.
+  `ensemble`: workdirs of further runs on the same data whose score matrices
+  are averaged with this one's (the SGRAF ensemble). `echo` prints the report
+  before anything is written; `write` writes it (and the requested arrays)
+  into the workdir.
   """
   recorded_data_dir = workdir_lib.load_config(workdir).data.data_dir
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
-  image_emb, caption_emb = evaluate.encode_eval_split(
-      run.model, run.params, run.split, run.vocab, run.config, progress=True)
-  report = score(run, image_emb, caption_emb, protocol=protocol, coco_ids=coco_ids)
-  stem = output_stem(workdir, run.split_name, run.step, best=which == "best",
-                     tag=run_tag(recorded_data_dir, data_dir, overrides))
+  two_tower = scorer.is_two_tower(run.model)
+  if save_embeddings and not two_tower:
+    raise ValueError(f"--save_embeddings needs a two-tower model; {workdir!r} is a "
+                     f"cross-attention scorer ({run.config.model.name}): use --save_sims.")
+  image_emb = caption_emb = None
+  if two_tower:
+    image_emb, caption_emb = evaluate.encode_eval_split(
+        run.model, run.params, run.split, run.vocab, run.config, progress=True)
+    sims = image_emb @ caption_emb.T
+  else:
+    sims = evaluate.split_similarity(run.model, run.params, run.split, run.vocab,
+                                     run.config)
+  tag = run_tag(recorded_data_dir, data_dir, overrides)
+  if ensemble:
+    others = [runs.load_run(other, run.split_name, which, data_dir=data_dir,
+                            overrides=overrides) for other in ensemble]
+    for other, other_run in zip(ensemble, others):
+      if (other_run.split.num_images, other_run.split.num_captions) != (
+          run.split.num_images, run.split.num_captions):
+        raise ValueError(f"--ensemble run {other!r} evaluates a different split "
+                         f"({other_run.split.num_images} images) than {workdir!r} "
+                         f"({run.split.num_images}); ensemble runs on the same data.")
+    sims = similarity.ensemble(sims, *(evaluate.split_similarity(
+        o.model, o.params, o.split, o.vocab, o.config) for o in others))
+    tag = "_".join(t for t in (tag, "ensemble") if t)
+  report = score(run, sims, protocol=protocol, coco_ids=coco_ids)
+  if ensemble:
+    report["ensemble"] = {w: o.step for w, o in zip(ensemble, others)}
+  stem = output_stem(workdir, run.split_name, run.step, best=which == "best", tag=tag)
   report["overrides"] = dict(overrides or {})
   arrays = {}
   if save_sims:
-    arrays[stem + "_sims.npy"] = image_emb @ caption_emb.T
+    arrays[stem + "_sims.npy"] = sims
   if save_embeddings:
     arrays[stem + "_image_emb.npy"] = image_emb
     arrays[stem + "_caption_emb.npy"] = caption_emb
@@ -228,7 +265,7 @@ def format_report(report: dict) -> str:
            f"{report['split']!r} ({report['num_images']} images), protocol "
            f"{report.get('protocol', 'full')}"]
   for protocol, values in report.items():
-    if protocol in ("overrides", "files"):
+    if protocol in ("overrides", "files", "ensemble"):
       continue
     if isinstance(values, dict):
       lines.append(f"  [{protocol}]")
@@ -255,7 +292,7 @@ def main(argv):
       data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,
       overrides=config_flags.get_override_values(flags.FLAGS["config"]),
       save_sims=_SAVE_SIMS.value, save_embeddings=_SAVE_EMBEDDINGS.value,
-      echo=True)
+      ensemble=tuple(_ENSEMBLE.value), echo=True)
 
 
 def run():

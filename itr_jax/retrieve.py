@@ -22,6 +22,7 @@ from itr_jax import cli
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import retrieval
 from itr_jax.evaluation import runs
+from itr_jax.models import scorer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _QUERY = flags.DEFINE_multi_string("query", [], "Text query (text -> image); repeatable.")
@@ -43,6 +44,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   run = runs.load_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
                       data_dir=_DATA_DIR.value)
+  if not scorer.is_two_tower(run.model):
+    raise ValueError(f"itr_jax.retrieve ranks by embeddings; {_WORKDIR.value!r} is a "
+                     f"cross-attention scorer ({run.config.model.name}). Use "
+                     "`itr_jax.evaluate --save_sims` and rank the saved matrix.")
   image_emb, caption_emb = evaluate.encode_eval_split(
       run.model, run.params, run.split, run.vocab, run.config, progress=True)
   print(f"{_WORKDIR.value}: checkpoint step {run.step}, split {run.split_name!r} "

@@ -109,7 +109,7 @@ def test_coco_protocol_reports_each_fold_and_their_mean():
     evaluate_cli.resolve_protocol("coco", 16)
   assert evaluate_cli.resolve_protocol("auto", 5000) == "coco"
   assert evaluate_cli.resolve_protocol("auto", 25) == "full"
-  report = evaluate_cli.score(run, image_emb, caption_emb, protocol="coco")
+  report = evaluate_cli.score(run, image_emb @ caption_emb.T, protocol="coco")
   sims = image_emb.astype(np.float64) @ caption_emb.T.astype(np.float64)
   folds = [_reference_report(sims[5 * f:5 * f + 5, 25 * f:25 * f + 25]) for f in range(5)]
   assert len(report["coco_1k_folds"]) == 5

@@ -9,33 +9,28 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from itr_jax import sharding
+from itr_jax.models import scorer
 
 
-def as_variables(params) -> dict:
-  """`params`, or model variables (`{"params": ..., "batch_stats": ...}`) as given."""
-  return params if "params" in params else {"params": params}
+def _encode_fns(model):
+  # Evaluation mode; `params` may be bare params or a variables dict.
+  return (lambda params, images: scorer.encode_images(
+              model, scorer.as_variables(params), images)[0],
+          lambda params, tokens, lengths: scorer.encode_texts(
+              model, scorer.as_variables(params), tokens, lengths))
 
 
 @functools.lru_cache(maxsize=8)
 def _encoders(model):
   """Compiled encoders for `model`, shared across evaluations (no recompiles)."""
-  encode_images = jax.jit(lambda params, images: model.apply(
-      as_variables(params), images, method="encode_images"))
-  encode_texts = jax.jit(lambda params, tokens, lengths: model.apply(
-      as_variables(params), tokens, lengths, method="encode_texts"))
-  return encode_images, encode_texts
+  return tuple(jax.jit(fn) for fn in _encode_fns(model))
 
 
 @functools.lru_cache(maxsize=8)
 def _sharded_encoders(model, mesh):
   """`_encoders` with the batch split over `mesh` and the embeddings gathered."""
-  encode_images, encode_texts = (
-      jax.jit(fn, out_shardings=sharding.replicated(mesh))
-      for fn in (lambda params, images: model.apply(
-                     as_variables(params), images, method="encode_images"),
-                 lambda params, tokens, lengths: model.apply(
-                     as_variables(params), tokens, lengths, method="encode_texts")))
-  return encode_images, encode_texts
+  return tuple(jax.jit(fn, out_shardings=sharding.replicated(mesh))
+               for fn in _encode_fns(model))
 
 
 def _split_over(mesh, array: np.ndarray) -> jax.Array:
@@ -60,10 +55,11 @@ def _encode(encode_fn, params, batches: Iterable[Mapping[str, np.ndarray]],
       # Pad to a multiple of the batch shards; the padding is cut off below.
       shards = sharding.num_batch_shards(mesh)
       inputs = [_split_over(mesh, _pad_rows(x, shards)) for x in inputs]
-    emb = np.asarray(encode_fn(params, *inputs))
     mask = np.asarray(batch["mask"], bool)
-    chunks.append(emb[:mask.shape[0]][mask])
-  return np.concatenate(chunks, axis=0)
+    # A representation may be a pytree (e.g. regions + global vector).
+    chunks.append(jax.tree.map(lambda e: np.asarray(e)[:mask.shape[0]][mask],
+                               encode_fn(params, *inputs)))
+  return jax.tree.map(lambda *c: np.concatenate(c, axis=0), *chunks)
 
 
 def params_mesh(params):
@@ -79,8 +75,10 @@ def encode_split(model, params, image_batches, caption_batches, *,
                  mesh=None) -> tuple[np.ndarray, np.ndarray]:
   """Embeddings of each image once and of each caption, padding rows dropped.
 
-  `params` are the model's parameters, or its variables with their other
-  collections (e.g. `train_step.variables(state)`: BatchNorm statistics).
+  `params`: the model's params, or its variables dict (with batch_stats).
+  For a cross-attention scorer the "embeddings" are its representations
+  (pytrees of arrays with one row per item); score them with
+  `itr_jax.evaluation.similarity.similarity_matrix`.
 
   `image_batches` yield `images` [B, R, F] and `mask` [B]; `caption_batches`
   yield `tokens` [B, L], `lengths` [B] and `mask` [B] (the last batch of a

@@ -16,6 +16,7 @@ from itr_jax.data import pipeline
 from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.vocab import Vocabulary
 from itr_jax.evaluation import encode
+from itr_jax.evaluation import similarity
 from itr_jax.relevance import rsc_matrix
 
 # Shown on the console after each dev evaluation.
@@ -47,6 +48,15 @@ def retrieval_report(image_emb: np.ndarray, caption_emb: np.ndarray, *,
   `ties`: how recall and NDCG order tied scores (`metrics.recall`).
   """
   sims = np.asarray(jnp.asarray(image_emb) @ jnp.asarray(caption_emb).T)
+  return sims_report(sims, captions_per_image=captions_per_image,
+                     rsc_relevance=rsc_relevance, true_relevance=true_relevance,
+                     ndcg_k=ndcg_k, ties=ties)
+
+
+def sims_report(sims: np.ndarray, *, captions_per_image: int, rsc_relevance=None,
+                true_relevance=None, ndcg_k: int = 0,
+                ties: str = "optimistic") -> dict[str, float]:
+  """Flat metrics dict for a score matrix [N_images, N_captions] of any scorer."""
   report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image,
                                       ties=ties)
   k = ndcg_k or None
@@ -86,18 +96,33 @@ def _with_progress(batches, total: int, desc: str):
       bar.update(1)
 
 
+def split_similarity(model, params, split: PrecomputedSplit, vocab: Vocabulary,
+                     config: ml_collections.ConfigDict) -> np.ndarray:
+  """Scores [N_images, N_captions] of the whole split (any scorer).
+
+  Two-tower models encode each item once and take dot products;
+  cross-attention scorers are scored in blocks over all devices
+  (`similarity.similarity_matrix`, `config.eval.score_block`).
+  """
+  image_repr, caption_repr = encode_eval_split(model, params, split, vocab, config)
+  block = config.eval.get("score_block", 128)
+  return similarity.similarity_matrix(model, params, image_repr, caption_repr,
+                                      mesh=encode.params_mesh(params),
+                                      image_block=block, caption_block=block)
+
+
 def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
                    config: ml_collections.ConfigDict, *,
                    rsc_relevance: np.ndarray | None = None) -> dict[str, float]:
-  """Encodes all of `split` with `params` and scores retrieval on it.
+  """Encodes all of `split` with `params` (or variables) and scores retrieval on it.
 
   `rsc_relevance`: the split's `split_relevance`, if already computed (it
   does not change between evaluations of the same split).
   """
-  image_emb, caption_emb = encode_eval_split(model, params, split, vocab, config)
+  sims = split_similarity(model, params, split, vocab, config)
   if rsc_relevance is None:
     rsc_relevance = split_relevance(split)
-  return retrieval_report(
-      image_emb, caption_emb, captions_per_image=split.captions_per_image,
+  return sims_report(
+      sims, captions_per_image=split.captions_per_image,
       rsc_relevance=rsc_relevance, true_relevance=split.true_relevance,
       ndcg_k=config.eval.ndcg_k, ties=eval_ties(config))

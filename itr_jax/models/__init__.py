@@ -16,25 +16,15 @@ from itr_jax.models.initializers import symmetric_uniform
 from itr_jax.models.normalize import l2_normalize
 from itr_jax.models.pooling import GPO, POOLINGS, max_pool, positional_encoding, sort_descending
 from itr_jax.models.text_encoder import TextEncoder
-from itr_jax.models import vse, vse_infty
 from itr_jax.models.vse import MODEL_FIELDS, VSEModel
 from itr_jax.models.vse_infty import VSEInftyModel
-
-# config.model.name -> constructor taking the config.model subtree.
-MODELS = {"vse": vse.create_model, "vse_infty": vse_infty.create_model}
-
-
-def create_model(config):
-  """The model `config.model.name` names ("vse" if absent), built from `config.model`."""
-  name = config.get("name", "vse")
-  if name not in MODELS:
-    raise ValueError(f"config.model.name must be one of {sorted(MODELS)}, got "
-                     f"{name!r}.")
-  return MODELS[name](config)
+from itr_jax.models.sgraf import SGRAF
+from itr_jax.models.registry import MODELS, create_model
+from itr_jax.models import scorer
 
 __all__ = [
-    "BertTextEncoder", "DenseMaxPool", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
-    "TextEncoder", "VSEInftyModel", "VSEModel", "MODELS", "create_model", "dense_max_pool", "gru_cell", "gru_scan",
+    "BertTextEncoder", "DenseMaxPool", "MODELS", "SGRAF", "scorer", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
+    "TextEncoder", "VSEInftyModel", "VSEModel", "create_model", "dense_max_pool", "gru_cell", "gru_scan",
     "l2_normalize", "max_pool", "positional_encoding", "reverse_valid_prefix",
     "pretrained_text_tower", "sort_descending", "symmetric_uniform",
     "with_pretrained_bert",

@@ -244,9 +244,8 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   run = runs.load_run(workdir, split, checkpoint)
   config, split, data, step, directory = (run.config, run.split_name, run.split,
                                           run.step, run.data_dir)
-  image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, data,
-                                                      run.vocab, config)
-  sims = np.asarray(image_emb @ caption_emb.T, np.float64)
+  sims = np.asarray(evaluate.split_similarity(run.model, run.params, data, run.vocab,
+                                              config), np.float64)
   relevance = {}
   if data.true_relevance is not None:
     relevance["true"] = np.asarray(data.true_relevance)
@@ -257,8 +256,8 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   image_queries, caption_queries = select_queries(
       sims, relevance, captions_per_image=data.captions_per_image,
       num_queries=num_queries, k=k, mode=mode, seed=seed)
-  split_metrics = evaluate.retrieval_report(
-      image_emb, caption_emb, captions_per_image=data.captions_per_image,
+  split_metrics = evaluate.sims_report(
+      sims, captions_per_image=data.captions_per_image,
       rsc_relevance=relevance.get("rsc"), true_relevance=relevance.get("true"))
   split_metrics = {key: v for key, v in split_metrics.items()
                    if not key.endswith(("medr", "meanr"))}

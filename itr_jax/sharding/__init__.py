@@ -3,11 +3,13 @@ sharded global batch, and multi-host start-up.
 
 * `create_mesh(config.mesh)`, `batch_sharding`, `global_batch` (mesh.py)
 * `state_shardings(abstract_state, mesh, config.sharding)` (partitioning.py)
-* `global_batch_listwise_loss`, `local_listwise_itr_loss` (global_batch_loss.py)
+* `global_batch_listwise_loss`, `local_listwise_itr_loss`, `global_batch_scorer_loss`
+  (cross-attention scorers) (global_batch_loss.py)
 * `initialize(mode, coordinator_address=..., ...)` (multihost.py)
 * `memory_stats(compiled)`: per-device bytes from XLA (memory.py)
 """
 from itr_jax.sharding.global_batch_loss import global_batch_listwise_loss
+from itr_jax.sharding.global_batch_loss import global_batch_scorer_loss
 from itr_jax.sharding.global_batch_loss import local_listwise_itr_loss
 from itr_jax.sharding.mesh import BATCH_AXIS_NAMES
 from itr_jax.sharding.mesh import batch_axes
@@ -35,6 +37,7 @@ __all__ = [
     "create_mesh",
     "global_batch",
     "global_batch_listwise_loss",
+    "global_batch_scorer_loss",
     "initialize",
     "local_listwise_itr_loss",
     "main_process_first",

@@ -106,22 +106,45 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
   _validation.check_choice("t2i_relevance", t2i_relevance,
                            losses.smooth_ndcg.T2I_RELEVANCE_MODES)
 
-  def gather(x):
-    if axis_name is None:
-      return x
-    return jax.lax.all_gather(x, axis_name, tiled=True)
-
-  shards = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
-  global_size = local * shards
-  if global_size < 2:
-    raise ValueError(f"The global batch needs at least 2 pairs, got {global_size}.")
-
-  image_caption_emb = jax.lax.stop_gradient(image_caption_emb)
-  caption_sentence_emb = jax.lax.stop_gradient(caption_sentence_emb)
+  gather = lambda x: _gather(x, axis_name)
   # Query rows: image i vs every caption, caption j vs every image.
   i2t_scores = image_emb @ gather(caption_emb).T
   t2i_scores = caption_emb @ gather(image_emb).T
+  return local_loss_of_rows(
+      i2t_scores, t2i_scores, image_caption_emb, caption_sentence_emb,
+      axis_name=axis_name, margin=margin, tau=tau, weight=weight,
+      t2i_relevance=t2i_relevance, idcg=idcg, hardest=hardest,
+      chunk_size=chunk_size, rsc_snap=rsc_snap, rank_method=rank_method)
+
+
+def _gather(x, axis_name, axis=0):
+  if axis_name is None:
+    return x
+  return jax.lax.all_gather(x, axis_name, axis=axis, tiled=True)
+
+
+def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
+                       image_caption_emb: jax.Array,
+                       caption_sentence_emb: jax.Array, *,
+                       axis_name: Optional[AxisName], margin=0.2, tau=0.01,
+                       weight=0.5, t2i_relevance: str = "paper",
+                       idcg: str = "tied", hardest: bool = True,
+                       chunk_size: Optional[int] = None, rsc_snap: bool = True,
+                       rank_method: str = "chunked"):
+  """`local_listwise_itr_loss` given this device's query rows of the scores.
+
+  `i2t_scores` [B/D, B]: s[i, :] of the local images (global rows o..o+B/D);
+  `t2i_scores` [B/D, B]: s[:, j]ᵀ of the local captions. Whatever model
+  produced them (dot products or a cross-attention scorer), the result is
+  the global batch's loss, as in `local_listwise_itr_loss`.
+  """
+  local, global_size = i2t_scores.shape
+  if global_size < 2:
+    raise ValueError(f"The global batch needs at least 2 pairs, got {global_size}.")
+  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
+  gather = lambda x: _gather(x, axis_name)
+  image_caption_emb = jax.lax.stop_gradient(image_caption_emb)
+  caption_sentence_emb = jax.lax.stop_gradient(caption_sentence_emb)
   i2t_rel = _with_positives(
       rsc_matrix(image_caption_emb, gather(caption_sentence_emb), snap=rsc_snap),
       offset)
@@ -205,3 +228,57 @@ def global_batch_listwise_loss(image_emb: jax.Array, caption_emb: jax.Array,
                        out_specs=PartitionSpec())(
                            image_emb, caption_emb, image_caption_emb,
                            caption_sentence_emb)
+
+
+def global_batch_scorer_loss(score_fn, variables, image_repr, caption_repr,
+                             image_caption_emb: jax.Array,
+                             caption_sentence_emb: jax.Array, *, mesh: Mesh,
+                             **loss_kwargs):
+  """The listwise loss of a global batch scored by a cross-attention model.
+
+  `score_fn(variables, image_repr, caption_repr) -> (scores [I, C], aux)`
+  (aux: per-caption arrays [C]) scores any images against any captions,
+  e.g. `itr_jax.models.scorer.similarity`. Each device scores *all* B images
+  against its own B/D captions (the columns s[:, j] of its pairs, so a
+  per-caption statistic sees the whole batch, as on one device), the
+  columns are all-gathered into the full [B, B] matrix and each device takes
+  its query rows in both directions for `local_loss_of_rows`. The pairwise
+  scoring work is split D ways; loss and gradients equal those of
+  `listwise_itr_loss(score_fn(variables, image_repr, caption_repr)[0], rsc(...))`.
+
+  Args:
+    score_fn: the scorer (closed over nothing traced: pass `variables`).
+    variables: model variables, replicated.
+    image_repr, caption_repr: pytrees of [B, ...] arrays split over the batch axes.
+    image_caption_emb [B, C, D_s], caption_sentence_emb [B, D_s]: for RSC.
+    mesh, **loss_kwargs: as in `global_batch_listwise_loss`.
+
+  Returns:
+    (loss, aux, score_aux): aux as `listwise_itr_loss`; score_aux the
+    scorer's per-caption arrays for the whole batch, in caption order.
+  """
+  axes = mesh_lib.batch_axes(mesh)
+  mesh_lib.check_batch_size(jax.tree.leaves(image_repr)[0].shape[0], mesh,
+                            what="the global batch")
+  rows = PartitionSpec(axes)
+
+  def per_device(variables, image_repr, caption_repr, image_caption_emb,
+                 caption_sentence_emb):
+    gather = lambda x: _gather(x, axes)
+    columns, score_aux = score_fn(variables, jax.tree.map(gather, image_repr),
+                                  caption_repr)  # [B, B/D]
+    local = columns.shape[1]
+    offset = jax.lax.axis_index(axes) * local
+    scores = _gather(columns, axes, axis=1)  # [B, B]
+    i2t_scores = jax.lax.dynamic_slice_in_dim(scores, offset, local, axis=0)
+    loss, aux = local_loss_of_rows(i2t_scores, columns.T, image_caption_emb,
+                                   caption_sentence_emb, axis_name=axes,
+                                   **loss_kwargs)
+    return loss, aux, score_aux
+
+  # score_aux stays split over the devices' captions: a global [B] array.
+  return jax.shard_map(per_device, mesh=mesh,
+                       in_specs=(PartitionSpec(), rows, rows, rows, rows),
+                       out_specs=(PartitionSpec(), PartitionSpec(), rows))(
+                           variables, image_repr, caption_repr,
+                           image_caption_emb, caption_sentence_emb)

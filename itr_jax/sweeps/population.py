@@ -37,6 +37,7 @@ import numpy as np
 import tqdm
 from flax.training import train_state
 
+from itr_jax import models
 from itr_jax.evaluation import evaluate
 from itr_jax.sweeps import declaration
 from itr_jax.sweeps import members as members_lib
@@ -108,6 +109,9 @@ def train_population(base: ml_collections.ConfigDict,
   check_population([m.overrides for m in members])
   if not members:
     raise ValueError("members is empty")
+  if not models.scorer.is_two_tower(trainer.build_model(base, 1)):
+    raise ValueError(f"--population trains two-tower backbones only, not model.name="
+                     f"{base.model.name!r}; run that sweep without --population.")
   configs = [declaration.apply_overrides(base, m.overrides) for m in members]
   for c in configs:
     train_step_lib.check_loss_config(c.loss)  # bad values fail before any write

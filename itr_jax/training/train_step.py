@@ -14,13 +14,15 @@ from itr_jax import losses
 from itr_jax import relevance as relevance_lib
 from itr_jax import sharding
 from itr_jax.training import defaults
+from itr_jax.models import scorer
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
 
 
 class StatefulTrainState(train_state.TrainState):
-  """A `TrainState` that also carries the model's non-parameter variables.
+  """A `TrainState` that also carries a two-tower model's non-parameter
+  variables.
 
   `model_state` holds collections such as BatchNorm's `batch_stats`
   (VSE-infinity's region MLP): updated by the train step, saved in
@@ -30,9 +32,21 @@ class StatefulTrainState(train_state.TrainState):
   model_state: Any = flax.struct.field(pytree_node=True, default=None)
 
 
+class ScorerTrainState(train_state.TrainState):
+  """A TrainState that also carries BatchNorm running statistics and the
+  dropout key of a cross-attention scorer (SGRAF); step s uses dropout key
+  `fold_in(dropout_rng, s)`, so a resumed run draws the same masks."""
+  batch_stats: Any = None
+  dropout_rng: Any = None
+
+
 def variables(state) -> dict:
-  """`{"params": ..., **model_state}`: what `model.apply` takes for `state`."""
-  return {"params": state.params, **(getattr(state, "model_state", None) or {})}
+  """`{"params": ..., **model state}`: what `model.apply` takes for `state`
+  (either kind of state above, or a plain `TrainState`)."""
+  extra = dict(getattr(state, "model_state", None) or {})
+  if getattr(state, "batch_stats", None):
+    extra["batch_stats"] = state.batch_stats
+  return {"params": state.params, **extra}
 
 
 def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -116,6 +130,38 @@ def batch_loss_and_state(model, params, model_state: Optional[Mapping], batch: B
       scores, relevance, hardest=hardest, **loss_kwargs(loss_config)), model_state
 
 
+def scorer_batch_loss(model, variables, batch: Batch, *, hardest: bool,
+                      loss_config: ml_collections.ConfigDict, mesh=None,
+                      rng=None):
+  """(loss, (aux, new batch_stats)) of a cross-attention scorer on one batch.
+
+  Encodes in training mode (dropout from `rng`, BatchNorm batch statistics
+  over the global batch), scores the B×B matrix in chunks of captions
+  (`scorer.similarity`) and applies the listwise loss; with a `mesh` each
+  device scores its own captions against the whole batch
+  (`sharding.global_batch_scorer_loss`).
+  """
+  image_repr, caption_repr, batch_stats = scorer.encode(
+      model, variables, batch["images"], batch["tokens"], batch["lengths"],
+      train=True, rng=rng)
+
+  def score_fn(variables, image_repr, caption_repr):
+    return scorer.similarity(model, variables, image_repr, caption_repr, train=True)
+
+  if mesh is not None:
+    loss, aux, score_aux = sharding.global_batch_scorer_loss(
+        score_fn, variables, image_repr, caption_repr, batch["image_caption_emb"],
+        batch["caption_emb"], mesh=mesh, hardest=hardest,
+        rsc_snap=rsc_snap(loss_config), **loss_kwargs(loss_config))
+  else:
+    scores, score_aux = score_fn(variables, image_repr, caption_repr)
+    relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"],
+                                  snap=rsc_snap(loss_config))
+    loss, aux = losses.listwise_itr_loss(scores, relevance, hardest=hardest,
+                                         **loss_kwargs(loss_config))
+  return loss, (aux, scorer.merge_batch_stats(model, batch_stats, score_aux))
+
+
 def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
                     hardest: bool = True, mesh=None, state_sharding=None,
                     augment=None) -> Callable[[TrainState, Batch], tuple]:
@@ -125,7 +171,9 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
   input state is donated: its buffers are reused for the new one. A
   `StatefulTrainState`'s `model_state` is updated too. `augment(batch, step)`
   (`augment.make_augment`), if given, transforms the batch first, with
-  randomness drawn from the state's step.
+  randomness drawn from the state's step. A cross-attention model
+  (`scorer.is_two_tower(model)` False) needs a `ScorerTrainState` and trains
+  through `scorer_batch_loss`.
 
   With a `mesh` (`sharding.create_mesh`), the step is compiled for it: the
   state in and out is placed by `state_sharding` (a tree of NamedShardings,
@@ -137,19 +185,31 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
   def train_step(state: TrainState, batch: Batch):
     if augment is not None:
       batch = augment(batch, state.step)
-    model_state = getattr(state, "model_state", None)
+    if scorer.is_two_tower(model):
+      model_state = getattr(state, "model_state", None)
 
-    def loss_fn(params):
-      (loss, aux), new_model_state = batch_loss_and_state(
-          model, params, model_state, batch, hardest=hardest,
-          loss_config=loss_config, mesh=mesh)
-      return loss, (aux, new_model_state)
+      def loss_fn(params):
+        (loss, aux), new_model_state = batch_loss_and_state(
+            model, params, model_state, batch, hardest=hardest,
+            loss_config=loss_config, mesh=mesh)
+        return loss, (aux, new_model_state)
 
-    (loss, (aux, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads)
-    if model_state:
-      new_state = new_state.replace(model_state=new_model_state)
+      (loss, (aux, new_model_state)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(state.params)
+      new_state = state.apply_gradients(grads=grads)
+      if model_state:
+        new_state = new_state.replace(model_state=new_model_state)
+    else:
+      rng = jax.random.fold_in(state.dropout_rng, state.step)
+
+      def scorer_loss_fn(params):
+        return scorer_batch_loss(
+            model, {"params": params, "batch_stats": state.batch_stats}, batch,
+            hardest=hardest, loss_config=loss_config, mesh=mesh, rng=rng)
+
+      (loss, (aux, batch_stats)), grads = jax.value_and_grad(
+          scorer_loss_fn, has_aux=True)(state.params)
+      new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 

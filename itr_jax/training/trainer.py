@@ -87,6 +87,11 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   params = variables.pop("params")
   if pretrained_bert is not None:
     params = models.with_pretrained_bert(params, pretrained_bert)
+  if not models.scorer.is_two_tower(model):
+    return train_step_lib.ScorerTrainState.create(
+        apply_fn=model.apply, params=params, tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+        dropout_rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
   if variables:
     return train_step_lib.StatefulTrainState.create(
         apply_fn=model.apply, params=params, tx=tx, model_state=variables)

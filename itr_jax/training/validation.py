@@ -7,7 +7,8 @@ and never after config.json has been written (which would make the corrected
 command look like "a different config"). `check_workdir(workdir)` checks the
 workdir can be written without writing to it.
 
->>> from itr_jax.training import defaults
+>>> from itr_jax.models import registry
+from itr_jax.training import defaults
 >>> c = defaults.base_config()
 >>> c.train.log_every_steps = 0
 >>> check_config(c)
@@ -22,6 +23,7 @@ import os
 
 import ml_collections
 
+from itr_jax.models import registry
 from itr_jax.training import defaults
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import train_step as train_step_lib
@@ -42,6 +44,7 @@ _CHOICES = {
     "data.vocab_recipe": ("itr_jax", "official"),
     "eval.ties": ("optimistic", "official"),
     "data.drop_last": (True, False),
+    "model.name": tuple(registry.MODELS),
 }
 
 
