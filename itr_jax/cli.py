@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from absl import app
-
 # absl prints usage for these and exits with status 1; asking for help is
 # not an error, so the commands exit 0.
 HELP_ARGS = ("--help", "-help", "-?", "--helpshort", "--helpfull")
@@ -27,10 +25,13 @@ def config_fields_help() -> str:
 
 
 def run(main: Callable[[list[str]], None], *, config_fields: bool = False) -> None:
-  """`absl.app.run(main)`; --help exits 0 and, with `config_fields`, lists them."""
+  """`errors.run(main)` (absl's app.run with readable errors); --help exits 0
+  and, with `config_fields`, lists them."""
+  # Readable errors (one sentence, exit 1; --verbose for the traceback).
+  from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
   wants_help = any(arg in HELP_ARGS for arg in sys.argv[1:])
   try:
-    app.run(main)
+    errors.run(main)
   except SystemExit as e:
     if wants_help and e.code == 1:
       if config_fields:

@@ -17,7 +17,9 @@ protocol (each fold and their mean) and the 5K protocol (the whole split);
 --data_dir evaluates on another copy of the data or another dataset in the
 same format; --config.<field>=<value> overrides the run's `eval.*` and
 `data.*` settings (e.g. --config.eval.ndcg_k=10). A run's synthetic dataset
-is never regenerated here: it must exist.
+is never regenerated here: it must exist. Damaged checkpoints are skipped
+(nothing on disk is changed); errors print one sentence (the traceback with
+--verbose).
 
 Outputs in the workdir, named `eval_<split>[_step<N>][_<tag>]`: `_step<N>`
 for any checkpoint but the best (so the best's `eval_<split>.json` is never
@@ -49,6 +51,7 @@ from itr_jax import metrics
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import runs
 from itr_jax.training import defaults
+from itr_jax.training import integrity
 from itr_jax.training import paths
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
@@ -82,6 +85,7 @@ _CONFIG = config_flags.DEFINE_config_dict(
 flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000
+restore_params = runs.restore_params  # (benchmarks/official_differences.py)
 PROTOCOLS = ("auto", "full", "coco")
 
 
@@ -134,16 +138,18 @@ def score(run: runs.LoadedRun, image_emb, caption_emb, *, protocol: str = "auto"
   """The report dict of `image_emb` / `caption_emb` of `run.split`."""
   split, config = run.split, run.config
   protocol = resolve_protocol(protocol, split.num_images)
+  ties = evaluate.eval_ties(config)
   report = {"checkpoint_step": run.step, "split": run.split_name,
             "num_images": split.num_images, "data_dir": run.data_dir,
             "protocol": protocol}
   whole = evaluate.retrieval_report(
       image_emb, caption_emb, captions_per_image=split.captions_per_image,
       rsc_relevance=evaluate.split_relevance(split),
-      true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+      true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
   if protocol == "coco":
     sims = image_emb @ caption_emb.T
-    folds = metrics.coco_1k_folds(sims, captions_per_image=split.captions_per_image)
+    folds = metrics.coco_1k_folds(sims, captions_per_image=split.captions_per_image,
+                                  ties=ties)
     report["coco_1k"] = {k: float(np.mean([f[k] for f in folds])) for k in folds[0]}
     report["coco_1k_folds"] = folds
     report["coco_5k"] = whole
@@ -162,8 +168,13 @@ def score(run: runs.LoadedRun, image_emb, caption_emb, *, protocol: str = "auto"
 def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
                  coco_ids: str | None = None, *, data_dir: str | None = None,
                  protocol: str = "auto", overrides: dict | None = None,
-                 save_sims: bool = False, save_embeddings: bool = False) -> dict:
-  """Evaluates checkpoint `which` of `workdir`; writes and returns the report."""
+                 save_sims: bool = False, save_embeddings: bool = False,
+                 write: bool = True, before_writing=None) -> dict:
+  """Evaluates checkpoint `which` of `workdir`; writes (if `write`) and returns the report.
+
+  `before_writing(report)` runs before anything is written (the command
+  prints the results first: a read-only workdir must not lose them).
+  """
   recorded_data_dir = workdir_lib.load_config(workdir).data.data_dir
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
@@ -176,14 +187,19 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   files = {}
   if save_sims:
     files["sims"] = stem + "_sims.npy"
-    np.save(files["sims"], np.asarray(image_emb @ caption_emb.T, np.float32))
   if save_embeddings:
     files["image_emb"], files["caption_emb"] = stem + "_image_emb.npy", stem + "_caption_emb.npy"
+  report["files"] = {"report": stem + ".json", **files}
+  if before_writing is not None:
+    before_writing(report)
+  if not write:
+    return report
+  integrity.atomic_write_text(stem + ".json", json.dumps(report, indent=2))
+  if save_sims:
+    np.save(files["sims"], np.asarray(image_emb @ caption_emb.T, np.float32))
+  if save_embeddings:
     np.save(files["image_emb"], np.asarray(image_emb, np.float32))
     np.save(files["caption_emb"], np.asarray(caption_emb, np.float32))
-  report["files"] = {"report": stem + ".json", **files}
-  with open(stem + ".json", "w") as f:
-    json.dump(report, f, indent=2)
   if stem == output_stem(workdir, run.split_name, run.step, best=True):
     # The run's own result: beside its training curves in TensorBoard.
     log = reporting.MetricsLog(workdir)
@@ -223,12 +239,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  report = evaluate_run(
-      _WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
-      data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,
-      overrides=config_flags.get_override_values(flags.FLAGS["config"]),
-      save_sims=_SAVE_SIMS.value, save_embeddings=_SAVE_EMBEDDINGS.value)
-  print(format_report(report))
+  try:
+    evaluate_run(
+        _WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
+        data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,
+        overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+        save_sims=_SAVE_SIMS.value, save_embeddings=_SAVE_EMBEDDINGS.value,
+        before_writing=lambda report: print(format_report(report), flush=True))
+  except OSError as e:
+    raise OSError(e.errno, f"The results above could not be saved to "
+                  f"{_WORKDIR.value!r} ({e.strerror}); copy them from this "
+                  "output", e.filename) from e
 
 
 def run():

@@ -1,10 +1,13 @@
 r"""Train an ITR model from a config file.
 
   python -m itr_jax.train --config=configs/synthetic_scenes.py --workdir=workdirs/demo \
-      [--config.loss.tau=0.02 ...] [--fresh]
+      [--config.loss.tau=0.02 ...] [--fresh] [--verbose]
 
 Any config field can be overridden with --config.<path>=<value>. Running again
-with the same --workdir resumes from its latest checkpoint.
+with the same --workdir resumes from its latest checkpoint; a second trainer
+on the same --workdir is refused while the first runs. Errors print what is
+wrong and what to do (the traceback with --verbose). SIGTERM or Ctrl-C:
+checkpoint and exit; a second Ctrl-C exits at once.
 
 Multi-host: start the same command on every host (or process) with
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or the

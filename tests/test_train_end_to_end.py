@@ -107,3 +107,50 @@ def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
   final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
   assert report["checkpoint_step"] == final_dev["step"]
   assert report["full"]["rsum"] == pytest.approx(final_dev["rsum"], abs=1e-6)
+
+
+def test_run_start_records_how_many_captions_max_len_truncates(tiny_run):
+  from itr_jax.data import precomputed, vocab  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  config, workdir, _, _ = tiny_run
+  [record] = [r for r in reporting.read_metrics(workdir) if r["kind"] == "data"]
+  captions = precomputed.read_captions(os.path.join(
+      experiment_data.data_dir(config), "train_caps.txt"))
+  # <start> + words + <end> longer than max_len.
+  want = sum(len(vocab.tokenize(c)) + 2 > config.data.max_len for c in captions)
+  assert record["step"] == 0 and record["train_captions"] == len(captions) == 240
+  assert record["truncated_train_captions"] == want
+
+
+def test_keeping_the_last_partial_batch_trains_and_resumes_exactly(tiny_run, tmp_path):
+  """240 captions at batch 32 on 8 devices: 7 full batches + one of 16 per
+  epoch; a run resumed after epoch 1 ends with bitwise the same parameters."""
+  _, _, _, data_dir = tiny_run
+
+  def config(num_epochs):
+    c = tiny_config(data_dir, num_epochs=num_epochs)
+    c.data.drop_last, c.train.batch_size = False, 32
+    c.train.checkpoint_every_steps = 1000  # epoch ends only
+    return c
+
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  trainer.train_and_evaluate(config(2), straight)
+  trainer.train_and_evaluate(config(1), resumed)
+  trainer.train_and_evaluate(config(2), resumed)
+  jax.tree.map(np.testing.assert_array_equal, params_at(straight, 16), params_at(resumed, 16))
+  dev = [r for r in reporting.read_metrics(straight) if r["kind"] == "dev"]
+  assert [(r["step"], r["epoch"]) for r in dev] == [(0, 0.0), (8, 1.0), (16, 2.0)]
+
+
+def test_official_ties_in_the_evaluation_report():
+  from itr_jax.evaluation import evaluate  # pylint: disable=import-outside-toplevel
+  emb = np.ones((4, 3), np.float32)  # collapsed embeddings: every score tied
+  # Captions 0-4 relevant to every image: the lowest columns rank first when
+  # ties go by index, last in the official reversed argsort order.
+  kw = dict(captions_per_image=5, rsc_relevance=np.tile(np.arange(20) < 5, (4, 1)))
+  optimistic = evaluate.retrieval_report(emb, np.ones((20, 3), np.float32), **kw)
+  official = evaluate.retrieval_report(emb, np.ones((20, 3), np.float32),
+                                       ties="official", **kw)
+  assert optimistic["i2t_r1"] == optimistic["t2i_r1"] == 100.0
+  assert official["i2t_r1"] == 25.0 and official["t2i_r1"] == 25.0
+  assert optimistic["rsc_ndcg_i2t"] == 1.0 > official["rsc_ndcg_i2t"]

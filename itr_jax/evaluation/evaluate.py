@@ -24,6 +24,12 @@ SUMMARY_KEYS = ("rsum", "i2t_r1", "t2i_r1", "rsc_ndcg_i2t", "rsc_ndcg_t2i",
                 "true_ndcg_i2t", "true_ndcg_t2i")
 
 
+def eval_ties(config: ml_collections.ConfigDict) -> str:
+  """config.eval.ties, validated ("optimistic" for configs saved before it)."""
+  return metrics.check_ties(config.eval.get("ties", "optimistic"),
+                            "config.eval.ties")
+
+
 def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
   """RSC relevance [N_images, N_captions] of every pair in `split`, if it has embeddings."""
   if split.caption_emb is None:
@@ -35,14 +41,20 @@ def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
 
 def retrieval_report(image_emb: np.ndarray, caption_emb: np.ndarray, *,
                      captions_per_image: int, rsc_relevance=None,
-                     true_relevance=None, ndcg_k: int = 0) -> dict[str, float]:
-  """Flat metrics dict for one set of embeddings (sims = cosine similarities)."""
+                     true_relevance=None, ndcg_k: int = 0,
+                     ties: str = "optimistic") -> dict[str, float]:
+  """Flat metrics dict for one set of embeddings (sims = cosine similarities).
+
+  `ties`: how recall and NDCG order tied scores (`metrics.recall`).
+  """
   sims = np.asarray(jnp.asarray(image_emb) @ jnp.asarray(caption_emb).T)
-  report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image)
+  report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image,
+                                      ties=ties)
   k = ndcg_k or None
   for name, relevance in (("rsc", rsc_relevance), ("true", true_relevance)):
     if relevance is not None:
-      both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k)
+      both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k,
+                                          ties=ties)
       report.update({f"{name}_{key}": value for key, value in both.items()})
   return report
 
@@ -81,4 +93,4 @@ def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
   return retrieval_report(
       image_emb, caption_emb, captions_per_image=split.captions_per_image,
       rsc_relevance=rsc_relevance, true_relevance=split.true_relevance,
-      ndcg_k=config.eval.ndcg_k)
+      ndcg_k=config.eval.ndcg_k, ties=eval_ties(config))

@@ -10,6 +10,9 @@ Shared by itr_jax.evaluate, itr_jax.retrieve and itr_jax.report.examples.
 from __future__ import annotations
 
 import dataclasses
+import os
+
+from absl import logging
 
 from itr_jax import sharding
 from itr_jax.training import checkpointing
@@ -24,28 +27,69 @@ from itr_jax.training import workdir as workdir_lib
 OVERRIDABLE = ("eval.", "data.")
 
 
-def restore_params(config, workdir: str, model, split, which: str):
-  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`."""
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  if which == "best":
-    step = checkpoints.best_step() or checkpoints.latest_step()
-  elif which == "latest":
-    step = checkpoints.latest_step()
-  else:
+def _steps_to_try(checkpoints, which: str) -> list[int]:
+  """The steps `which` names, best first, then the fallbacks in order."""
+  steps = sorted(checkpoints.all_steps(), reverse=True)
+  if which in ("best", "latest"):
+    best = checkpoints.best_step() if which == "best" else None
+    return ([best] if best is not None else []) + [s for s in steps if s != best]
+  try:
     step = int(which)
-  if step is None or step not in checkpoints.manager.all_steps():
+  except ValueError:
+    raise ValueError(f"--checkpoint={which!r} is not 'best', 'latest' or a step "
+                     f"number; the checkpoints in {checkpoints.directory} are at "
+                     f"steps {sorted(steps)}.") from None
+  if step not in steps:
+    damaged = checkpoints.damaged.get(step)
     raise ValueError(
-        f"No checkpoint {which!r} in {checkpoints.directory} (have "
-        f"{list(checkpoints.manager.all_steps())}); train first with "
-        "`python -m itr_jax.train`.")
-  # The optimizer is only needed for the state's structure. Restoring onto
-  # this machine's devices works whatever device count trained the run.
-  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  abstract, _ = trainer.placed_abstract_state(
-      config, model, tx, split, sharding.create_mesh(config.mesh))
-  state = checkpoints.restore(step, abstract)
-  checkpoints.close()
-  return state.params, step
+        f"--checkpoint={which}: " +
+        (f"that checkpoint is damaged ({damaged})" if damaged else
+         "there is no such checkpoint") +
+        f"; intact ones in {checkpoints.directory} are at steps {sorted(steps)}.")
+  return [step]
+
+
+def restore_params(config, workdir: str, model, split, which: str):
+  """Parameters of checkpoint `which` ('best', 'latest' or a step) in `workdir`.
+
+  Checkpoints are verified against their integrity records and nothing on
+  disk is changed (training may be running). For 'best' and 'latest', a
+  damaged or unrestorable checkpoint is skipped with a warning naming it and
+  the next newest is used; an explicit step fails with one sentence.
+  """
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ValueError(f"No checkpoints in {workdir!r}; train first with "
+                     "`python -m itr_jax.train`.")
+  checkpoints = checkpointing.Checkpoints(
+      workdir, keep=config.train.keep_checkpoints, read_only=True)
+  try:
+    for step, reason in sorted(checkpoints.damaged.items()):
+      logging.warning("Skipping damaged checkpoint step %d in %s: %s.", step,
+                      checkpoints.directory, reason)
+    candidates = _steps_to_try(checkpoints, which)
+    if not candidates:
+      raise ValueError(f"No intact checkpoint in {checkpoints.directory}; "
+                       "train first with `python -m itr_jax.train`.")
+    # The optimizer is only needed for the state's structure. Restoring onto
+    # this machine's devices works whatever device count trained the run.
+    tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
+    abstract, _ = trainer.placed_abstract_state(
+        config, model, tx, split, sharding.create_mesh(config.mesh))
+    for step in candidates:
+      try:
+        with checkpointing.quiet_failures():
+          return checkpoints.restore(step, abstract).params, step
+      except Exception as e:  # pylint: disable=broad-except
+        if len(candidates) == 1 or checkpoints.status.get(step) == "verified":
+          raise ValueError(
+              f"Checkpoint step {step} in {checkpoints.directory} cannot be "
+              f"restored ({checkpointing.describe(e)}).") from e
+        logging.warning("Checkpoint step %d in %s cannot be restored (%s); "
+                        "trying the previous one.", step, checkpoints.directory,
+                        checkpointing.describe(e))
+    raise ValueError(f"No checkpoint in {checkpoints.directory} can be restored.")
+  finally:
+    checkpoints.close()
 
 
 @dataclasses.dataclass

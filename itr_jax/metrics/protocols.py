@@ -16,33 +16,37 @@ from itr_jax.metrics import _checks
 from itr_jax.metrics.recall import i2t, rsum, t2i
 
 
-def evaluate_retrieval(sims, *, captions_per_image: int = 5) -> dict[str, float]:
+def evaluate_retrieval(sims, *, captions_per_image: int = 5,
+                       ties: str = "optimistic") -> dict[str, float]:
   """i2t and t2i Recall@1/5/10, medr, meanr and RSUM over the whole matrix.
+
+  `ties`: "optimistic" or "official" (see `itr_jax.metrics.recall`).
 
   >>> import numpy as np
   >>> result = evaluate_retrieval(np.eye(3).repeat(5, axis=1))
   >>> result["i2t_r1"], result["t2i_meanr"], result["rsum"]
   (100.0, 1.0, 600.0)
   """
-  image_to_text = i2t(sims, captions_per_image=captions_per_image)
-  text_to_image = t2i(sims, captions_per_image=captions_per_image)
+  image_to_text = i2t(sims, captions_per_image=captions_per_image, ties=ties)
+  text_to_image = t2i(sims, captions_per_image=captions_per_image, ties=ties)
   result = {f"i2t_{name}": value for name, value in image_to_text.items()}
   result.update({f"t2i_{name}": value for name, value in text_to_image.items()})
   result["rsum"] = rsum(image_to_text, text_to_image)
   return result
 
 
-def coco_5k(sims, *, captions_per_image: int = 5) -> dict[str, float]:
+def coco_5k(sims, *, captions_per_image: int = 5,
+            ties: str = "optimistic") -> dict[str, float]:
   """COCO 5K: `evaluate_retrieval` on the full test split (5000 x 25000).
 
   The function does not insist on 5000 images, so that it also serves
   subsets; the caller passes the full split for the published protocol.
   """
-  return evaluate_retrieval(sims, captions_per_image=captions_per_image)
+  return evaluate_retrieval(sims, captions_per_image=captions_per_image, ties=ties)
 
 
-def coco_1k_folds(sims, *, captions_per_image: int = 5,
-                  num_folds: int = 5) -> list[dict[str, float]]:
+def coco_1k_folds(sims, *, captions_per_image: int = 5, num_folds: int = 5,
+                  ties: str = "optimistic") -> list[dict[str, float]]:
   """`evaluate_retrieval` of each of `num_folds` disjoint diagonal blocks.
 
   Fold f holds images [f*n, (f+1)*n) and their captions, n = N_images / folds;
@@ -62,12 +66,13 @@ def coco_1k_folds(sims, *, captions_per_image: int = 5,
   return [
       evaluate_retrieval(sims[f * n:(f + 1) * n,
                               f * n * captions_per_image:(f + 1) * n * captions_per_image],
-                         captions_per_image=captions_per_image)
+                         captions_per_image=captions_per_image, ties=ties)
       for f in range(num_folds)
   ]
 
 
-def coco_1k(sims, *, captions_per_image: int = 5, num_folds: int = 5) -> dict[str, float]:
+def coco_1k(sims, *, captions_per_image: int = 5, num_folds: int = 5,
+            ties: str = "optimistic") -> dict[str, float]:
   """COCO 1K: metrics of `num_folds` disjoint blocks, averaged (VSE++ fold5).
 
   Every metric (medr and rsum included) is the mean of its per-fold values
@@ -77,5 +82,6 @@ def coco_1k(sims, *, captions_per_image: int = 5, num_folds: int = 5) -> dict[st
   >>> coco_1k(np.eye(10).repeat(5, axis=1))["t2i_r1"]
   100.0
   """
-  folds = coco_1k_folds(sims, captions_per_image=captions_per_image, num_folds=num_folds)
+  folds = coco_1k_folds(sims, captions_per_image=captions_per_image, num_folds=num_folds,
+                        ties=ties)
   return {key: float(np.mean([fold[key] for fold in folds])) for key in folds[0]}

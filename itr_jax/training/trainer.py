@@ -28,12 +28,13 @@ from itr_jax import sharding
 from itr_jax.evaluation import evaluate
 from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
-from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import init_from as init_from_lib
+from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import paths
 from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import reporting
 from itr_jax.training import train_step as train_step_lib
+from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
 
 # What the progress bar shows; everything is logged to TensorBoard/JSONL.
@@ -140,11 +141,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains per `config`, writing into `workdir`; returns the best dev metrics.
 
   Everything that can be checked is checked before anything is written into
-  `workdir`: the loss hyperparameters, the data, and that `workdir` does not
-  hold another run (unless `fresh`, which moves that run aside).
+  `workdir`: every config field, the workdir path, the data (train, dev and
+  test splits), and that `workdir` does not hold another run (unless
+  `fresh`, which moves that run aside). Then the workdir's lock is taken, so
+  a second trainer on the same workdir is refused.
   """
-  train_step_lib.check_loss_config(config.loss)
   paths.resolve_config_paths(config)  # recorded absolute: see training.paths
+  validation.check_config(config)
+  validation.check_workdir(workdir)
   _check_eval_every_steps(config)
   if config.train.get("init_from"):
     init_from_lib.resolve(config.train.init_from)  # a bad path fails before any write
@@ -154,6 +158,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data = sharding.main_process_first(lambda: experiment_data.prepare(
       config, workdir, reuse_workdir_vocab=not fresh))
   model = build_model(config, len(data.vocab))
+  with workdir_lib.WorkdirLock(workdir):
+    return _train(config, workdir, data, model, fresh=fresh)
+
+
+def _pending_record(host_metrics: list[dict]) -> dict:
+  """The metrics of steps since the last log step, as JSON (float32 values)."""
+  return {"pending_train_metrics": [
+      {k: float(np.float32(v)) for k, v in m.items()} for m in host_metrics]}
+
+
+def _restore_pending(extra: dict) -> list[dict]:
+  return [{k: np.float32(v) for k, v in m.items()}
+          for m in extra.get("pending_train_metrics", [])]
+
+
+def _report_truncation(config, data, log, start_step: int) -> None:
+  """Says how many train captions data.max_len cuts (the official code cuts none)."""
+  truncated = data.truncated_train_captions
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(
+        f"data.max_len={config.data.max_len} truncates {truncated} of "
+        f"{data.train.num_captions} train captions "
+        f"({100 * truncated / data.train.num_captions:.2f}%)"
+        + (": raise data.max_len to keep them whole." if truncated else "."))
+  if start_step == 0:
+    log.write(0, "data", {"truncated_train_captions": truncated,
+                          "train_captions": data.train.num_captions})
+
+
+def _train(config, workdir, data, model, *, fresh: bool) -> dict:
+  """The loop of `train_and_evaluate`, once everything is validated and locked."""
   workdir_lib.prepare(workdir, config, fresh=fresh)
   data.save_vocab(workdir)
 
@@ -170,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.check_batch_size(config.train.batch_size, mesh)
   placed_state, state_sharding = placed_abstract_state(config, model, tx, data.train, mesh)
   start_step, state = checkpoints.restore_latest(placed_state)
+  pending = []  # per-step metrics since the last log step, fetched lazily
   if start_step is None:
     # Pretrained weights only when starting fresh: a resumed run restores
     # its fine-tuned ones. An argument, not a constant baked into the jit.
@@ -185,100 +221,117 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       _announce(f"Initialised the parameters from {source}")
   else:
     _announce(f"Resumed from step {start_step} in {checkpoints.directory}")
+    # A preemption checkpoint between log steps carries the steps of the
+    # open logging window, so the resumed run logs the same means.
+    pending = _restore_pending(checkpoints.extra(start_step))
+  checkpoints.prune()
   # Drop what a killed run logged after its last checkpoint: redone below.
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
-
-  # Seconds not spent training since the last log step (dev evaluations,
-  # checkpoint writes): left out of steps_per_second.
-  not_training = [0.0]
-
-  def evaluate_dev(state, step: int) -> dict:
-    t0 = time.time()
-    metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
-                                      rsc_relevance=data.dev_relevance)
-    metrics["eval_seconds"] = time.time() - t0
-    not_training[0] += metrics["eval_seconds"]
-    log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
-    if jax.process_index() == 0:
-      tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
-                      + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
-    return metrics
-
-  if start_step == 0:
-    log.write_hparams(config)
-    evaluate_dev(state, 0)  # the untrained model, as a baseline
-
-  train_steps = {
-      hardest: train_step_lib.make_train_step(
-          model, config.loss, hardest=hardest, mesh=mesh,
-          state_sharding=state_sharding)
-      for hardest in (True, False)}
-  batches = data.train_batches(start_step=start_step)
-  pending = []  # device metrics since the last log step, fetched lazily
+  _report_truncation(config, data, log, start_step)
   preemption = preemption_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
-  last_log_time, last_log_step = time.time(), start_step
-  compile_seconds = None
-  for step in range(start_step, total_steps):
-    batch = sharding.global_batch(next(batches), mesh)
-    step_start = time.time()
-    state, metrics = train_steps[step >= warmup_steps](state, batch)
-    pending.append(metrics)
-    done = step + 1
-    if step == start_step:
-      # The first step compiles: its time is not training speed.
-      jax.block_until_ready(metrics)
-      compile_seconds = time.time() - step_start
-      last_log_time, last_log_step = time.time(), done
-    progress.update(1)
+  try:
+    # Seconds not spent training since the last log step (dev evaluations,
+    # checkpoint writes): left out of steps_per_second.
+    not_training = [0.0]
 
-    epoch_end = done % steps_per_epoch == 0
-    step_eval = bool(config.eval.get("every_steps")) and done % config.eval.every_steps == 0
-    preempted = preemption.should_stop(done)
-    save = (epoch_end or done % config.train.checkpoint_every_steps == 0
-            or preempted or step_eval)
-    if done % config.train.log_every_steps == 0 or done == total_steps or save:
-      # Fetching metrics syncs with the device: only at log and save steps.
-      # Checking before every save keeps NaN states out of checkpoints.
-      host_metrics = jax.device_get(pending)
-      check_finite(host_metrics, done - len(pending))
-      summary = {k: float(np.mean([m[k] for m in host_metrics]))
-                 for k in host_metrics[0]}
-      pending = []
-      now = time.time()
-      # Excludes the first (compiling) step, evaluations and checkpoint
-      # writes (logged separately: compile_seconds, dev eval_seconds).
-      if done > last_log_step:
-        summary["steps_per_second"] = (done - last_log_step) / max(
-            now - last_log_time - not_training[0], 1e-9)
-      if compile_seconds is not None:
-        summary["compile_seconds"], compile_seconds = compile_seconds, None
-      not_training[0] = 0.0
-      summary["learning_rate"] = float(schedule(step))
-      summary["epoch"] = done / steps_per_epoch
-      last_log_time, last_log_step = now, done
-      log.write(done, "train", summary)
-      progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+    def evaluate_dev(state, step: int) -> dict:
+      t0 = time.time()
+      metrics = evaluate.evaluate_split(model, state.params, data.dev, data.vocab, config,
+                                        rsc_relevance=data.dev_relevance)
+      metrics["eval_seconds"] = time.time() - t0
+      not_training[0] += metrics["eval_seconds"]
+      log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
+      if jax.process_index() == 0:
+        tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
+                        + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
+      return metrics
 
-    if save:
-      evaluate_now = step_eval or epoch_end and (
-          (done // steps_per_epoch) % config.eval.every_epochs == 0
-          or done == total_steps)
-      dev = evaluate_dev(state, done) if evaluate_now else None
-      save_start = time.time()
-      checkpoints.save(done, state,
-                       metrics=None if dev is None else {"rsum": float(dev["rsum"])})
-      not_training[0] += time.time() - save_start
-    if preempted:
-      progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
-                      "same command again to resume.")
-      break
+    if start_step == 0:
+      log.write_hparams(config)
+      evaluate_dev(state, 0)  # the untrained model, as a baseline
 
-  preemption.close()
-  progress.close()
-  log.close()
-  best = {"best_step": checkpoints.best_step(), **(checkpoints.best_metrics() or {})}
-  checkpoints.close()
-  return best
+    train_steps = {
+        hardest: train_step_lib.make_train_step(
+            model, config.loss, hardest=hardest, mesh=mesh,
+            state_sharding=state_sharding)
+        for hardest in (True, False)}
+    # An epoch's last, smaller batch (data.drop_last False) must split over the
+    # devices and processes; the train step compiles once more for its shape.
+    batches = data.train_batches(start_step=start_step, batch_multiple=math.lcm(
+        sharding.num_batch_shards(mesh), jax.process_count()))
+    last_log_time, last_log_step = time.time(), start_step
+    compile_seconds = None
+    for step in range(start_step, total_steps):
+      batch = sharding.global_batch(next(batches), mesh)
+      step_start = time.time()
+      state, metrics = train_steps[step >= warmup_steps](state, batch)
+      pending.append(metrics)
+      done = step + 1
+      if step == start_step:
+        # The first step compiles: its time is not training speed.
+        jax.block_until_ready(metrics)
+        compile_seconds = time.time() - step_start
+        last_log_time, last_log_step = time.time(), done
+      progress.update(1)
+
+      epoch_end = done % steps_per_epoch == 0
+      step_eval = bool(config.eval.get("every_steps")) and done % config.eval.every_steps == 0
+      preempted = preemption.should_stop(done)
+      scheduled_save = (epoch_end or done % config.train.checkpoint_every_steps == 0
+                        or step_eval)
+      log_step = (done % config.train.log_every_steps == 0 or done == total_steps
+                  or scheduled_save)
+      extra = None
+      if log_step or preempted:
+        # Fetching metrics syncs with the device: only at log and save steps.
+        # Checking before every save keeps NaN states out of checkpoints.
+        pending = jax.device_get(pending)
+        check_finite(pending, done - len(pending))
+      if log_step:
+        summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+        pending = []
+        now = time.time()
+        # Excludes the first (compiling) step, evaluations and checkpoint
+        # writes (logged separately: compile_seconds, dev eval_seconds).
+        if done > last_log_step:
+          summary["steps_per_second"] = (done - last_log_step) / max(
+              now - last_log_time - not_training[0], 1e-9)
+        if compile_seconds is not None:
+          summary["compile_seconds"], compile_seconds = compile_seconds, None
+        not_training[0] = 0.0
+        summary["learning_rate"] = float(schedule(step))
+        summary["epoch"] = done / steps_per_epoch
+        last_log_time, last_log_step = now, done
+        log.write(done, "train", summary)
+        progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+      elif preempted:
+        # Not a log step of an uninterrupted run: the open logging window goes
+        # into the checkpoint instead of the log, so the logs stay identical.
+        extra = _pending_record(pending)
+
+      if scheduled_save or preempted:
+        evaluate_now = step_eval or epoch_end and (
+            (done // steps_per_epoch) % config.eval.every_epochs == 0
+            or done == total_steps)
+        dev = evaluate_dev(state, done) if evaluate_now else None
+        save_start = time.time()
+        checkpoints.save(done, state,
+                         metrics=None if dev is None else {"rsum": float(dev["rsum"])},
+                         extra=extra)
+        not_training[0] += time.time() - save_start
+      if preempted:
+        progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
+                        "same command again to resume.")
+        break
+    batches.close()
+
+    return {"best_step": checkpoints.best_step(),
+            **(checkpoints.best_metrics() or {})}
+  finally:
+    preemption.close()
+    progress.close()
+    log.close()
+    checkpoints.close()
