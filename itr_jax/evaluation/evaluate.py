@@ -63,7 +63,8 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
                       config: ml_collections.ConfigDict, *, progress: bool = False):
   """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split.
 
-  `progress`: show a progress bar per modality (long evaluations, e.g. COCO 5K).
+  `progress`: show a progress bar per modality (long evaluations, e.g. COCO
+  5K) when stderr is a terminal (not in logs or captured output).
   """
   bs = config.eval.batch_size
   images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
@@ -73,9 +74,9 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
                                            process_index=0, process_count=1)
   if progress:
     images = tqdm.tqdm(images, total=-(-split.num_images // bs), unit="batch",
-                       desc="encoding images", leave=False)
+                       desc="encoding images", leave=False, disable=None)
     captions = tqdm.tqdm(captions, total=-(-split.num_captions // bs), unit="batch",
-                         desc="encoding captions", leave=False)
+                         desc="encoding captions", leave=False, disable=None)
   return encode.encode_split(model, params, images, captions)
 
 
