@@ -53,13 +53,15 @@ def test_karpathy_order_matched_by_text(tmp_path):
     coco_ids.check_captions(caption_ids, str(caps), coco)
 
 
-def test_cli_writes_and_never_overwrites(tmp_path, capsys):
+def test_write_ids_and_never_overwrite(tmp_path):
   karpathy, captions = _files(tmp_path)
   out = str(tmp_path / "ids.npz")
-  assert coco_ids.main([f"--out={out}", f"--karpathy_json={karpathy}",
-                        f"--coco_captions={captions}"]) == 0
+  assert coco_ids.write_ids(out, karpathy_json=karpathy, coco_captions=captions).startswith(
+      f"{out}: 2 image ids, 10 caption ids")
   with np.load(out) as ids:
     np.testing.assert_array_equal(ids["image_ids"], [2, 1])
     assert ids["caption_ids"].shape == (10,)
-  assert coco_ids.main([f"--out={out}"]) == 1
-  assert "exists" in capsys.readouterr().err
+  with pytest.raises(FileExistsError, match="exists"):
+    coco_ids.write_ids(out)
+  with pytest.raises(ValueError, match="needs --coco_captions"):
+    coco_ids.write_ids(str(tmp_path / "other.npz"), karpathy_json=karpathy)

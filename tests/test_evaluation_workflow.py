@@ -172,6 +172,11 @@ def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path, caps
     init_from_lib.load_params(step_dir, abstract.params)
   with pytest.raises(FileNotFoundError, match="neither a workdir"):
     init_from_lib.resolve(str(tmp_path))
+  missing = tiny_config(data_dir)
+  missing.train.init_from = str(tmp_path / "no_such_run")
+  with pytest.raises(FileNotFoundError, match="neither a workdir"):
+    trainer.train_and_evaluate(missing, str(tmp_path / "never_written"))
+  assert not os.path.exists(tmp_path / "never_written")
 
 
 def _tensorboard_events(workdir):

@@ -97,7 +97,8 @@ def test_declared_ranges_admit_the_pinned_versions():
 def test_console_scripts_point_at_functions():
   scripts = PYPROJECT["project"]["scripts"]
   assert set(scripts) == {"itr-train", "itr-evaluate", "itr-sweep", "itr-report",
-                          "itr-embed-captions", "itr-retrieve", "itr-coco-ids"}
+                          "itr-embed-captions", "itr-retrieve", "itr-coco-ids",
+                          "itr-examples"}
   for target in scripts.values():
     module, function = target.split(":")
     path = ROOT / (module.replace(".", "/") + ".py")

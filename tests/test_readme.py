@@ -65,6 +65,13 @@ def helps() -> dict[str, str]:
     return dict(zip(modules, pool.map(_help, modules)))
 
 
+def test_inline_commands_use_the_venv():
+  """Commands quoted in the prose (`python benchmarks/...`) run as written too."""
+  prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+  spans = re.findall(r"`((?:python|tensorboard)\s[^`]*)`", prose)
+  assert not spans, f"use .venv/bin/...: {spans}"
+
+
 def test_readme_has_commands():
   assert len(COMMANDS) >= 10
   assert any(_module(c) == "itr_jax.train" for c in COMMANDS)

@@ -72,7 +72,8 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
                       config: ml_collections.ConfigDict, *, progress: bool = False):
   """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split.
 
-  `progress`: show a progress bar per modality (long evaluations, e.g. COCO 5K).
+  `progress`: show a progress bar per modality (long evaluations, e.g. COCO
+  5K) when stderr is a terminal (not in logs or captured output).
   """
   bs = config.eval.batch_size
   images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
@@ -90,7 +91,8 @@ def _with_progress(batches, total: int, desc: str):
   """`batches` with a progress bar that opens at the first batch and closes at
   the last, so the two modalities' bars never nest (nested bars leave cursor
   movements in front of whatever is printed next)."""
-  with tqdm.tqdm(total=total, unit="batch", desc=desc, leave=False) as bar:
+  with tqdm.tqdm(total=total, unit="batch", desc=desc, leave=False,
+                 disable=None) as bar:
     for batch in batches:
       yield batch
       bar.update(1)

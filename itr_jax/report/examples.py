@@ -17,13 +17,15 @@ cases instead of a random sample: the queries with the lowest NDCG@k.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import html
 import json
 import os
 from typing import Sequence
 
+from absl import app
+from absl import flags
+from absl import logging
 import numpy as np
 
 from itr_jax import metrics
@@ -284,22 +286,38 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   return out
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("workdir", help="a workdir written by itr_jax.train")
-  parser.add_argument("--split", default=None, help="default: config.data.test_split")
-  parser.add_argument("--num_queries", type=int, default=8)
-  parser.add_argument("--k", type=int, default=10)
-  parser.add_argument("--seed", type=int, default=0, help="which queries are sampled")
-  parser.add_argument("--checkpoint", default="best", help="best, latest or a step")
-  parser.add_argument("--out", default=None, help="default <workdir>/examples_<split>.html")
-  parser.add_argument("--mode", default="random", choices=MODES,
-                      help="random queries, or the worst by NDCG@k (failure cases)")
-  args = parser.parse_args(argv)
-  print(write_examples_page(args.workdir, args.split, num_queries=args.num_queries,
-                            k=args.k, seed=args.seed, checkpoint=args.checkpoint,
-                            out=args.out, mode=args.mode))
+def _define_flags() -> dict:
+  """The command's flags. Defined only when run as a command: this module is
+  also a library, imported beside other commands that define --split."""
+  return {
+      "split": flags.DEFINE_string("split", None, "Default: config.data.test_split."),
+      "num_queries": flags.DEFINE_integer("num_queries", 8, "Queries per direction."),
+      "k": flags.DEFINE_integer("k", 10, "Results per query."),
+      "seed": flags.DEFINE_integer("seed", 0, "Which queries are sampled (random mode)."),
+      "checkpoint": flags.DEFINE_string("checkpoint", "best", "best, latest or a step."),
+      "out": flags.DEFINE_string("out", None, "Default <workdir>/examples_<split>.html."),
+      "mode": flags.DEFINE_enum("mode", "random", list(MODES),
+                                "random queries, or the worst by NDCG@k (failure cases)."),
+  }
+
+
+def run():
+  """Console-script entry point: python -m itr_jax.report.examples WORKDIR [flags]."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  values = _define_flags()
+
+  def main(argv):
+    if len(argv) != 2:
+      raise app.UsageError("Usage: python -m itr_jax.report.examples WORKDIR "
+                           "[--split=test] [--num_queries=8] [--k=10] [--mode=worst]")
+    logging.set_verbosity(logging.WARNING)
+    print(write_examples_page(argv[1], values["split"].value,
+                              num_queries=values["num_queries"].value, k=values["k"].value,
+                              seed=values["seed"].value, checkpoint=values["checkpoint"].value,
+                              out=values["out"].value, mode=values["mode"].value))
+
+  cli.run(main)
 
 
 if __name__ == "__main__":
-  main()
+  run()

@@ -25,14 +25,16 @@ text of each id (needs --coco_captions) and refuses to write if more than
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
-from typing import Optional, Sequence
 
+from absl import app
+from absl import flags
 import numpy as np
+
+from itr_jax import cli
 
 CAPTIONS_PER_IMAGE = 5
 MAX_MISMATCH = 0.005
@@ -114,39 +116,54 @@ def check_captions(caption_ids: np.ndarray, caps_path: str,
   return len(differ)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m itr_jax.tools.coco_ids",
-      description="COCO image/caption ids of the 5K test split for --coco_ids.")
-  parser.add_argument("--out", required=True, help="output .npz")
-  parser.add_argument("--karpathy_json", help="Karpathy's dataset_coco.json")
-  parser.add_argument("--coco_captions", help="COCO captions_val2014.json")
-  parser.add_argument("--check_captions", help="the split's {split}_caps.txt to "
-                      "check the order against (needs --coco_captions)")
-  args = parser.parse_args(argv)
-  if os.path.exists(args.out):
-    print(f"error: {args.out} exists; remove it or choose another --out", file=sys.stderr)
-    return 1
-  if bool(args.karpathy_json) and not args.coco_captions:
-    parser.error("--karpathy_json needs --coco_captions")
-  if args.check_captions and not args.coco_captions:
-    parser.error("--check_captions needs --coco_captions (the caption texts)")
-  coco = load_coco_captions(args.coco_captions) if args.coco_captions else None
-  if args.karpathy_json:
-    image_ids, caption_ids = ids_from_karpathy(args.karpathy_json, coco)
+def write_ids(out: str, *, karpathy_json: str | None = None,
+              coco_captions: str | None = None,
+              check_captions_path: str | None = None) -> str:
+  """Writes the .npz (see the module docstring); returns a one-line summary."""
+  if os.path.exists(out):
+    raise FileExistsError(f"{out} exists; remove it or choose another --out")
+  if karpathy_json and not coco_captions:
+    raise ValueError("--karpathy_json needs --coco_captions")
+  if check_captions_path and not coco_captions:
+    raise ValueError("--check_captions needs --coco_captions (the caption texts)")
+  coco = load_coco_captions(coco_captions) if coco_captions else None
+  if karpathy_json:
+    image_ids, caption_ids = ids_from_karpathy(karpathy_json, coco)
   else:
     image_ids, caption_ids = ids_from_eccv_package()
-  if args.check_captions:
-    differ = check_captions(caption_ids, args.check_captions, coco)
-    print(f"{len(caption_ids) - differ} of {len(caption_ids)} captions match their ids' text")
-  np.savez(args.out, image_ids=image_ids, caption_ids=caption_ids)
-  print(f"{args.out}: {len(image_ids)} image ids, {len(caption_ids)} caption ids")
-  return 0
+  checked = ""
+  if check_captions_path:
+    differ = check_captions(caption_ids, check_captions_path, coco)
+    checked = f"; {len(caption_ids) - differ} of {len(caption_ids)} captions match their ids' text"
+  np.savez(out, image_ids=image_ids, caption_ids=caption_ids)
+  return f"{out}: {len(image_ids)} image ids, {len(caption_ids)} caption ids{checked}"
+
+
+_OUT = flags.DEFINE_string("out", None, "Output .npz.")
+_KARPATHY_JSON = flags.DEFINE_string("karpathy_json", None, "Karpathy's dataset_coco.json.")
+_COCO_CAPTIONS = flags.DEFINE_string("coco_captions", None, "COCO captions_val2014.json.")
+_CHECK_CAPTIONS = flags.DEFINE_string(
+    "check_captions", None, "The split's {split}_caps.txt, to check the order "
+    "against (needs --coco_captions).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _OUT.value:
+    raise app.UsageError("--out is required.")
+  try:
+    print(write_ids(_OUT.value, karpathy_json=_KARPATHY_JSON.value,
+                    coco_captions=_COCO_CAPTIONS.value,
+                    check_captions_path=_CHECK_CAPTIONS.value))
+  except (FileExistsError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 def run():
   """Console-script entry point."""
-  sys.exit(main())
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def resolve(path: str) -> tuple[str, int]:
   """(checkpoints directory, step) that `path` (workdir or step dir) names."""
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, "checkpoints")):
-    source = checkpointing.Checkpoints(path)
+    source = checkpointing.Checkpoints(path, read_only=True)
     step = source.best_step() or source.latest_step()
     directory = source.directory
     source.close()

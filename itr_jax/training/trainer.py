@@ -190,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   paths.resolve_config_paths(config)  # recorded absolute: see training.paths
   _check_eval_every_steps(config)
   if config.train.get("init_from"):
+    init_from_lib.resolve(config.train.init_from)  # a bad path fails before any write
     _source_vocab(config)
   workdir_lib.check(workdir, config, fresh=fresh)
   # Process 0 first: it generates a synthetic dataset if needed, once.
