@@ -85,6 +85,12 @@ def _unsort(x: jax.Array, perm: jax.Array) -> jax.Array:
   return jnp.zeros_like(x).at[rows, perm].set(x, unique_indices=True)
 
 
+def _zero_state(v: jax.Array, m: int) -> jax.Array:
+  """[Q, M] zeros typed like `v` (under shard_map: varying like the rows)."""
+  return jnp.broadcast_to(jnp.where(True, jnp.zeros((), v.dtype), v[:, :1]),
+                          (v.shape[0], m))
+
+
 def _scan_both_ways(step, init, xs_up, xs_down):
   """Runs `step` over the gaps from the bottom and from the top; [N, Q] outputs.
 
@@ -111,7 +117,7 @@ def sorted_smooth_ranks(u: jax.Array) -> jax.Array:
 
 
 def _forward(u):
-  q, n = u.shape
+  n = u.shape[1]
   if n > MAX_CANDIDATES:
     raise ValueError(
         f'rank_method="sorted" supports at most {MAX_CANDIDATES} candidates per '
@@ -124,7 +130,7 @@ def _forward(u):
     state = jnp.exp(-gap[:, None] * lambdas) * (state + 1.0)
     return state, state @ g_coef
 
-  lo, hi = _scan_both_ways(step, jnp.zeros((q, lambdas.size), u.dtype), gaps, gaps)
+  lo, hi = _scan_both_ways(step, _zero_state(v, lambdas.size), gaps, gaps)
   position = jnp.arange(n, dtype=u.dtype)[:, None]
   ranks = (n - position) - hi + lo  # [N, Q]
   # sigma(x) + sigma(-x) = 1 makes the exact ranks of a row sum to N (N + 1) / 2;
@@ -135,7 +141,6 @@ def _forward(u):
 
 def _backward(residuals, a):
   v, perm = residuals
-  q, _ = v.shape
   lambdas, _, h_coef = _fit(v.dtype)
   a = jnp.take_along_axis(a.astype(v.dtype), perm, axis=1)
   gaps = (v[:, 1:] - v[:, :-1]).T
@@ -149,7 +154,7 @@ def _backward(residuals, a):
     below = factor * (below + 1.0)
     return (below, diff), diff @ h_coef
 
-  zero = jnp.zeros((q, lambdas.size), v.dtype)
+  zero = _zero_state(v, lambdas.size)
   lo, hi = _scan_both_ways(step, (zero, zero), (gaps, steps), (gaps, -steps))
   # Ranks do not change when a row is shifted, so the exact gradient sums to 0
   # over the row; projecting onto that removes the rounding error that the
