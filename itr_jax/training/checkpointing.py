@@ -10,7 +10,9 @@ every file). Opening the checkpoints for training inspects every entry of
 partly copied step directory, a file where a step directory should be, or
 unreadable metadata is moved to `checkpoints_corrupted/` with a warning
 naming it; intact steps are never touched. Restoring then starts from the
-newest remaining step.
+newest remaining step. Leftovers of an interrupted save are removed (orbax's
+tmp-directory cleanup) and `prune()` applies the keep policy to steps a kill
+right after a save left behind.
 """
 from __future__ import annotations
 
