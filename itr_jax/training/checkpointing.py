@@ -146,9 +146,8 @@ class Checkpoints:
 
   def _scan(self) -> None:
     """Classifies every step entry; sets damaged ones aside (unless read-only)."""
-    if not os.path.isdir(self.directory):
-      return
-    for name in sorted(os.listdir(self.directory)):
+    names = sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else []
+    for name in names:
       if not name.isdigit():
         continue  # orbax ignores other names (its tmp dirs are cleaned up)
       step = int(name)
@@ -158,6 +157,7 @@ class Checkpoints:
         self.damaged[step] = reason
         if not self.read_only:
           self._set_aside(step, reason)
+    # Every process, whatever it found: the barrier must be reached by all.
     if not self.read_only and jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoints_scanned")
 
