@@ -411,11 +411,15 @@ def test_second_ctrl_c_exits_at_once(tiny_run, tmp_path):
   proc = _start_training(data_dir, workdir)
   _wait_for_train_step(workdir, 5, proc)
   proc.send_signal(signal.SIGINT)
-  # Two signals sent back to back can merge into one pending signal in the
-  # kernel; give the first time to be delivered.
-  time.sleep(2.0)
+  # Pending signals of one kind merge: the second goes once the first is seen.
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if "Interrupted: saving a checkpoint" in line:
+      break
   proc.send_signal(signal.SIGINT)
-  output, _ = proc.communicate(timeout=60)
+  output = "".join(seen) + proc.communicate(timeout=120)[0]
   assert proc.returncode == 128 + signal.SIGINT, output
-  assert "Second interrupt: exiting now" in output
-  assert "Event loop is closed" not in output
+  # Caught by the watcher, or (if it came during shutdown) by the CLI.
+  assert "Second interrupt: exiting now" in output or "Interrupted." in output
+  assert "Traceback" not in output and "Event loop is closed" not in output

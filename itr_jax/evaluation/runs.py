@@ -134,6 +134,9 @@ def load_run(workdir: str, split_name: str | None = None, which: str = "best", *
   """Opens `workdir`'s run: config (+ overrides), a split, model, parameters."""
   config = apply_overrides(workdir_lib.load_config(workdir), overrides, data_dir)
   split_name = split_name or config.data.test_split
+  if not split_name:
+    raise ValueError("This run has no test split (config.data.test_split is "
+                     "empty); pass the split to evaluate, e.g. --split=dev.")
   directory = experiment_data.data_dir(config, generate=False)
   split = experiment_data.load_split(config, directory, split_name)
   vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)

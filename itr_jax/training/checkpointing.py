@@ -10,7 +10,9 @@ every file). Opening the checkpoints for training inspects every entry of
 partly copied step directory, a file where a step directory should be, or
 unreadable metadata is moved to `checkpoints_corrupted/` with a warning
 naming it; intact steps are never touched. Restoring then starts from the
-newest remaining step.
+newest remaining step. Leftovers of an interrupted save are removed (orbax's
+tmp-directory cleanup) and `prune()` applies the keep policy to steps a kill
+right after a save left behind.
 """
 from __future__ import annotations
 
@@ -155,9 +157,8 @@ class Checkpoints:
 
   def _scan(self) -> None:
     """Classifies every step entry; sets damaged ones aside (unless read-only)."""
-    if not os.path.isdir(self.directory):
-      return
-    for name in sorted(os.listdir(self.directory)):
+    names = sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else []
+    for name in names:
       if not name.isdigit():
         continue  # orbax ignores other names (its tmp dirs are cleaned up)
       step = int(name)
@@ -167,6 +168,7 @@ class Checkpoints:
         self.damaged[step] = reason
         if not self.read_only:
           self._set_aside(step, reason)
+    # Every process, whatever it found: the barrier must be reached by all.
     if not self.read_only and jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoints_scanned")
 
