@@ -1,113 +1,248 @@
-r"""Evaluate a trained run on its test split.
+r"""Evaluate a trained run on a split.
 
   python -m itr_jax.evaluate --workdir=workdirs/demo [--split=test] \
-      [--checkpoint=best|latest|<step>] [--coco_ids=ids.npz]
+      [--checkpoint=best|latest|<step>] [--data_dir=DIR] [--protocol=auto|full|coco] \
+      [--coco_ids=ids.npz] [--save_sims] [--save_embeddings] [--config.eval.ndcg_k=10 ...]
 
 Reports R@1/5/10, medr, meanr both ways and RSUM, plus NDCG with RSC relevance
-(and ground-truth relevance on synthetic scenes). A 5000-image split (MS-COCO
-`testall`) is reported with the 5-fold 1K protocol and the 5K protocol;
-with --coco_ids (an .npz with `image_ids` [5000] and `caption_ids` [25000],
-the COCO ids of the split's rows and captions) ECCV Caption metrics follow.
-Results are printed and written to <workdir>/eval_<split>.json.
+(and ground-truth relevance on synthetic scenes).
+
+Protocols: `full` scores the whole split; `coco` reports the 5-fold 1K
+protocol (each fold and their mean) and the 5K protocol (the whole split);
+`auto` (default) is `coco` for a 5000-image split (MS-COCO `testall`), else
+`full`. With --coco_ids (an .npz with `image_ids` [5000] and `caption_ids`
+[25000], the COCO ids of the split's rows and captions; written by
+`python -m itr_jax.tools.coco_ids`) ECCV Caption metrics follow.
+
+--data_dir evaluates on another copy of the data or another dataset in the
+same format; --config.<field>=<value> overrides the run's `eval.*` and
+`data.*` settings (e.g. --config.eval.ndcg_k=10). A run's synthetic dataset
+is never regenerated here: it must exist.
+
+Outputs in the workdir, named `eval_<split>[_step<N>][_<tag>]`: `_step<N>`
+for any checkpoint but the best (so the best's `eval_<split>.json` is never
+overwritten), `_<tag>` when --data_dir or --config overrides are given.
+  .json              the report (also printed)
+  _sims.npy          --save_sims: float32 [N_images, N_captions] cosine
+                     similarities; row i = image i of the split, column c =
+                     caption c (line c of {split}_caps.txt), which describes
+                     image c // captions_per_image
+  _image_emb.npy, _caption_emb.npy
+                     --save_embeddings: float32 L2-normalised embeddings in
+                     the same row orders; sims = image_emb @ caption_emb.T
+Damaged checkpoints are skipped (nothing on disk is changed); results are
+printed before anything is written, so a read-only workdir loses nothing;
+errors print one sentence (the traceback with --verbose).
 """
+from __future__ import annotations
+
+import hashlib
 import json
 import os
+import re
 
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 import numpy as np
 
+from itr_jax import cli
 from itr_jax import metrics
-from itr_jax import sharding
 from itr_jax.evaluation import evaluate
-from itr_jax.training import checkpointing
-from itr_jax.training import experiment_data
-from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import train_step as train_step_lib
-from itr_jax.training import trainer
+from itr_jax.evaluation import runs
+from itr_jax.training import defaults
+from itr_jax.training import integrity
+from itr_jax.training import paths
+from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.test_split).")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "best", "'best' (by dev RSUM), 'latest', or a step number.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Evaluate on the dataset in this folder instead of the "
+    "run's config.data.data_dir (another copy, or another dataset in the same "
+    "precomputed format).")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "auto", ["auto", "full", "coco"],
+    "full: the whole split; coco: 5-fold 1K (each fold + mean) and 5K; auto: "
+    "coco for 5000 images, else full.")
 _COCO_IDS = flags.DEFINE_string(
     "coco_ids", None, "Optional .npz with COCO `image_ids` and `caption_ids` "
-    "for the split's rows/columns: adds ECCV Caption metrics.")
+    "for the split's rows/columns (python -m itr_jax.tools.coco_ids): adds "
+    "ECCV Caption metrics; needs the coco protocol.")
+_SAVE_SIMS = flags.DEFINE_bool(
+    "save_sims", False, "Write the similarity matrix, float32 [N_images, "
+    "N_captions] in split order, to <output>_sims.npy.")
+_SAVE_EMBEDDINGS = flags.DEFINE_bool(
+    "save_embeddings", False, "Write <output>_image_emb.npy and "
+    "<output>_caption_emb.npy (float32, split order).")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", defaults.base_config(),
+    "Overrides of the run's eval.* and data.* settings, e.g. "
+    "--config.eval.batch_size=512 --config.eval.ndcg_k=10.")
 flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000
+PROTOCOLS = ("auto", "full", "coco")
 
 
-def restore_params(config, workdir: str, model, split, which: str):
-  """Variables (parameters + any model state) of checkpoint `which` ('best',
-  'latest' or a step) in `workdir`."""
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  if which == "best":
-    step = checkpoints.best_step() or checkpoints.latest_step()
-  elif which == "latest":
-    step = checkpoints.latest_step()
-  else:
-    step = int(which)
-  if step is None or step not in checkpoints.manager.all_steps():
-    raise ValueError(
-        f"No checkpoint {which!r} in {checkpoints.directory} (have "
-        f"{list(checkpoints.manager.all_steps())}); train first with "
-        "`python -m itr_jax.train`.")
-  # The optimizer is only needed for the state's structure. Restoring onto
-  # this machine's devices works whatever device count trained the run.
-  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  abstract, _ = trainer.placed_abstract_state(
-      config, model, tx, split, sharding.create_mesh(config.mesh))
-  state = checkpoints.restore(step, abstract)
-  checkpoints.close()
-  return train_step_lib.variables(state), step
+def output_stem(workdir: str, split_name: str, step: int, *, best: bool,
+                tag: str = "") -> str:
+  """`<workdir>/eval_<split>[_step<N>][_<tag>]` (see the module docstring).
+
+  >>> output_stem("w", "test", 702, best=True)
+  'w/eval_test'
+  >>> output_stem("w", "test", 400, best=False, tag="data-f30k")
+  'w/eval_test_step400_data-f30k'
+  """
+  name = f"eval_{split_name}" + ("" if best else f"_step{step}") + (f"_{tag}" if tag else "")
+  return os.path.join(workdir, name)
 
 
-def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
-                 coco_ids: str | None = None) -> dict:
-  config = workdir_lib.load_config(workdir)
-  split_name = split_name or config.data.test_split
-  directory = experiment_data.data_dir(config)
-  split = experiment_data.load_split(config, directory, split_name)
-  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
-  model = trainer.build_model(config, len(vocab))
-  params, step = restore_params(config, workdir, model, split, which)
+def run_tag(recorded_data_dir: str, data_dir: str | None, overrides: dict | None) -> str:
+  """A file-name tag for an evaluation that differs from the run's own.
 
-  image_emb, caption_emb = evaluate.encode_eval_split(model, params, split, vocab, config)
-  report = {"checkpoint_step": step, "split": split_name, "num_images": split.num_images}
-  if split.num_images == COCO_5K_IMAGES:
+  >>> run_tag("/d/a", None, None)
+  ''
+  >>> run_tag("/d/a", "/e/f30k_precomp", None)
+  'data-f30k_precomp'
+  """
+  parts = []
+  if data_dir and paths.absolute(data_dir) != paths.absolute(recorded_data_dir):
+    base = os.path.basename(os.path.normpath(data_dir))
+    parts.append("data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base))
+  if overrides:
+    digest = hashlib.sha256(json.dumps(sorted(overrides.items()), default=str)
+                            .encode()).hexdigest()[:8]
+    parts.append(f"cfg-{digest}")
+  return "_".join(parts)
+
+
+def resolve_protocol(protocol: str, num_images: int) -> str:
+  """'full' or 'coco'; `auto` picks coco for the 5000-image COCO test split."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+  if protocol == "auto":
+    return "coco" if num_images == COCO_5K_IMAGES else "full"
+  if protocol == "coco" and num_images % 5:
+    raise ValueError(f"The coco protocol splits the images into 5 folds; this "
+                     f"split has {num_images} images. Use --protocol=full.")
+  return protocol
+
+
+def score(run: runs.LoadedRun, image_emb, caption_emb, *, protocol: str = "auto",
+          coco_ids: str | None = None) -> dict:
+  """The report dict of `image_emb` / `caption_emb` of `run.split`."""
+  split, config = run.split, run.config
+  protocol = resolve_protocol(protocol, split.num_images)
+  ties = evaluate.eval_ties(config)
+  report = {"checkpoint_step": run.step, "split": run.split_name,
+            "num_images": split.num_images, "data_dir": run.data_dir,
+            "protocol": protocol}
+  whole = evaluate.retrieval_report(
+      image_emb, caption_emb, captions_per_image=split.captions_per_image,
+      rsc_relevance=evaluate.split_relevance(split),
+      true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k, ties=ties)
+  if protocol == "coco":
     sims = image_emb @ caption_emb.T
-    report["coco_1k"] = metrics.coco_1k(sims, captions_per_image=split.captions_per_image)
-    report["coco_5k"] = evaluate.retrieval_report(
-        image_emb, caption_emb, captions_per_image=split.captions_per_image,
-        rsc_relevance=evaluate.split_relevance(split),
-        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
+    folds = metrics.coco_1k_folds(sims, captions_per_image=split.captions_per_image,
+                                  ties=ties)
+    report["coco_1k"] = {k: float(np.mean([f[k] for f in folds])) for k in folds[0]}
+    report["coco_1k_folds"] = folds
+    report["coco_5k"] = whole
     if coco_ids:
       ids = np.load(coco_ids)
       report["eccv"] = metrics.eccv_caption_metrics(sims, ids["image_ids"], ids["caption_ids"])
   else:
     if coco_ids:
-      raise ValueError(f"--coco_ids needs the 5000-image COCO test split; "
-                       f"{split_name!r} has {split.num_images} images.")
-    report["full"] = evaluate.retrieval_report(
-        image_emb, caption_emb, captions_per_image=split.captions_per_image,
-        rsc_relevance=evaluate.split_relevance(split),
-        true_relevance=split.true_relevance, ndcg_k=config.eval.ndcg_k)
-  path = os.path.join(workdir, f"eval_{split_name}.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
+      raise ValueError(f"--coco_ids needs the coco protocol (the 5000-image COCO "
+                       f"test split); {run.split_name!r} has {split.num_images} "
+                       "images and is evaluated with protocol 'full'.")
+    report["full"] = whole
+  return report
+
+
+def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best",
+                 coco_ids: str | None = None, *, data_dir: str | None = None,
+                 protocol: str = "auto", overrides: dict | None = None,
+                 save_sims: bool = False, save_embeddings: bool = False,
+                 write: bool = True, echo: bool = False) -> dict:
+  """Evaluates checkpoint `which` of `workdir`; returns the report.
+
+  `echo` prints the report before anything is written; `write` writes it
+  (and the requested arrays) into the workdir.
+  """
+  recorded_data_dir = workdir_lib.load_config(workdir).data.data_dir
+  run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
+  resolve_protocol(protocol, run.split.num_images)  # fail before encoding
+  image_emb, caption_emb = evaluate.encode_eval_split(
+      run.model, run.params, run.split, run.vocab, run.config, progress=True)
+  report = score(run, image_emb, caption_emb, protocol=protocol, coco_ids=coco_ids)
+  stem = output_stem(workdir, run.split_name, run.step, best=which == "best",
+                     tag=run_tag(recorded_data_dir, data_dir, overrides))
+  report["overrides"] = dict(overrides or {})
+  arrays = {}
+  if save_sims:
+    arrays[stem + "_sims.npy"] = image_emb @ caption_emb.T
+  if save_embeddings:
+    arrays[stem + "_image_emb.npy"] = image_emb
+    arrays[stem + "_caption_emb.npy"] = caption_emb
+  report["files"] = {"report": stem + ".json",
+                     **{os.path.basename(f)[len(os.path.basename(stem)) + 1:-4]: f
+                        for f in arrays}}
+  if echo:
+    # Printed first: a read-only workdir must not lose the results.
+    print(format_report(report), flush=True)
+  if write:
+    try:
+      _write_outputs(workdir, run, stem, report, arrays)
+    except OSError as e:
+      raise OSError(e.errno, "The results" + (" above" if echo else "") +
+                    f" could not be saved to {workdir!r} ({e.strerror})" +
+                    ("; copy them from this output" if echo else ""),
+                    e.filename) from e
+  return report
+
+
+def _write_outputs(workdir: str, run, stem: str, report: dict, arrays: dict) -> None:
+  for path, array in arrays.items():
+    np.save(path, np.asarray(array, np.float32))
+  integrity.atomic_write_text(stem + ".json", json.dumps(report, indent=2))
+  if stem == output_stem(workdir, run.split_name, run.step, best=True):
+    # The run's own result: beside its training curves in TensorBoard.
+    log = reporting.MetricsLog(workdir)
+    for protocol, values in report.items():
+      if protocol in ("coco_1k", "coco_5k", "full", "eccv") and isinstance(values, dict):
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+        log.write(run.step, f"{run.split_name}/{protocol}", numbers, jsonl=False)
+    log.close()
   return report
 
 
 def format_report(report: dict) -> str:
+  """The report as console text; COCO 1K folds as one table."""
   lines = [f"checkpoint step {report['checkpoint_step']}, split "
-           f"{report['split']!r} ({report['num_images']} images)"]
+           f"{report['split']!r} ({report['num_images']} images), protocol "
+           f"{report.get('protocol', 'full')}"]
   for protocol, values in report.items():
+    if protocol in ("overrides", "files"):
+      continue
     if isinstance(values, dict):
       lines.append(f"  [{protocol}]")
       lines.extend(f"    {k:<18} {v:8.3f}" for k, v in values.items())
+  folds = report.get("coco_1k_folds")
+  if folds:
+    keys = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+    lines.append("  [coco_1k per fold]")
+    lines.append("    fold   " + " ".join(f"{k:>8}" for k in keys))
+    rows = [(str(i), fold) for i, fold in enumerate(folds)] + [("mean", report["coco_1k"])]
+    lines.extend(f"    {name:<6} " + " ".join(f"{row[k]:8.2f}" for k in keys)
+                 for name, row in rows)
+  if report.get("files"):
+    lines.append("  written: " + ", ".join(report["files"].values()))
   return "\n".join(lines)
 
 
@@ -115,9 +250,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  report = evaluate_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value)
-  print(format_report(report))
+  evaluate_run(
+      _WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
+      data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,
+      overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+      save_sims=_SAVE_SIMS.value, save_embeddings=_SAVE_EMBEDDINGS.value,
+      echo=True)
+
+
+def run():
+  """Console-script entry point."""
+  cli.run(main, config_fields=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -8,12 +8,13 @@ r"""Run every member of a sweep declared in a config file.
 Each member trains in `<sweep_dir>/<field=value,...>` and is then evaluated on
 the test split. Members with a DONE marker are skipped; interrupted ones are
 resumed from their latest checkpoint, so running the same command again
-finishes a sweep. `--set` overrides apply to every member (not part of their
-names). With several hosts, start the same command on each with its
+finishes a sweep. `--config.<field>=<value>` (or `--set=<field>=<value>`)
+overrides apply to every member (not part of their names). With several hosts, start the same command on each with its
 `--host_index`; host i runs members i, i + num_hosts, ...
 With --population the members train together in one process (one vmapped
 program; see itr_jax.sweeps.population for what may vary and what differs).
 """
+import os
 import signal
 import sys
 import time
@@ -21,11 +22,15 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
+from itr_jax import cli
 from itr_jax import sweeps
 
-_CONFIG = flags.DEFINE_string(
-    "config", None, "Sweep config file (defines get_config and get_sweep/get_hyper).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Sweep config file (defines get_config and get_sweep/get_hyper); "
+    "--config.<field>=<value> overrides apply to every member, like --set.",
+    lock_config=True)
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory for the members' workdirs.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Members run at once on this machine.")
 _SET = flags.DEFINE_multi_string(
@@ -46,8 +51,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  decl = sweeps.load(_CONFIG.value)
-  common = sweeps.parse_assignments(_SET.value)
+  config_flag = flags.FLAGS["config"]
+  decl = sweeps.load(config_flags.get_config_filename(config_flag))
+  common = {**config_flags.get_override_values(config_flag),
+            **sweeps.parse_assignments(_SET.value)}
   for overrides in decl.members:
     sweeps.apply_overrides(decl.base, {**common, **overrides})
   members = sweeps.expand(_SWEEP_DIR.value, decl.members)
@@ -67,10 +74,18 @@ def main(argv):
   sweeps.write_manifest(_SWEEP_DIR.value, decl.config_flag, common, members)
   t0 = time.time()
 
+  finished = [0]
+
   def show(outcome):
+    finished[0] += 1
     extra = f" ({outcome.seconds:.0f}s)" if outcome.seconds else ""
     msg = f": {outcome.message}" if outcome.message else ""
-    print(f"[{outcome.status}] {outcome.member.name}{extra}{msg}", flush=True)
+    print(f"[{outcome.status} {finished[0]}/{len(mine)}] {outcome.member.name}{extra}{msg}",
+          flush=True)
+
+  def show_start(member):
+    print(f"[start] {member.name}; log: "
+          f"{os.path.join(member.workdir, sweeps.runner.LOG_FILE)}", flush=True)
 
   if _POPULATION.value:
     if todo:
@@ -85,7 +100,8 @@ def main(argv):
       signal.signal(sig, lambda *_: sweeps.stop_all(signal.SIGTERM))
     outcomes = sweeps.run_members(mine, decl.config_flag, common,
                                   parallel=_PARALLEL.value,
-                                  evaluate=_EVALUATE.value, on_outcome=show)
+                                  evaluate=_EVALUATE.value, on_outcome=show,
+                                  on_start=show_start)
   failed = [o for o in outcomes if o.status in ("failed", "stopped")]
   print(f"Finished in {time.time() - t0:.0f}s: {len(outcomes) - len(failed)} ok, "
         f"{len(failed)} failed or stopped.", flush=True)
@@ -97,5 +113,10 @@ def main(argv):
     sys.exit(1)
 
 
+def run():
+  """Console-script entry point."""
+  cli.run(main, config_fields=True)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

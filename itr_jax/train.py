@@ -1,10 +1,13 @@
 r"""Train an ITR model from a config file.
 
   python -m itr_jax.train --config=configs/synthetic_scenes.py --workdir=workdirs/demo \
-      [--config.loss.tau=0.02 ...] [--fresh]
+      [--config.loss.tau=0.02 ...] [--fresh] [--verbose]
 
 Any config field can be overridden with --config.<path>=<value>. Running again
-with the same --workdir resumes from its latest checkpoint.
+with the same --workdir resumes from its latest checkpoint; a second trainer
+on the same --workdir is refused while the first runs. Errors print what is
+wrong and what to do (the traceback with --verbose). SIGTERM or Ctrl-C:
+checkpoint and exit; a second Ctrl-C exits at once.
 
 Multi-host: start the same command on every host (or process) with
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or the
@@ -18,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from itr_jax import cli
 from itr_jax.sharding import multihost
 from itr_jax.training import trainer
 
@@ -54,5 +58,10 @@ def main(argv):
           f"RSUM {best.get('rsum', float('nan')):.2f}")
 
 
+def run():
+  """Console-script entry point."""
+  cli.run(main, config_fields=True)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -232,3 +232,55 @@ def test_train_caption_ids_reference():
 def test_bad_arguments(data, kw, match):
   with pytest.raises(ValueError, match=match):
     _train(data, **kw)
+
+
+def test_count_truncated_counts_captions_longer_than_max_len():
+  captions = ["a", "a dog", "a red dog .", "two red dogs and a cat"]  # 3, 4, 6, 8 tokens
+  vocab = V.Vocabulary.build(captions[:2])  # unknown words count as tokens too
+  assert [pipeline.count_truncated(vocab, captions, n) for n in (3, 4, 5, 6, 7, 8)] == [
+      3, 2, 2, 1, 1, 0]
+  _, lengths = vocab.encode_batch(captions, 5)
+  assert lengths.tolist() == [3, 4, 5, 5]  # what encode_batch cuts
+
+
+def test_keeping_the_last_partial_batch_visits_every_caption_once(data):
+  # 30 captions, batch 8: steps of 8, 8, 8, then the 6 leftovers (official).
+  assert pipeline.steps_per_epoch(data["five"], 8, drop_last=False) == 4
+  assert pipeline.steps_per_epoch(data["five"], 10, drop_last=False) == 3  # no remainder
+  batches = _take(_train(data, seed=3, drop_last=False), 9)
+  assert [len(b["caption_ids"]) for b in batches] == [8, 8, 8, 6] * 2 + [8]
+  for epoch in range(2):
+    perm = np.random.default_rng((3, epoch)).permutation(30)
+    ids = np.concatenate([b["caption_ids"] for b in batches[4 * epoch:4 * epoch + 4]])
+    np.testing.assert_array_equal(ids, perm)  # the whole permutation, in order
+  for b in batches:
+    _check_rows(data["five"], data["vocab"], b)
+  # Resuming anywhere (mid-epoch, at and after the partial batch) is exact.
+  for start in (2, 3, 4, 7):
+    _assert_batches_equal(_take(_train(data, seed=3, drop_last=False, start_step=start),
+                                9 - start), batches[start:])
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_partial_batch_is_topped_up_to_the_shards_and_split_over_processes(data, count):
+  # 6 leftovers; over 4 shards the last batch takes 8: + the epoch's first 2.
+  full = _take(_train(data, seed=3, drop_last=False, batch_multiple=4), 4)
+  perm = np.random.default_rng((3, 0)).permutation(30)
+  np.testing.assert_array_equal(full[3]["caption_ids"], np.r_[perm[24:], perm[:2]])
+  shards = [_take(_train(data, seed=3, drop_last=False, batch_multiple=4,
+                         process_index=p, process_count=count), 4) for p in range(count)]
+  for step in range(4):
+    for key in full[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([shards[p][step][key] for p in range(count)]), full[step][key])
+  with pytest.raises(ValueError, match="divisible by process_count=4"):
+    _train(data, drop_last=False, process_index=0, process_count=4)  # 6 rows over 4
+
+
+def test_last_batch_size_and_drop_last_checks(data):
+  assert pipeline.last_batch_size(30, 8) == 6
+  assert pipeline.last_batch_size(30, 8, batch_multiple=8) == 8
+  assert pipeline.last_batch_size(25, 8) == 2  # a ranking needs 2 pairs
+  assert pipeline.last_batch_size(32, 8, batch_multiple=8) == 0
+  with pytest.raises(ValueError, match="drop_last"):
+    pipeline.steps_per_epoch(data["five"], 8, drop_last="no")

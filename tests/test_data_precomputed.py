@@ -39,7 +39,8 @@ def test_no_embeddings_is_fine_unless_required(tmp_path):
 def test_explicit_embedding_path(tmp_path):
   write_random_split(str(tmp_path), "dev", num_images=2, emb_dim=0)
   path = str(tmp_path / "other.npy")
-  np.save(path, np.ones((10, 3), np.float32))
+  # Rows must vary (constant rows are refused: their cosine is undefined).
+  np.save(path, np.arange(30, dtype=np.float32).reshape(10, 3))
   s = precomputed.load_split(str(tmp_path), "dev", caption_emb_path=path)
   assert s.emb_dim == 3
   with pytest.raises(ValueError, match="missing caption embedding file"):

@@ -131,3 +131,32 @@ def test_resolve_vocab_builds_from_train_only_and_saves(tmp_path):
   assert V.resolve_vocab(str(data), vocab_path="") == other  # config default
   assert V.resolve_vocab(str(data), vocab_path=os.path.join(
       workdir, "vocab.json")) == vocab
+
+
+def test_official_recipe_is_train_plus_dev_count_4_first_seen(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "train_caps.txt").write_text("zebra eats grass\na zebra eats\na dog eats\na zebra\n")
+  (data / "dev_caps.txt").write_text("a dog eats grass\na dog\ngrass\ndog\n")
+  # Counts over train + dev, by first occurrence: zebra 3, eats 4, grass 3,
+  # a 5, dog 4 (3 of them in dev). Kept (>= 4) in that order: eats, a, dog.
+  workdir = str(tmp_path / "work")
+  official = V.resolve_vocab(str(data), workdir=workdir, recipe="official")
+  assert official.words == ["<pad>", "<start>", "<end>", "<unk>", "eats", "a", "dog"]
+  assert V.Vocabulary.load(os.path.join(workdir, "vocab.json")) == official
+  # Today's recipe: train only, min count 1, by count then alphabet.
+  assert V.resolve_vocab(str(data)).words[4:] == ["a", "eats", "zebra", "dog", "grass"]
+
+
+def test_recipe_errors_and_an_existing_vocab_file_wins(tmp_path, caplog):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "train_caps.txt").write_text("a dog\n")
+  with pytest.raises(ValueError, match="vocab_recipe"):
+    V.resolve_vocab(str(data), recipe="scan")
+  with pytest.raises(ValueError, match="vocab_min_count=2"):
+    V.resolve_vocab(str(data), recipe="official", min_count=2)
+  other = V.Vocabulary.build(["x"])
+  other.save(str(data / "vocab.json"))
+  assert V.resolve_vocab(str(data), recipe="official") == other
+  assert "vocab_recipe='official' is not used" in caplog.text

@@ -75,6 +75,26 @@ def test_ties_and_real_valued_relevance_vs_reference(tiny_chunks):
                                rtol=1e-12)
 
 
+def test_official_ties_rank_by_reversed_argsort_vs_reference(tiny_chunks):
+  rng = np.random.default_rng(5)
+  scores = rng.integers(0, 3, (7, 30)).astype(np.float64)
+  relevance = rng.random((7, 30))
+  for k in (None, 1, 5):
+    expected = []
+    for s, r in zip(scores, relevance):  # the official evaluation's ranking order
+      order = np.argsort(s)[::-1][:len(s) if k is None else k]
+      ideal = np.sort(r)[::-1][:len(order)]
+      expected.append(sum((2.0**r[j] - 1) / np.log2(p + 2) for p, j in enumerate(order))
+                      / sum((2.0**g - 1) / np.log2(p + 2) for p, g in enumerate(ideal)))
+    np.testing.assert_allclose(
+        metrics.ndcg_per_row(scores, relevance, k=k, ties="official"), expected, rtol=1e-12)
+  assert metrics.ndcg(scores, relevance, ties="official") != metrics.ndcg(scores, relevance)
+  both = metrics.ndcg_both_directions(scores, relevance, ties="official")
+  assert both["ndcg_i2t"] == pytest.approx(metrics.ndcg(scores, relevance, ties="official"))
+  with pytest.raises(ValueError, match="ties"):
+    metrics.ndcg(scores, relevance, ties="random")
+
+
 def test_both_directions_is_rows_and_columns():
   rng = np.random.default_rng(4)
   sims = rng.standard_normal((6, 18))

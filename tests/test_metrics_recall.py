@@ -103,6 +103,36 @@ def test_ties_with_ground_truth_are_optimistic():
   np.testing.assert_array_equal(metrics.t2i_ranks(sims)[5:10], [0, 0, 1, 0, 0])
 
 
+@pytest.mark.parametrize("num_images,cpi,seed", [(3, 5, 0), (7, 5, 1), (40, 5, 2), (30, 1, 3)])
+def test_official_ties_match_the_official_argsort_loop(num_images, cpi, seed, tiny_chunks):
+  """Integer scores: many ties with the ground truth, rows longer and shorter
+  than 16 (NumPy's argsort switches algorithm there)."""
+  rng = np.random.default_rng(seed)
+  sims = rng.integers(0, 3, (num_images, num_images * cpi)).astype(np.float64)
+  assert metrics.i2t(sims, captions_per_image=cpi, ties="official") == reference_i2t(sims, cpi)
+  assert metrics.t2i(sims, captions_per_image=cpi, ties="official") == reference_t2i(sims, cpi)
+  optimistic = metrics.i2t_ranks(sims, captions_per_image=cpi)
+  official = metrics.i2t_ranks(sims, captions_per_image=cpi, ties="official")
+  assert np.all(official >= optimistic) and np.any(official > optimistic)
+
+
+def test_official_ties_hand_computed():
+  # All scores tied. np.argsort([1, 1, 1, 1]) = [0, 1, 2, 3] (stable for short
+  # rows), reversed: the last column ranks first.
+  sims = np.ones((2, 4))
+  np.testing.assert_array_equal(
+      metrics.i2t_ranks(sims, captions_per_image=2, ties="official"), [2, 0])
+  np.testing.assert_array_equal(
+      metrics.t2i_ranks(sims, captions_per_image=2, ties="official"), [1, 1, 0, 0])
+  np.testing.assert_array_equal(metrics.i2t_ranks(sims, captions_per_image=2), [0, 0])
+  np.testing.assert_array_equal(metrics.t2i_ranks(sims, captions_per_image=2), [0, 0, 0, 0])
+  result = metrics.evaluate_retrieval(sims, captions_per_image=2, ties="official")
+  assert (result["i2t_r1"], result["t2i_r1"], result["t2i_meanr"]) == (50.0, 50.0, 1.5)
+  assert metrics.coco_1k(np.ones((2, 10)), num_folds=2, ties="official")["t2i_r1"] == 100.0
+  with pytest.raises(ValueError, match="ties"):
+    metrics.i2t(sims, captions_per_image=2, ties="pessimistic")
+
+
 def test_rsum():
   a = dict(r1=10.0, r5=20.0, r10=30.0, medr=5.0, meanr=9.0)
   b = dict(r1=1.0, r5=2.0, r10=3.0, medr=50.0, meanr=90.0)
@@ -137,6 +167,10 @@ def test_coco_1k_averages_five_diagonal_folds(tiny_chunks):
     folds.append([i2t_f[k] for k in i2t_f] + [t2i_f[k] for k in t2i_f]
                  + [sum(i2t_f[k] + t2i_f[k] for k in ("r1", "r5", "r10"))])
   expected = np.mean(folds, axis=0)
+  per_fold = metrics.coco_1k_folds(sims)
+  assert len(per_fold) == 5
+  for got, want in zip(per_fold, folds):
+    np.testing.assert_allclose(list(got.values()), want, rtol=1e-12)
   result = metrics.coco_1k(sims)
   np.testing.assert_allclose(list(result.values()), expected, rtol=1e-12)
   assert list(result)[:2] == ["i2t_r1", "i2t_r5"] and list(result)[-1] == "rsum"

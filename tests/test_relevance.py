@@ -99,3 +99,38 @@ def test_rsc_of_a_caption_of_the_image_is_exactly_one_whatever_the_batch():
   assert np.all(np.diag(full) == 1.0)
   for rows in (slice(0, 1), slice(2, 5), slice(6, 7)):  # other matmul shapes
     np.testing.assert_array_equal(np.asarray(rsc_matrix(caps[rows], caption_emb)), full[rows])
+
+
+def official_rsc_float32(image_caption_emb, caption_emb):
+  """The official computation in float32: x / sqrt(sum x^2), batched matmul,
+  max over the image's captions, (1 + r) / 2, positives set to 1; no snapping."""
+  img = np.asarray(image_caption_emb, np.float32)
+  cap = np.asarray(caption_emb, np.float32)
+  img = img / np.sqrt(np.sum(img * img, axis=-1, keepdims=True))
+  cap = cap / np.sqrt(np.sum(cap * cap, axis=-1, keepdims=True))
+  out = (np.float32(1) + np.einsum("icd,jd->ijc", img, cap).max(-1)) / np.float32(2)
+  np.fill_diagonal(out, 1.0)
+  return out
+
+
+def test_unsnapped_is_the_official_float32_relevance_and_snapped_is_on_the_grid():
+  rng = np.random.default_rng(4)
+  caps = rng.standard_normal((9, 5, 384)).astype(np.float32)
+  # Captions 1..8 are each one of image 0's captions: relevance ~1 to image 0.
+  caption_emb = np.concatenate([caps[:1, 0], caps[0, rng.integers(0, 5, 8)]])
+  raw = np.asarray(rsc(caps, caption_emb, snap=False))
+  snapped = np.asarray(rsc(caps, caption_emb))
+  want = official_rsc_float32(caps, caption_emb)
+  np.testing.assert_allclose(raw, want, atol=3e-7, rtol=0)  # ~2 float32 ulps at 1
+  np.testing.assert_allclose(raw, np_rsc(caps, caption_emb), atol=3e-7, rtol=0)
+  grid = snapped * 2.0**20
+  np.testing.assert_array_equal(grid, np.round(grid))
+  assert not np.array_equal(raw * 2.0**20, np.round(raw * 2.0**20))  # raw is off-grid
+  assert np.abs(raw - snapped).max() <= 2.0**-21
+  assert np.all(snapped[0, 1:] == 1.0)  # ties with the positive stay exact
+
+
+@pytest.mark.parametrize("snap", ["yes", 1, None])
+def test_snap_must_be_a_bool(snap):
+  with pytest.raises(ValueError, match="snap"):
+    rsc(jnp.ones((2, 1, 3)), jnp.ones((2, 3)), snap=snap)

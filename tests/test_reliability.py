@@ -1,4 +1,5 @@
-"""Preemption, exact resume after SIGKILL, checkpoint integrity, bad input, divergence.
+"""Preemption, exact resume after SIGKILL, damaged checkpoints, logs after
+interruptions, one trainer per workdir, bad input, divergence.
 
 The kill tests run `python -m itr_jax.train` as a real subprocess and kill it
 from outside at whatever moment it has reached, so they exercise the same
@@ -65,8 +66,11 @@ def test_sigkill_at_several_points_then_resume_gives_identical_parameters(
   assert killed_at[0] >= 15 and killed_at[1] >= 62
   jax.tree.map(np.testing.assert_array_equal,
                params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
-  train_steps = [r["step"] for r in reporting.read_metrics(workdir) if r["kind"] == "train"]
-  assert train_steps == sorted(set(train_steps))
+  # The logs are the uninterrupted run's: nothing twice, nothing missing.
+  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
+      reporting.read_metrics(reference_dir))
+  for tag, steps in _tensorboard_steps(workdir).items():
+    assert steps == sorted(set(steps)), tag
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tiny_run, tmp_path):
@@ -86,30 +90,13 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tiny_run, tmp_pa
   trainer.train_and_evaluate(tiny_config(data_dir), workdir)
   jax.tree.map(np.testing.assert_array_equal,
                params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
+  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
+      reporting.read_metrics(reference_dir)), f"stopped at {stopped}"
 
 
 def _tiny_state(value):
   return train_state.TrainState.create(
       apply_fn=None, params={"w": jnp.full((3,), value)}, tx=optax.adam(1e-3))
-
-
-def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
-  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=3)
-  for step in (1, 2, 3):
-    ckpt.save(step, _tiny_state(float(step)).replace(step=step))
-  # Damage every file of the newest checkpoint, as a half-written copy would be.
-  for root, _, files in os.walk(os.path.join(ckpt.directory, "3")):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"\0garbage")
-  abstract = jax.eval_shape(lambda: _tiny_state(0.0))
-  step, state = ckpt.restore_latest(abstract)
-  assert step == 2 and float(state.params["w"][0]) == 2.0
-  assert "cannot be restored" in caplog.text
-  assert ckpt.manager.all_steps() == [1, 2]
-  moved = os.listdir(os.path.join(str(tmp_path), "checkpoints_corrupted"))
-  assert len(moved) == 1 and moved[0].startswith("3-")  # kept, not deleted
-  ckpt.close()
 
 
 def test_restore_latest_with_no_checkpoint(tmp_path):
@@ -137,11 +124,11 @@ def test_divergence_stops_with_the_step_and_term_and_keeps_good_checkpoints(
 
 # --- bad input: a clear error before anything is written ---------------------
 
-def _dataset(tmp_path, **breakage):
+def _dataset(tmp_path):
   d = str(tmp_path / "data")
-  for split in ("train", "dev"):
+  for seed, split in enumerate(("train", "dev", "test")):
     data_testing.write_random_split(d, split, num_images=8, regions=3, feature_dim=4,
-                                    seed=1 if split == "dev" else 0)
+                                    seed=seed)
   return d
 
 
@@ -204,6 +191,57 @@ def _break_vocab(d):
     f.write('{"word2idx": {"<pad>": 0, "dog": 1}, "idx2word": {"0": "<pad>", "1": "dog"}, "idx": 2}')
 
 
+def _break_zero_embedding_row(d):
+  emb = np.load(f"{d}/train_caps_emb.npy")
+  emb[4] = 0.0  # cosine undefined: RSC would grade its pairs 0.5
+  np.save(f"{d}/train_caps_emb.npy", emb)
+
+
+def _break_constant_embedding_row(d):
+  emb = np.load(f"{d}/dev_caps_emb.npy")
+  emb[2] = 0.25
+  np.save(f"{d}/dev_caps_emb.npy", emb)
+
+
+def _break_identical_embeddings(d):
+  np.save(f"{d}/train_caps_emb.npy",
+          np.tile(np.arange(1, 7, dtype=np.float32), (40, 1)))
+
+
+def _break_embeddings_changed_after_sidecar(d):
+  from itr_jax.tools import embed_captions  # pylint: disable=import-outside-toplevel
+
+  class Encoder:
+    name, weights_sha256, tokenizer_settings, dim = "fake", "0", {}, 6
+
+    def encode(self, texts, batch_size):
+      del batch_size
+      return np.random.default_rng(len(texts)).standard_normal(
+          (len(texts), 6)).astype(np.float32)
+
+  os.remove(f"{d}/train_caps_emb.npy")
+  embed_captions.embed_captions_file(f"{d}/train_caps.txt", encoder=Encoder(),
+                                     progress=False)
+  emb = np.load(f"{d}/train_caps_emb.npy")
+  emb[0, 0] += 1.0  # same shape and captions: only the array's hash tells
+  np.save(f"{d}/train_caps_emb.npy", emb)
+
+
+def _break_caption_with_line_separator(d):
+  # U+2028 and a form feed inside a caption do not end its line (wc -l: 40).
+  with open(f"{d}/train_caps.txt", encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  lines[3] = "a dog\u2028on a mat\x0cnear a car"
+  lines[5] = ""  # ... so the empty caption is line 6, as an editor shows it
+  with open(f"{d}/train_caps.txt", "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+
+
+def _break_missing_test_split(d):
+  for suffix in ("_ims.npy", "_caps.txt", "_caps_emb.npy"):
+    os.remove(f"{d}/test{suffix}")
+
+
 @pytest.mark.parametrize("breakage, message", [
     (_break_missing_file, r"missing .*dev_ims\.npy"),
     (_break_unreadable_file, r"cannot read .*train_ims\.npy"),
@@ -215,6 +253,12 @@ def _break_vocab(d):
     (_break_inf_embeddings, r"NaN or Inf"),
     (_break_empty_caption, r"line 7 is an empty caption"),
     (_break_vocab, r"<start>|<end>|<unk>"),
+    (_break_zero_embedding_row, r"train_caps_emb\.npy' row 4 is constant"),
+    (_break_constant_embedding_row, r"dev_caps_emb\.npy' row 2 is constant"),
+    (_break_identical_embeddings, r"40 identical rows"),
+    (_break_embeddings_changed_after_sidecar, r"changed after its sidecar"),
+    (_break_caption_with_line_separator, r"line 6 is an empty caption"),
+    (_break_missing_test_split, r"missing image features file 'test_ims\.npy'"),
 ])
 def test_bad_data_is_refused_before_writing_anything(tmp_path, breakage, message):
   d = _dataset(tmp_path)
@@ -232,7 +276,25 @@ def test_bad_data_is_refused_before_writing_anything(tmp_path, breakage, message
     ("loss.margin", -0.2, r"margin.*>= 0"),
     ("loss.idcg", "best", r"idcg"),
     ("loss.t2i_relevance", "rows", r"t2i_relevance"),
+    ("loss.rsc_snap", None, r"rsc_snap must be True"),
+    ("eval.ties", "pessimistic", r"config\.eval\.ties"),
+    ("data.vocab_recipe", "scan", r"config\.data\.vocab_recipe"),
     ("train.batch_size", 1000, r"batch_size=1000 exceeds the 40 captions"),
+    ("loss.weight", 2.0, r"--config\.loss\.weight=0\.5"),  # the hint names the field
+    ("optim.learning_rate", float("nan"), r"optim\.learning_rate must be a finite number > 0, got nan"),
+    ("optim.learning_rate", 0.0, r"optim\.learning_rate .*> 0"),
+    ("optim.learning_rate", -1e-3, r"optim\.learning_rate"),
+    ("optim.grad_clip", float("nan"), r"optim\.grad_clip"),
+    ("optim.lr_decay", 0.0, r"optim\.lr_decay"),
+    ("data.max_len", 2, r"data\.max_len must be an int >= 3"),
+    ("train.log_every_steps", 0, r"train\.log_every_steps must be an int >= 1.*=100"),
+    ("train.checkpoint_every_steps", 0, r"train\.checkpoint_every_steps"),
+    ("train.num_epochs", 0, r"train\.num_epochs must be an int >= 1"),
+    ("train.keep_checkpoints", 0, r"train\.keep_checkpoints"),
+    ("eval.every_epochs", 0, r"eval\.every_epochs"),
+    ("eval.batch_size", 0, r"eval\.batch_size"),
+    ("eval.ndcg_k", -1, r"eval\.ndcg_k"),
+    ("model.pooling", "mean", r"model\.pooling must be one of"),
 ])
 def test_bad_hyperparameters_are_refused_before_writing_anything(
     tmp_path, field, value, message):
@@ -253,3 +315,107 @@ def test_unknown_config_key_is_refused_by_the_cli(tmp_path):
   assert proc.returncode != 0
   assert "temperature" in proc.stderr
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_captions_split_on_newlines_only_and_lose_a_byte_order_mark(tmp_path):
+  from itr_jax.data import precomputed  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "x_caps.txt")
+  with open(path, "wb") as f:
+    f.write("\ufeffa dog\r\na cat\u2028on a mat\nform\x0cfeed\n".encode("utf-8"))
+  assert precomputed.read_captions(path) == [
+      "a dog", "a cat\u2028on a mat", "form\x0cfeed"]  # as many as `wc -l`
+
+
+# --- damaged checkpoints, interruptions and logs, on the tiny run --------------
+
+_TIMING = ("time", "steps_per_second", "eval_seconds", "compile_seconds")
+
+
+def _comparable(records):
+  return [{k: v for k, v in r.items() if k not in _TIMING} for r in records]
+
+
+def _tensorboard_steps(workdir):
+  """{tag: [steps in file order]} over every event file of the run."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  steps = {}
+  tb = os.path.join(workdir, "tensorboard")
+  for name in sorted(os.listdir(tb)):
+    for raw in tf.data.TFRecordDataset(os.path.join(tb, name)).as_numpy_iterator():
+      event = tf.compat.v1.Event.FromString(raw)
+      for value in event.summary.value:
+        steps.setdefault(value.tag, []).append(event.step)
+  return steps
+
+
+def test_damaged_and_stray_checkpoints_cost_only_themselves(tiny_run, tmp_path, caplog):
+  """A stray empty step directory and a flipped byte in the newest checkpoint:
+  training resumes from the newest intact one, keeps its logs, and ends with
+  the uninterrupted run's parameters (not a restart from step 0)."""
+  config, reference_dir, _, data_dir = tiny_run
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(reference_dir, workdir)
+  directory = os.path.join(workdir, "checkpoints")
+  os.makedirs(os.path.join(directory, str(10 * TOTAL_STEPS)))  # empty, "newest"
+  newest = os.path.join(directory, str(TOTAL_STEPS))
+  array = next(os.path.join(root, n) for root, _, names in os.walk(newest)
+               for n in names if os.sep + "d" + os.sep in os.path.join(root, n))
+  data = bytearray(open(array, "rb").read())
+  data[-1] ^= 0x80
+  open(array, "wb").write(bytes(data))
+  before = reporting.read_metrics(workdir)
+  trainer.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert f"Checkpoint step {TOTAL_STEPS} in" in caplog.text
+  moved = sorted(n.split("-")[0] for n in os.listdir(
+      os.path.join(workdir, checkpointing.CORRUPTED_DIR)))
+  assert moved == sorted([str(TOTAL_STEPS), str(10 * TOTAL_STEPS)])
+  jax.tree.map(np.testing.assert_array_equal,
+               params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
+  after = reporting.read_metrics(workdir)
+  assert after[0]["step"] == 0 and _comparable(after) == _comparable(before)
+
+
+def test_sigint_checkpoints_a_second_trainer_is_refused_and_logs_match(
+    tiny_run, tmp_path):
+  """Ctrl-C acts like SIGTERM; while it trains, another trainer on the same
+  workdir is refused naming the holder; after resuming, metrics.jsonl equals
+  the uninterrupted run's (same windows, no record at the stop step) and
+  TensorBoard has one point per step."""
+  _, reference_dir, _, data_dir = tiny_run
+  workdir = str(tmp_path / "interrupted")
+  proc = _start_training(data_dir, workdir)
+  _wait_for_train_step(workdir, 23, proc)
+  proc.send_signal(signal.SIGSTOP)  # holds the lock while the second one starts
+  second = subprocess.run(
+      [sys.executable, "-m", "itr_jax.train", f"--workdir={workdir}",
+       *cli_flags(data_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert second.returncode == 1, second.stderr[-2000:]
+  assert f"in use by another trainer (host {os.uname().nodename}, pid {proc.pid}" \
+      in second.stderr and "Traceback" not in second.stderr
+  proc.send_signal(signal.SIGCONT)
+  proc.send_signal(signal.SIGINT)
+  output, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, output
+  stopped = int(output.split("saved a checkpoint at step ")[1].split(";")[0])
+  assert not os.path.exists(os.path.join(workdir, "LOCK"))
+  trainer.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
+      reporting.read_metrics(reference_dir)), f"stopped at {stopped}"
+  for tag, steps in _tensorboard_steps(workdir).items():
+    assert steps == sorted(set(steps)), tag
+
+
+def test_second_ctrl_c_exits_at_once(tiny_run, tmp_path):
+  _, _, _, data_dir = tiny_run
+  workdir = str(tmp_path / "twice")
+  proc = _start_training(data_dir, workdir)
+  _wait_for_train_step(workdir, 5, proc)
+  proc.send_signal(signal.SIGINT)
+  # Two signals sent back to back can merge into one pending signal in the
+  # kernel; give the first time to be delivered.
+  time.sleep(2.0)
+  proc.send_signal(signal.SIGINT)
+  output, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGINT, output
+  assert "Second interrupt: exiting now" in output
+  assert "Event loop is closed" not in output

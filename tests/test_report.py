@@ -143,6 +143,38 @@ def test_write_report(sweep_dir):
   assert len(curves) == 5
 
 
+def test_plot_limits_units_bars_and_titles(sweep_dir, tmp_path, monkeypatch):
+  from itr_jax.report import plots  # pylint: disable=import-outside-toplevel
+  g = lambda setting, mean, std: aggregate.Group(setting, 2, mean, std, {})
+  groups = [g({"model.pooling": "max"}, {"rsum": 100.0, "i2t_r1": 10.0},
+              {"rsum": 10.0, "i2t_r1": float("nan")}),
+            g({"model.pooling": "gpo"}, {"rsum": 140.0, "i2t_r1": 20.0},
+              {"rsum": 0.0, "i2t_r1": 1.0})]
+  limits = plots.metric_limits(groups, ["rsum", "i2t_r1"])
+  # rsum spans 90 .. 140 (mean ± std), padded by 5% of 50.
+  assert limits["rsum"] == pytest.approx((87.5, 142.5))
+  assert limits["i2t_r1"] == pytest.approx((10.0 - 0.55, 21.0 + 0.55))
+  calls = {"bar": 0, "errorbar": 0}
+  import matplotlib.axes  # pylint: disable=import-outside-toplevel
+  for name in calls:
+    original = getattr(matplotlib.axes.Axes, name)
+    def counted(self, *a, _name=name, _original=original, **k):
+      calls[_name] += 1
+      return _original(self, *a, **k)
+    monkeypatch.setattr(matplotlib.axes.Axes, name, counted)
+  plots.metric_vs_param(groups, "model.pooling", ["rsum", "i2t_r1"],
+                        str(tmp_path / "p.png"), limits=limits)
+  assert calls["bar"] == 2  # discrete setting: bars (one per panel)
+  before = dict(calls)
+  numeric = [g({"loss.tau": t}, {"rsum": r}, {"rsum": 1.0}) for t, r in ((0.01, 5.0), (0.1, 6.0))]
+  plots.metric_vs_param(numeric, "loss.tau", ["rsum"], str(tmp_path / "q.png"))
+  # numeric: a line with error bars, no bars
+  assert calls["bar"] == before["bar"] and calls["errorbar"] == before["errorbar"] + 1
+  runs = collect.collect_runs(sweep_dir)
+  assert build._dataset(runs) == "? (?)"  # the fake configs name no data
+  assert plots.PARAM_LABELS["loss.tau"].startswith("τ")
+
+
 def test_write_report_rejects_an_empty_dir(tmp_path):
   with pytest.raises(ValueError, match="no runs"):
     build.write_report(str(tmp_path))
@@ -218,13 +250,50 @@ def test_examples_page_of_a_trained_run(tiny_run):
                                       out=os.path.join(workdir, "ex.html"))
   with open(path, encoding="utf-8") as f:
     page = f.read()
-  assert page.count("<table>") == 6 and page.count("Query:") == 6
+  # the split's metrics, then one table per query
+  assert page.count("<table>") == 1 + 6 and page.count("Query:") == 6
   assert page.count("<tr class=") == 30  # 6 queries x top 5
   assert "true relevance" in page and "rsc relevance" in page
   assert re.search(r"image \d+: \w+", page)  # scene descriptions, not bare ids
 
 
-@pytest.mark.parametrize("name", ["aggregate", "tables", "examples"])
+def _reference_ndcg_at_k(scores, rel, k):
+  out = []
+  for s, r in zip(np.asarray(scores, np.float64), np.asarray(rel, np.float64)):
+    order = np.argsort(-s, kind="stable")[:k]
+    dcg = sum((2 ** r[j] - 1) / np.log2(i + 2) for i, j in enumerate(order))
+    ideal = sum((2 ** g - 1) / np.log2(i + 2) for i, g in enumerate(sorted(r, reverse=True)[:k]))
+    out.append(dcg / ideal)
+  return np.array(out)
+
+
+def test_worst_queries_are_the_lowest_ndcg():
+  rng = np.random.default_rng(3)
+  sims = rng.normal(size=(6, 12))
+  rel = rng.uniform(size=(6, 12))
+  images, captions = examples.select_queries(sims, {"rsc": rel, "true": rel ** 2},
+                                             captions_per_image=2, num_queries=3, k=4,
+                                             mode="worst")
+  assert images == np.argsort(_reference_ndcg_at_k(sims, rel ** 2, 4))[:3].tolist()
+  assert captions == np.argsort(_reference_ndcg_at_k(sims.T, (rel ** 2).T, 4))[:3].tolist()
+  random_images, _ = examples.select_queries(sims, {}, captions_per_image=2, num_queries=3,
+                                             k=4, seed=1)
+  assert len(set(random_images)) == 3
+  with pytest.raises(ValueError, match="mode"):
+    examples.select_queries(sims, {}, captions_per_image=2, num_queries=3, k=4, mode="best")
+
+
+def test_worst_examples_page_has_the_split_metrics(tiny_run):
+  _, workdir, _, _ = tiny_run
+  path = examples.write_examples_page(workdir, num_queries=3, k=4, mode="worst")
+  assert path.endswith("examples_test_worst.html")
+  with open(path, encoding="utf-8") as f:
+    page = f.read()
+  assert "<th>rsum</th>" in page and "worst queries by NDCG@4" in page
+  assert page.count("its captions") >= 3 + 3 * 4  # image queries + retrieved images
+
+
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots"])
 def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.report.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -473,3 +473,31 @@ def test_batch_with_repeated_images_gives_the_same_loss_on_eight_devices():
   np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
   for key in want:
     np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5, err_msg=key)
+
+
+def test_rsc_snap_false_reaches_the_sharded_loss_and_changes_tied_batches():
+  """Every pair of a batch of two images: unsnapped float rounding splits the
+  tie between a caption of the same image (~0.99999994) and the positive (1),
+  which moves the "tied" IDCG a lot; the sharded loss must see the same
+  relevance as `rsc(..., snap=False)` on one device."""
+  rng = np.random.default_rng(0)
+  b, c, d, e = 8, 5, 384, 8
+  image_of_pair = np.repeat([0, 1], 4)
+  all_caps = rng.standard_normal((2, c, d)).astype(np.float32)
+  image_caption_emb = all_caps[image_of_pair]
+  caption_emb = all_caps[image_of_pair, rng.integers(0, c, b)]
+  img = rng.standard_normal((b, e)).astype(np.float32)
+  cap = rng.standard_normal((b, e)).astype(np.float32)
+  mesh = mesh_of(1)
+  by_snap = {}
+  for snap in (True, False):
+    want_loss, want = losses.listwise_itr_loss(
+        img @ cap.T, rsc(image_caption_emb, caption_emb, snap=snap))
+    got_loss, got = sharding.global_batch_listwise_loss(
+        img, cap, image_caption_emb, caption_emb, mesh=mesh, rsc_snap=snap)
+    np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
+    for key in want:
+      np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5,
+                                 err_msg=f"snap={snap} {key}")
+    by_snap[snap] = float(want["listwise"])
+  assert abs(by_snap[True] - by_snap[False]) > 0.05, by_snap

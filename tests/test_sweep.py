@@ -9,6 +9,8 @@ import importlib
 import json
 import os
 import stat
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -199,9 +201,11 @@ def _calls(member):
 
 def test_runner_marks_done_skips_and_survives_failures(tmp_path, fake_python):
   members = sweeps.expand(str(tmp_path / "sw"), [{"a": 1}, {"a": "fail"}, {"a": 3}])
-  seen = []
+  seen, started = [], []
   outcomes = sweeps.run_members(members, "cfg.py", {"b": 2}, parallel=2,
-                                python=fake_python, on_outcome=seen.append)
+                                python=fake_python, on_outcome=seen.append,
+                                on_start=started.append)
+  assert sorted(m.name for m in started) == sorted(m.name for m in members)
   assert [o.status for o in outcomes] == ["done", "failed", "done"]
   assert sorted(o.member.name for o in seen) == sorted(m.name for m in members)
   assert "train exited with status 3" in outcomes[1].message
@@ -216,8 +220,10 @@ def test_runner_marks_done_skips_and_survives_failures(tmp_path, fake_python):
   assert os.path.exists(os.path.join(ok.workdir, "sweep.log"))
 
   # Again: finished members are skipped, the failed one is retried.
-  again = sweeps.run_members(members, "cfg.py", python=fake_python)
+  started = []
+  again = sweeps.run_members(members, "cfg.py", python=fake_python, on_start=started.append)
   assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+  assert [m.name for m in started] == [members[1].name]
   assert len(_calls(ok)) == 2
   assert len(_calls(members[1])) == 2  # two train attempts, no evaluate
 
@@ -263,3 +269,19 @@ def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.sweeps.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0, name
+
+
+def test_cli_config_overrides_apply_to_every_member(tmp_path):
+  """`--config.x=y` works like --set (and the sweep file may take an arg)."""
+  out = subprocess.run(
+      [sys.executable, "-m", "itr_jax.sweep", "--config=configs/ablations/tau.py:2",
+       f"--sweep_dir={tmp_path}", "--dry_run", "--config.train.num_epochs=1",
+       "--set=eval.batch_size=64"],
+      cwd=os.path.join(os.path.dirname(__file__), ".."), capture_output=True, text=True,
+      check=False, env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")})
+  assert out.returncode == 0, out.stderr[-2000:]
+  commands = [l for l in out.stdout.splitlines() if "-m itr_jax.train" in l]
+  assert len(commands) == 10  # 5 values of tau x 2 seeds
+  for command in commands:
+    assert "--config=configs/ablations/tau.py:2" in command
+    assert "--config.train.num_epochs=1" in command and "--config.eval.batch_size=64" in command

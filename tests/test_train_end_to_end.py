@@ -17,7 +17,7 @@ from itr_jax.training import checkpointing
 from itr_jax.training import reporting
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
-from tiny_config import NUM_EPOCHS, TOTAL_STEPS, params_at, tiny_config
+from tiny_config import NUM_EPOCHS, STEPS_PER_EPOCH, TOTAL_STEPS, params_at, tiny_config
 
 
 def test_training_improves_retrieval_over_untrained(tiny_run):
@@ -47,13 +47,16 @@ def test_logs_config_and_checkpoints_written(tiny_run):
   ckpt.close()
 
 
-def test_resume_continues_to_the_same_parameters(tiny_run, tmp_path):
+def test_resume_continues_to_the_same_parameters(tiny_run, tmp_path, capsys):
   config, workdir, _, data_dir = tiny_run
   resumed_dir = str(tmp_path / "resumed")
   trainer.train_and_evaluate(tiny_config(data_dir, num_epochs=NUM_EPOCHS - 3),
                              resumed_dir)
+  capsys.readouterr()
   # Same workdir, longer schedule: resumes 3 epochs before the end.
   trainer.train_and_evaluate(tiny_config(data_dir), resumed_dir)
+  # Said on the console, not only in the INFO log.
+  assert f"Resumed from step {TOTAL_STEPS - 3 * STEPS_PER_EPOCH} in " in capsys.readouterr().out
   a = params_at(workdir, TOTAL_STEPS)
   b = params_at(resumed_dir, TOTAL_STEPS)
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -97,8 +100,57 @@ def test_evaluate_cli_restores_onto_another_device_count(tiny_run):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  with open(os.path.join(workdir, "eval_dev.json")) as f:
+  latest = checkpointing.Checkpoints(workdir).latest_step()
+  # Not the best checkpoint: named by its step.
+  with open(os.path.join(workdir, f"eval_dev_step{latest}.json")) as f:
     report = json.load(f)
   final_dev = [r for r in reporting.read_metrics(workdir) if r["kind"] == "dev"][-1]
   assert report["checkpoint_step"] == final_dev["step"]
   assert report["full"]["rsum"] == pytest.approx(final_dev["rsum"], abs=1e-6)
+
+
+def test_run_start_records_how_many_captions_max_len_truncates(tiny_run):
+  from itr_jax.data import precomputed, vocab  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  config, workdir, _, _ = tiny_run
+  [record] = [r for r in reporting.read_metrics(workdir) if r["kind"] == "data"]
+  captions = precomputed.read_captions(os.path.join(
+      experiment_data.data_dir(config), "train_caps.txt"))
+  # <start> + words + <end> longer than max_len.
+  want = sum(len(vocab.tokenize(c)) + 2 > config.data.max_len for c in captions)
+  assert record["step"] == 0 and record["train_captions"] == len(captions) == 240
+  assert record["truncated_train_captions"] == want
+
+
+def test_keeping_the_last_partial_batch_trains_and_resumes_exactly(tiny_run, tmp_path):
+  """240 captions at batch 32 on 8 devices: 7 full batches + one of 16 per
+  epoch; a run resumed after epoch 1 ends with bitwise the same parameters."""
+  _, _, _, data_dir = tiny_run
+
+  def config(num_epochs):
+    c = tiny_config(data_dir, num_epochs=num_epochs)
+    c.data.drop_last, c.train.batch_size = False, 32
+    c.train.checkpoint_every_steps = 1000  # epoch ends only
+    return c
+
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  trainer.train_and_evaluate(config(2), straight)
+  trainer.train_and_evaluate(config(1), resumed)
+  trainer.train_and_evaluate(config(2), resumed)
+  jax.tree.map(np.testing.assert_array_equal, params_at(straight, 16), params_at(resumed, 16))
+  dev = [r for r in reporting.read_metrics(straight) if r["kind"] == "dev"]
+  assert [(r["step"], r["epoch"]) for r in dev] == [(0, 0.0), (8, 1.0), (16, 2.0)]
+
+
+def test_official_ties_in_the_evaluation_report():
+  from itr_jax.evaluation import evaluate  # pylint: disable=import-outside-toplevel
+  emb = np.ones((4, 3), np.float32)  # collapsed embeddings: every score tied
+  # Captions 0-4 relevant to every image: the lowest columns rank first when
+  # ties go by index, last in the official reversed argsort order.
+  kw = dict(captions_per_image=5, rsc_relevance=np.tile(np.arange(20) < 5, (4, 1)))
+  optimistic = evaluate.retrieval_report(emb, np.ones((20, 3), np.float32), **kw)
+  official = evaluate.retrieval_report(emb, np.ones((20, 3), np.float32),
+                                       ties="official", **kw)
+  assert optimistic["i2t_r1"] == optimistic["t2i_r1"] == 100.0
+  assert official["i2t_r1"] == 25.0 and official["t2i_r1"] == 25.0
+  assert optimistic["rsc_ndcg_i2t"] == 1.0 > official["rsc_ndcg_i2t"]

@@ -25,11 +25,13 @@ embeddings. Image batches (``eval_image_batches``) hold ``images``,
 
 Training order is a pure function of (seed, epoch): epoch ``e`` visits the
 captions in the order ``np.random.default_rng((seed, e)).permutation(N)``, in
-``N // batch_size`` full batches (the remainder is dropped). Step ``s`` is
+``N // batch_size`` full batches; with ``drop_last`` (the default) the
+remainder is dropped, otherwise it forms one more, smaller batch (as the
+official loader's last partial batch; see `last_batch_size`). Step ``s`` is
 batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``, so a run
 resumed at step ``s`` sees exactly the batches of an uninterrupted run, and
 skipped steps read nothing. With P processes, ``batch_size`` is the global
-batch and process p gets its rows ``[p*B/P, (p+1)*B/P)``.
+batch and process p gets its rows ``[p*b/P, (p+1)*b/P)`` of each batch of b.
 
 Batches are assembled by a parallel, order-preserving ``tf.data`` map: each
 step's caption indices are computed first, then the whole batch's features
@@ -51,7 +53,10 @@ file order) and prefetched.
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
+import weakref
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -79,15 +84,41 @@ except RuntimeError:  # devices already initialised by the caller
   pass
 
 
-def steps_per_epoch(split: PrecomputedSplit, batch_size: int) -> int:
-  """Full (global) batches per epoch: ``N_captions // batch_size``."""
+def _steps(num_captions: int, batch_size: int, drop_last: bool) -> int:
+  full = num_captions // batch_size
+  return full if drop_last or num_captions % batch_size == 0 else full + 1
+
+
+def steps_per_epoch(split: PrecomputedSplit, batch_size: int, *,
+                    drop_last: bool = True) -> int:
+  """(Global) batches per epoch: ``N_captions // batch_size``, plus one for
+  the remainder when ``drop_last`` is False and it is not empty."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  steps = split.num_captions // batch_size
-  if steps == 0:
+  if not isinstance(drop_last, bool):
+    raise ValueError(f"drop_last must be True or False, got {drop_last!r}")
+  if split.num_captions // batch_size == 0:
     raise ValueError(f"batch_size={batch_size} exceeds the {split.num_captions} "
                      f"captions of split {split.split!r}; use a smaller batch")
-  return steps
+  return _steps(split.num_captions, batch_size, drop_last)
+
+
+def last_batch_size(num_captions: int, batch_size: int, batch_multiple: int = 1) -> int:
+  """Size of an epoch's last, partial batch when it is kept (0: none).
+
+  The r = N mod batch_size leftover captions, topped up with the epoch's
+  first captions to a multiple of ``batch_multiple`` (the batch shards: every
+  device needs the same number of rows) and to at least 2 pairs (a ranking
+  needs a negative). On one device and r >= 2 it is exactly the official
+  loader's last batch.
+
+  >>> last_batch_size(10, 4), last_batch_size(10, 4, batch_multiple=4), last_batch_size(9, 4)
+  (2, 4, 2)
+  """
+  rest = num_captions % batch_size
+  if rest == 0:
+    return 0
+  return max(-(-rest // batch_multiple) * batch_multiple, 2)
 
 
 @functools.lru_cache(maxsize=4)
@@ -98,22 +129,33 @@ def _epoch_permutation(num_captions: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_caption_ids(num_captions: int, *, batch_size: int, seed: int,
-                      step: int) -> np.ndarray:
-  """Caption indices ``int64[batch_size]`` of global training step ``step``.
+                      step: int, drop_last: bool = True,
+                      batch_multiple: int = 1) -> np.ndarray:
+  """Caption indices ``int64[b]`` of global training step ``step``.
+
+  b = batch_size, except for the last batch of an epoch when ``drop_last`` is
+  False and ``num_captions`` is not a multiple of ``batch_size``: then b =
+  `last_batch_size` (the leftover captions, then the epoch's first ones).
 
   >>> train_caption_ids(10, batch_size=4, seed=0, step=2).shape
   (4,)
+  >>> train_caption_ids(10, batch_size=4, seed=0, step=2, drop_last=False).shape
+  (2,)
   """
   if seed < 0 or step < 0:
     raise ValueError(f"seed and step must be >= 0, got seed={seed}, "
                      f"step={step}")
-  spe = num_captions // batch_size
-  if spe == 0:
+  full = num_captions // batch_size
+  if full == 0:
     raise ValueError(f"batch_size={batch_size} exceeds num_captions="
                      f"{num_captions}")
-  epoch, i = divmod(step, spe)
-  return _epoch_permutation(num_captions, seed, epoch)[
-      i * batch_size:(i + 1) * batch_size]
+  epoch, i = divmod(step, _steps(num_captions, batch_size, drop_last))
+  perm = _epoch_permutation(num_captions, seed, epoch)
+  if i < full:
+    return perm[i * batch_size:(i + 1) * batch_size]
+  rest = perm[full * batch_size:]
+  size = last_batch_size(num_captions, batch_size, batch_multiple)
+  return np.concatenate([rest, perm[:size - len(rest)]])
 
 
 def _process_slice(batch_size: int, process_index: int | None,
@@ -217,12 +259,28 @@ def _check_max_len(max_len):
     raise ValueError(f"max_len must be an int >= 3, got {max_len}")
 
 
+def count_truncated(tokenizer: Tokenizer, captions: Sequence[str],
+                    max_len: int) -> int:
+  """How many `captions` have more than ``max_len`` tokens (incl. the start and
+  end tokens), i.e. are cut by ``encode_batch(captions, max_len)``.
+
+  >>> from itr_jax.data.vocab import Vocabulary
+  >>> v = Vocabulary.build(["a b c"])
+  >>> count_truncated(v, ["a", "a b c", "a b c a b c"], max_len=5)  # 3, 5, 8 tokens
+  1
+  """
+  _check_max_len(max_len)
+  _, lengths = tokenizer.encode_batch(captions, max_len + 1)
+  return int(np.count_nonzero(lengths > max_len))
+
+
 def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
                        batch_size: int, seed: int, max_len: int,
                        start_step: int = 0, num_steps: int | None = None,
                        process_index: int | None = None,
                        process_count: int | None = None,
-                       prefetch: int = 2) -> tf.data.Dataset:
+                       prefetch: int = 2, drop_last: bool = True,
+                       batch_multiple: int = 1) -> tf.data.Dataset:
   """The training ``tf.data.Dataset`` of batch dicts (see module doc).
 
   Args:
@@ -237,19 +295,31 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
     process_index, process_count: default ``jax.process_index()`` /
       ``jax.process_count()``.
     prefetch: batches prepared ahead.
+    drop_last: drop each epoch's leftover captions (True) or train on them as
+      a smaller last batch (False; see `last_batch_size`).
+    batch_multiple: the last batch's size is a multiple of this (the
+      number of batch shards over all devices).
   """
   _check_max_len(max_len)
-  steps_per_epoch(split, batch_size)  # validates batch_size
+  steps_per_epoch(split, batch_size, drop_last=drop_last)  # validates both
   if seed < 0 or start_step < 0:
     raise ValueError(f"seed and start_step must be >= 0, got seed={seed}, "
                      f"start_step={start_step}")
   rows = _process_slice(batch_size, process_index, process_count)
   assembler = _Assembler(split, vocab, max_len)
   n = split.num_captions
+  if not drop_last:
+    _process_slice(last_batch_size(n, batch_size, batch_multiple) or batch_size,
+                   process_index, process_count)  # fails now, not mid-epoch
 
   def make(step):
-    ids = train_caption_ids(n, batch_size=batch_size, seed=seed, step=step)
-    ids = np.asarray(ids[rows])
+    ids = train_caption_ids(n, batch_size=batch_size, seed=seed, step=step,
+                            drop_last=drop_last, batch_multiple=batch_multiple)
+    if len(ids) != batch_size:  # the last, smaller batch
+      ids = ids[_process_slice(len(ids), process_index, process_count)]
+    else:
+      ids = ids[rows]
+    ids = np.asarray(ids)
     return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True)
 
   keys = ["images", "tokens", "lengths", "image_ids", "caption_ids", "mask"]
@@ -257,9 +327,47 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
     keys += ["image_caption_emb", "caption_emb"]
   steps = (tf.data.Dataset.counter(start_step) if num_steps is None else
            tf.data.Dataset.range(start_step, start_step + num_steps))
+  rows_per_batch = rows.stop - rows.start if drop_last else None  # may vary
   return _dataset(steps, make,
-                  assembler.signature(rows.stop - rows.start, keys, max_len),
-                  prefetch)
+                  assembler.signature(rows_per_batch, keys, max_len), prefetch)
+
+
+class _ClosableIterator:
+  """A tf.data NumPy iterator that is closed before the interpreter exits.
+
+  A tf.data iterator destroyed during interpreter finalisation waits for its
+  in-flight `tf.numpy_function` calls, which wait for the GIL the finalising
+  thread holds: the process hangs at exit. Closing every live iterator from
+  an `atexit` hook (threads still run then) avoids that; `close()` does it
+  early.
+  """
+
+  def __init__(self, iterator):
+    self._iterator = iterator
+    _LIVE_ITERATORS.add(self)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._iterator is None:
+      raise StopIteration
+    return next(self._iterator)
+
+  def close(self) -> None:
+    """Stops the pipeline's threads; the iterator then ends."""
+    iterator, self._iterator = self._iterator, None
+    del iterator
+    gc.collect()
+
+
+_LIVE_ITERATORS: "weakref.WeakSet[_ClosableIterator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators() -> None:
+  for iterator in list(_LIVE_ITERATORS):
+    iterator.close()
 
 
 def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
@@ -267,12 +375,17 @@ def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
                   start_step: int = 0, num_steps: int | None = None,
                   process_index: int | None = None,
                   process_count: int | None = None,
-                  prefetch: int = 2) -> Iterator[Batch]:
-  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``."""
-  return make_train_dataset(
+                  prefetch: int = 2, drop_last: bool = True,
+                  batch_multiple: int = 1) -> Iterator[Batch]:
+  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``.
+
+  Its ``close()`` stops the input threads early (done at exit otherwise).
+  """
+  return _ClosableIterator(make_train_dataset(
       split, vocab, batch_size=batch_size, seed=seed, max_len=max_len,
       start_step=start_step, num_steps=num_steps, process_index=process_index,
-      process_count=process_count, prefetch=prefetch).as_numpy_iterator()
+      process_count=process_count, prefetch=prefetch, drop_last=drop_last,
+      batch_multiple=batch_multiple).as_numpy_iterator())
 
 
 def _padded_ids(total: int, batch_size: int, step: int, rows: slice):
@@ -293,8 +406,8 @@ def _eval_dataset(total, batch_size, process_index, process_count, make_rows,
     return make_rows(ids, mask)
 
   spec = assembler.signature(rows.stop - rows.start, keys, max_len)
-  return _dataset(tf.data.Dataset.range(num_batches), make, spec,
-                  prefetch).as_numpy_iterator()
+  return _ClosableIterator(_dataset(tf.data.Dataset.range(num_batches), make,
+                                    spec, prefetch).as_numpy_iterator())
 
 
 def eval_caption_batches(split: PrecomputedSplit, vocab: Vocabulary, *,

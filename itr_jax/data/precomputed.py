@@ -13,7 +13,8 @@ A dataset directory holds, per split (``train``, ``dev``, ``test``, ...):
   ``[N_images, N_captions]`` ground-truth graded relevance in [0, 1].
 
 Everything is validated up front (files, ranks, dtypes, counts, NaN/Inf,
-empty captions), so a bad dataset fails before any training work.
+empty captions, constant or identical embedding rows), so a bad dataset
+fails before any training work.
 
 >>> import tempfile, numpy as np
 >>> d = tempfile.mkdtemp()
@@ -133,14 +134,56 @@ def check_finite(array: np.ndarray, path: str) -> None:
                        "regenerate the file")
 
 
+def check_embedding_rows(array: np.ndarray, path: str) -> None:
+  """Raises ValueError if sentence-embedding rows make RSC relevance meaningless.
+
+  RSC is ``(1 + cos) / 2``: a row whose entries are all equal (all zero
+  included) has an undefined or meaningless cosine (zero rows give relevance
+  0.5 to everything), and a matrix whose rows are all identical grades every
+  pair 1. Reads ~64 MiB of rows at a time.
+  """
+  if array.shape[0] == 0 or array.shape[1] < 2:
+    return
+  row_bytes = max(1, array[:1].nbytes)
+  chunk = max(1, _CHECK_CHUNK_BYTES // row_bytes)
+  first = np.asarray(array[0], np.float64)
+  all_same = True
+  for start in range(0, array.shape[0], chunk):
+    block = np.asarray(array[start:start + chunk], np.float64)
+    constant = block.max(axis=1) == block.min(axis=1)
+    if constant.any():
+      row = start + int(np.argmax(constant))
+      raise ValueError(
+          f"{path!r} row {row} is constant (every entry {block[row - start, 0]:g}), "
+          "so its cosine similarity, and the RSC relevance of its caption, "
+          "is undefined; regenerate the embeddings with a sentence encoder "
+          "(python -m itr_jax.tools.embed_captions)")
+    all_same = all_same and bool((block == first).all())
+  if all_same and array.shape[0] > 1:
+    raise ValueError(f"{path!r} has {array.shape[0]} identical rows, so RSC "
+                     "relevance would grade every pair 1; regenerate the "
+                     "embeddings with a sentence encoder "
+                     "(python -m itr_jax.tools.embed_captions)")
+
+
 def read_captions(path: str) -> list[str]:
-  """Reads one caption per line, stripped; empty lines raise ValueError."""
+  """Reads one caption per line, stripped; empty lines raise ValueError.
+
+  Lines end at \n or \r\n only (a form feed or U+2028 inside a caption is
+  part of it), and a UTF-8 byte-order mark is dropped.
+  """
   if not os.path.isfile(path):
     raise ValueError(f"missing captions file {os.path.basename(path)!r}; "
                      f"{_listing(os.path.dirname(path) or '.')}")
   try:
-    with open(path, encoding="utf-8") as f:
-      captions = [line.strip() for line in f.read().splitlines()]
+    # utf-8-sig drops a leading byte-order mark; newline="" keeps line ends
+    # as they are, so only \n (or \r\n) ends a line, as for `wc -l`: a form
+    # feed or U+2028 inside a caption does not split it.
+    with open(path, encoding="utf-8-sig", newline="") as f:
+      lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+      lines.pop()  # the final newline ends the last line
+    captions = [line.strip() for line in lines]
   except (OSError, UnicodeDecodeError) as e:
     raise ValueError(f"cannot read captions file {path!r} as UTF-8 text: {e}"
                      ) from e
@@ -266,6 +309,7 @@ def load_split(data_dir: str, split: str, *,
     check_finite(images, ims_path)
     if caption_emb is not None:
       check_finite(caption_emb, emb_path)
+      check_embedding_rows(caption_emb, emb_path)
     if true_relevance is not None:
       check_finite(true_relevance, rel_path)
   return PrecomputedSplit(data_dir=data_dir, split=split, images=images,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 from typing import Iterable, Mapping, Sequence
@@ -30,6 +31,11 @@ START = "<start>"
 END = "<end>"
 UNK = "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+# How `resolve_vocab` builds a vocabulary: "itr_jax" (train captions, words
+# seen >= min_count times, by decreasing count) or "official" (Listwise_ITR /
+# SCAN vocab.py: train + dev captions, words seen >= 4 times, first-seen order).
+VOCAB_RECIPES = ("itr_jax", "official")
+OFFICIAL_MIN_COUNT = 4
 
 # Words (letters/digits), with "n't" and "'s"-style clitics as separate
 # tokens, and any other non-space character as a one-character token.
@@ -87,20 +93,29 @@ class Vocabulary:
     return isinstance(other, Vocabulary) and self.word2idx == other.word2idx
 
   @classmethod
-  def build(cls, captions: Iterable[str], *, min_count: int = 1) -> "Vocabulary":
+  def build(cls, captions: Iterable[str], *, min_count: int = 1,
+            order: str = "frequency") -> "Vocabulary":
     """Builds a vocabulary from (training) captions.
 
-    Words occurring at least ``min_count`` times are kept, ordered by
-    decreasing count, then alphabetically (so the result is deterministic).
+    Words occurring at least ``min_count`` times are kept, after the special
+    tokens, ordered by decreasing count, then alphabetically
+    (``order="frequency"``, deterministic), or in the order they first occur
+    (``order="first_seen"``, as the official vocab.py's Counter).
+
+    >>> Vocabulary.build(["b a", "a c"], order="first_seen").words[4:]
+    ['b', 'a', 'c']
     """
     if min_count < 1:
       raise ValueError(f"min_count must be >= 1, got {min_count}")
-    counts = collections.Counter()
+    if order not in ("frequency", "first_seen"):
+      raise ValueError(f"order must be 'frequency' or 'first_seen', got {order!r}")
+    counts = collections.Counter()  # a dict: keys stay in first-seen order
     for caption in captions:
       counts.update(tokenize(caption))
-    kept = sorted((w for w, c in counts.items()
-                   if c >= min_count and w not in SPECIAL_TOKENS),
-                  key=lambda w: (-counts[w], w))
+    kept = [w for w, c in counts.items()
+            if c >= min_count and w not in SPECIAL_TOKENS]
+    if order == "frequency":
+      kept.sort(key=lambda w: (-counts[w], w))
     return cls({w: i for i, w in enumerate(list(SPECIAL_TOKENS) + kept)})
 
   @classmethod
@@ -164,27 +179,49 @@ class Vocabulary:
     return " ".join(words)
 
 
+def check_recipe(recipe: str, min_count: int) -> None:
+  """Raises ValueError for an unknown recipe or a min_count it cannot use."""
+  if recipe not in VOCAB_RECIPES:
+    raise ValueError(f"config.data.vocab_recipe must be one of {VOCAB_RECIPES}, "
+                     f"got {recipe!r}.")
+  if recipe == "official" and min_count != 1:
+    raise ValueError(
+        f"config.data.vocab_min_count={min_count} applies to the 'itr_jax' "
+        f"vocab_recipe; the 'official' recipe keeps words seen >= "
+        f"{OFFICIAL_MIN_COUNT} times. Leave vocab_min_count at 1.")
+
+
 def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
                   workdir: str | None = None, min_count: int = 1,
-                  train_split: str = "train") -> Vocabulary:
+                  train_split: str = "train", recipe: str = "itr_jax",
+                  dev_split: str = "dev") -> Vocabulary:
   """Finds or builds the vocabulary for a precomputed dataset.
 
   Order: ``vocab_path`` if given (non-empty); else ``{workdir}/vocab.json`` if it exists
   (so a resumed run reuses its vocabulary); else ``{data_dir}/vocab.json``;
-  else built from ``{data_dir}/{train_split}_caps.txt`` (train captions only,
-  never dev/test) with ``min_count``, and saved to ``{workdir}/vocab.json``
-  when ``workdir`` is given.
+  else built and saved to ``{workdir}/vocab.json`` when ``workdir`` is given.
+  ``recipe="itr_jax"`` builds it from ``{data_dir}/{train_split}_caps.txt``
+  (train captions only, never dev/test) with ``min_count``, by frequency;
+  ``"official"`` from the train then ``{dev_split}`` captions, words seen at
+  least 4 times, in first-seen order (Listwise_ITR's vocab.py).
   """
+  check_recipe(recipe, min_count)
   if vocab_path:  # None or "" (the config default) mean "not given"
     return Vocabulary.load(vocab_path)
   if workdir is not None and os.path.exists(os.path.join(workdir, "vocab.json")):
     return Vocabulary.load(os.path.join(workdir, "vocab.json"))
   if os.path.exists(os.path.join(data_dir, "vocab.json")):
+    if recipe != "itr_jax":
+      logging.warning("data.vocab_recipe=%r is not used: the vocabulary is "
+                      "read from %s", recipe, os.path.join(data_dir, "vocab.json"))
     return Vocabulary.load(os.path.join(data_dir, "vocab.json"))
   from itr_jax.data.precomputed import read_captions  # pylint: disable=g-import-not-at-top
-  vocab = Vocabulary.build(
-      read_captions(os.path.join(data_dir, f"{train_split}_caps.txt")),
-      min_count=min_count)
+  captions = read_captions(os.path.join(data_dir, f"{train_split}_caps.txt"))
+  if recipe == "official":
+    captions = captions + read_captions(os.path.join(data_dir, f"{dev_split}_caps.txt"))
+    vocab = Vocabulary.build(captions, min_count=OFFICIAL_MIN_COUNT, order="first_seen")
+  else:
+    vocab = Vocabulary.build(captions, min_count=min_count)
   if workdir is not None:
     os.makedirs(workdir, exist_ok=True)
     vocab.save(os.path.join(workdir, "vocab.json"))

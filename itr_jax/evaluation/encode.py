@@ -13,7 +13,7 @@ from itr_jax import sharding
 
 def as_variables(params) -> dict:
   """`params`, or model variables (`{"params": ..., "batch_stats": ...}`) as given."""
-  return params if "params" in params else as_variables(params)
+  return params if "params" in params else {"params": params}
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from itr_jax import metrics
 from itr_jax.data import pipeline
@@ -23,6 +24,12 @@ SUMMARY_KEYS = ("rsum", "i2t_r1", "t2i_r1", "rsc_ndcg_i2t", "rsc_ndcg_t2i",
                 "true_ndcg_i2t", "true_ndcg_t2i")
 
 
+def eval_ties(config: ml_collections.ConfigDict) -> str:
+  """config.eval.ties, validated ("optimistic" for configs saved before it)."""
+  return metrics.check_ties(config.eval.get("ties", "optimistic"),
+                            "config.eval.ties")
+
+
 def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
   """RSC relevance [N_images, N_captions] of every pair in `split`, if it has embeddings."""
   if split.caption_emb is None:
@@ -34,28 +41,42 @@ def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
 
 def retrieval_report(image_emb: np.ndarray, caption_emb: np.ndarray, *,
                      captions_per_image: int, rsc_relevance=None,
-                     true_relevance=None, ndcg_k: int = 0) -> dict[str, float]:
-  """Flat metrics dict for one set of embeddings (sims = cosine similarities)."""
+                     true_relevance=None, ndcg_k: int = 0,
+                     ties: str = "optimistic") -> dict[str, float]:
+  """Flat metrics dict for one set of embeddings (sims = cosine similarities).
+
+  `ties`: how recall and NDCG order tied scores (`metrics.recall`).
+  """
   sims = np.asarray(jnp.asarray(image_emb) @ jnp.asarray(caption_emb).T)
-  report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image)
+  report = metrics.evaluate_retrieval(sims, captions_per_image=captions_per_image,
+                                      ties=ties)
   k = ndcg_k or None
   for name, relevance in (("rsc", rsc_relevance), ("true", true_relevance)):
     if relevance is not None:
-      both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k)
+      both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k,
+                                          ties=ties)
       report.update({f"{name}_{key}": value for key, value in both.items()})
   return report
 
 
 def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
-                      config: ml_collections.ConfigDict):
-  """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split."""
+                      config: ml_collections.ConfigDict, *, progress: bool = False):
+  """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split.
+
+  `progress`: show a progress bar per modality (long evaluations, e.g. COCO 5K).
+  """
   bs = config.eval.batch_size
-  return encode.encode_split(
-      model, params,
-      pipeline.eval_image_batches(split, batch_size=bs, process_index=0, process_count=1),
-      pipeline.eval_caption_batches(split, vocab, batch_size=bs,
-                                    max_len=config.data.max_len,
-                                    process_index=0, process_count=1))
+  images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
+                                       process_count=1)
+  captions = pipeline.eval_caption_batches(split, vocab, batch_size=bs,
+                                           max_len=config.data.max_len,
+                                           process_index=0, process_count=1)
+  if progress:
+    images = tqdm.tqdm(images, total=-(-split.num_images // bs), unit="batch",
+                       desc="encoding images", leave=False)
+    captions = tqdm.tqdm(captions, total=-(-split.num_captions // bs), unit="batch",
+                         desc="encoding captions", leave=False)
+  return encode.encode_split(model, params, images, captions)
 
 
 def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
@@ -72,4 +93,4 @@ def evaluate_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
   return retrieval_report(
       image_emb, caption_emb, captions_per_image=split.captions_per_image,
       rsc_relevance=rsc_relevance, true_relevance=split.true_relevance,
-      ndcg_k=config.eval.ndcg_k)
+      ndcg_k=config.eval.ndcg_k, ties=eval_ties(config))

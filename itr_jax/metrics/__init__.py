@@ -7,12 +7,14 @@
 """
 from itr_jax.metrics.eccv import eccv_caption_metrics
 from itr_jax.metrics.ndcg import ndcg, ndcg_both_directions, ndcg_per_row
-from itr_jax.metrics.protocols import coco_1k, coco_5k, evaluate_retrieval
-from itr_jax.metrics.recall import i2t, i2t_ranks, rsum, summarize_ranks, t2i, t2i_ranks
+from itr_jax.metrics.protocols import coco_1k, coco_1k_folds, coco_5k, evaluate_retrieval
+from itr_jax.metrics.recall import (TIES, check_ties, i2t, i2t_ranks, official_positions,
+                                   rsum, summarize_ranks, t2i, t2i_ranks)
 from itr_jax.metrics.topk import top_k_indices
 
 __all__ = [
-    "coco_1k", "coco_5k", "eccv_caption_metrics", "evaluate_retrieval", "i2t", "i2t_ranks",
+    "TIES", "check_ties", "official_positions", "coco_1k", "coco_1k_folds", "coco_5k",
+    "eccv_caption_metrics", "evaluate_retrieval", "i2t", "i2t_ranks",
     "ndcg", "ndcg_both_directions", "ndcg_per_row", "rsum", "summarize_ranks", "t2i",
     "t2i_ranks", "top_k_indices",
 ]

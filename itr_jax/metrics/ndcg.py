@@ -1,8 +1,9 @@
 """NDCG@k of a score matrix against a graded relevance matrix (host-side NumPy).
 
 For one query row with scores s and graded relevance r over M candidates, let
-pi be the candidates sorted by descending score (ties: lower column first) and
-pi* the candidates sorted by descending relevance:
+pi be the candidates sorted by descending score (ties: lower column first; with
+`ties="official"`, the official evaluation's `np.argsort(s)[::-1]` order, see
+`itr_jax.metrics.recall`) and pi* the candidates sorted by descending relevance:
 
   DCG@k  = sum_{j=1}^{k} (2^{r[pi_j]} - 1) / log2(1 + j)
   NDCG@k = DCG@k(pi) / DCG@k(pi*)
@@ -17,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from itr_jax.metrics import _checks
+from itr_jax.metrics import recall
 from itr_jax.metrics.topk import top_k_indices
 
 
@@ -39,7 +41,8 @@ def _ideal_relevance(relevance: np.ndarray, k: int) -> np.ndarray:
   return np.sort(relevance, axis=1, kind="stable" if small_int else None)[:, ::-1]
 
 
-def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
+def ndcg_per_row(scores, relevance, *, k: int | None = None,
+                 ties: str = "optimistic") -> np.ndarray:
   """NDCG@k of every row; NaN where the row's ideal DCG is 0.
 
   >>> import numpy as np
@@ -50,6 +53,9 @@ def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
     scores: [R, M] scores (NumPy or JAX), higher = ranked first.
     relevance: [R, M] graded relevance >= 0 (integer levels or real values).
     k: cut-off; None ranks all M candidates. k > M is treated as M.
+    ties: order of tied scores: "optimistic" (the default: lower column
+      first) or "official" (`np.argsort(row)[::-1]`, as the official
+      evaluation ranks).
 
   Returns:
     float64 array [R].
@@ -60,6 +66,7 @@ def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
     relevance = relevance.astype(np.uint8)
   relevance = _checks.as_score_matrix(relevance, "relevance")
   k = _checks.check_optional_k(k)
+  recall.check_ties(ties)
   if scores.shape != relevance.shape:
     raise ValueError(f"`scores` {scores.shape} and `relevance` {relevance.shape} must "
                      "have the same shape (for t2i pass both transposed).")
@@ -77,7 +84,12 @@ def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
     _checks.check_no_nan(r, "relevance")
     if (r < 0).any():
       raise ValueError("`relevance` must be >= 0 (gain 2^rel - 1 would be negative).")
-    ranked = np.take_along_axis(r, top_k_indices(scores[start:start + step], k), axis=1)
+    if ties == "official":
+      _checks.check_no_nan(scores[start:start + step], "scores")
+      top = np.argsort(scores[start:start + step], axis=1)[:, ::-1][:, :k]
+    else:
+      top = top_k_indices(scores[start:start + step], k)
+    ranked = np.take_along_axis(r, top, axis=1)
     dcg = _gains(ranked) @ discounts
     idcg = _gains(_ideal_relevance(r, k)) @ discounts
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -85,7 +97,8 @@ def ndcg_per_row(scores, relevance, *, k: int | None = None) -> np.ndarray:
   return out
 
 
-def ndcg(scores, relevance, *, k: int | None = None) -> float:
+def ndcg(scores, relevance, *, k: int | None = None,
+         ties: str = "optimistic") -> float:
   """Mean NDCG@k over the rows of `scores` (see the module docstring).
 
   Gain 2^rel - 1, discount 1 / log2(1 + rank); rows with ideal DCG 0 are left
@@ -99,12 +112,13 @@ def ndcg(scores, relevance, *, k: int | None = None) -> float:
   >>> round(ndcg(scores, relevance, k=1), 4)
   0.0
   """
-  per_row = ndcg_per_row(scores, relevance, k=k)
+  per_row = ndcg_per_row(scores, relevance, k=k, ties=ties)
   defined = per_row[~np.isnan(per_row)]
   return float(defined.mean()) if defined.size else float("nan")
 
 
-def ndcg_both_directions(sims, relevance, *, k: int | None = None) -> dict[str, float]:
+def ndcg_both_directions(sims, relevance, *, k: int | None = None,
+                         ties: str = "optimistic") -> dict[str, float]:
   """NDCG@k of image-to-text (rows of `sims`) and text-to-image (columns).
 
   `relevance[i, j]` is the graded relevance of image i and caption j, one
@@ -120,12 +134,13 @@ def ndcg_both_directions(sims, relevance, *, k: int | None = None) -> dict[str, 
     sims: [N_images, N_captions] similarities.
     relevance: [N_images, N_captions] graded relevance >= 0.
     k: cut-off for both directions (None: full ranking).
+    ties: order of tied scores, as in `ndcg_per_row`.
   """
   sims = _checks.as_score_matrix(sims, "sims")
   relevance = np.asarray(relevance)
   if relevance.ndim != 2:
     raise ValueError(f"`relevance` must be a 2-D matrix, got shape {relevance.shape}.")
   return {
-      "ndcg_i2t": ndcg(sims, relevance, k=k),
-      "ndcg_t2i": ndcg(sims.T, relevance.T, k=k),
+      "ndcg_i2t": ndcg(sims, relevance, k=k, ties=ties),
+      "ndcg_t2i": ndcg(sims.T, relevance.T, k=k, ties=ties),
   }

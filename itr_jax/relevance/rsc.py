@@ -9,9 +9,13 @@ relevant:
   cos_ij = max_c cos(E_img[i, c], E_cap[j])
   R_ij   = (1 + cos_ij) / 2   for i != j,      R_ii = 1.
 
-Values are snapped to a 2^-20 grid so that equal grades stay exactly equal
-whatever the matmul shape (one device or eight): the official "tied" IDCG
-ranks equal grades jointly and would jump if rounding split such a tie.
+By default (`snap=True`) values are snapped to a 2^-20 grid so that equal
+grades stay exactly equal whatever the matmul shape (one device or eight): the
+official "tied" IDCG ranks equal grades jointly and would jump if rounding
+split such a tie. `snap=False` keeps the raw float32 values, as the official
+code does (where a caption's similarity to itself may come out 0.99999994,
+splitting its tie with the positive's 1); then 1- and 8-device runs can differ
+at such ties.
 """
 from __future__ import annotations
 
@@ -30,7 +34,13 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(sq_norm, _EPS * _EPS))
 
 
-def rsc_matrix(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
+def _check_snap(snap) -> None:
+  if not isinstance(snap, bool):
+    raise ValueError(f"`snap` must be True or False, got {snap!r}.")
+
+
+def rsc_matrix(image_caption_emb: jax.Array, caption_emb: jax.Array, *,
+               snap: bool = True) -> jax.Array:
   """Rectangular RSC relevance (1 + max_c cos(E_img[i, c], E_cap[j])) / 2, [N, M].
 
   For evaluation over a whole split, where caption j's own image is not
@@ -40,12 +50,15 @@ def rsc_matrix(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Arra
   Args:
     image_caption_emb: [N, C, D] embeddings of each image's C captions.
     caption_emb: [M, D] caption embeddings.
+    snap: round to a 2^-20 grid (see the module docstring); False gives the
+      raw float32 values, as the official code.
 
   >>> rsc_matrix(jnp.array([[[1.0, 0.0]]]), jnp.array([[0.0, 1.0], [2.0, 0.0]])).tolist()
   [[0.5, 1.0]]
   """
   _validation.check_rank("image_caption_emb", image_caption_emb, 3)
   _validation.check_rank("caption_emb", caption_emb, 2)
+  _check_snap(snap)
   if caption_emb.shape[-1] != image_caption_emb.shape[-1]:
     raise ValueError(
         f"`caption_emb` [M, D] and `image_caption_emb` [N, C, D] must share D; "
@@ -61,17 +74,20 @@ def rsc_matrix(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Arra
   # so it jumps when float rounding (which differs between matmul shapes,
   # e.g. on 1 vs 8 devices) splits a tie such as a caption's similarity to
   # itself (1 vs 0.99999994). Far below any meaningful relevance difference.
-  relevance = jnp.round(relevance * _GRID) / _GRID
+  if snap:
+    relevance = jnp.round(relevance * _GRID) / _GRID
   return jax.lax.stop_gradient(relevance)
 
 
-def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
+def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array, *,
+        snap: bool = True) -> jax.Array:
   """RSC relevance R [B, B] (image i, caption j), in [0, 1], without gradient.
 
   Args:
     image_caption_emb: [B, C, D] embeddings of each image's C captions.
     caption_emb: [B, D] embedding of each batch caption (caption i pairs with
       image i). Neither needs to be normalised.
+    snap: as in `rsc_matrix`.
 
   >>> img_caps = jnp.array([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
   >>> caps = jnp.array([[3.0, 0.0], [-1.0, 0.0]])
@@ -85,5 +101,5 @@ def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array) -> jax.Array:
     raise ValueError(
         f"`caption_emb` must be [B, D] = {(b, d)} to match `image_caption_emb` "
         f"[B, C, D] = {image_caption_emb.shape}, got {caption_emb.shape}.")
-  relevance = rsc_matrix(image_caption_emb, caption_emb)
+  relevance = rsc_matrix(image_caption_emb, caption_emb, snap=snap)
   return jnp.where(jnp.eye(b, dtype=bool), jnp.ones((), relevance.dtype), relevance)

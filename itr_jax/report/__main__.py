@@ -8,6 +8,7 @@ retrieval examples of one trained run, see `python -m itr_jax.report.examples`.
 from absl import app
 from absl import flags
 
+from itr_jax import cli
 from itr_jax.report import build
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default <sweep_dir>/report).")
@@ -24,5 +25,10 @@ def main(argv):
   print(f"markdown: {paths['markdown']}")
 
 
+def run():
+  """Console-script entry point."""
+  cli.run(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

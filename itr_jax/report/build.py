@@ -30,11 +30,27 @@ HEADERS = {"i2t_r1": "i2t R@1", "i2t_r5": "i2t R@5", "i2t_r10": "i2t R@10",
            "t2i_r1": "t2i R@1", "t2i_r5": "t2i R@5", "t2i_r10": "t2i R@10",
            "rsum": "RSUM", "rsc_ndcg_i2t": "NDCG-RSC i2t", "rsc_ndcg_t2i": "NDCG-RSC t2i",
            "true_ndcg_i2t": "NDCG-true i2t", "true_ndcg_t2i": "NDCG-true t2i"}
-PLOT_METRICS = ("rsum", "rsc_ndcg_i2t", "rsc_ndcg_t2i", "true_ndcg_i2t", "true_ndcg_t2i")
+PLOT_METRICS = ("rsum", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "rsc_ndcg_i2t",
+                "rsc_ndcg_t2i", "true_ndcg_i2t", "true_ndcg_t2i")
 
 
 def _present(metrics: Sequence[str], dicts) -> list[str]:
   return [m for m in metrics if any(d and m in d for d in dicts)]
+
+
+def _dataset(runs) -> str:
+  """The runs' dataset for plot titles: data.name and the data folder's name."""
+  names = set()
+  for r in runs:
+    try:
+      with open(os.path.join(r.workdir, "config.json")) as f:
+        data = json.load(f).get("data", {})
+    except (OSError, ValueError):
+      continue
+    folder = data.get("data_dir") or ""
+    folder = os.path.basename(os.path.normpath(folder)) if folder else "?"
+    names.add(f"{data.get('name', '?')} ({folder})")
+  return " / ".join(sorted(names)) or "dataset unknown"
 
 
 def _write(path: str, text: str) -> str:
@@ -90,13 +106,17 @@ def write_report(sweep_dir: str, out_dir: str | None = None,
   split = "test" if "test" in groups else "dev"
   if split in groups:
     plot_metrics = [m for m in PLOT_METRICS if m in groups[split][0].mean]
+    limits = plots.metric_limits(groups[split], plot_metrics)
+    sizes = sorted({g.n for g in groups[split]})
+    n = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
     for field in aggregate.swept_fields(groups[split]):
       if len(groups[split]) < 2:
         break
       path = plots.metric_vs_param(groups[split], field, plot_metrics,
                                    os.path.join(plot_dir, f"{field}.png"),
-                                   title=f"{split} split: mean ± std over seeds",
-                                   labels=HEADERS)
+                                   title=f"{_dataset(runs)}, {split} split: mean ± std "
+                                         f"over n = {n} runs per setting",
+                                   labels=HEADERS, limits=limits)
       paths[f"plot_{field}"] = path
       md.append(f"![{field}]({os.path.relpath(path, out_dir)})")
   seedless = [json.dumps({k: v for k, v in r.overrides.items()

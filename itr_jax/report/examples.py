@@ -1,7 +1,8 @@
 r"""A page of retrieval examples for a trained run (HTML, one self-contained file).
 
   python -m itr_jax.report.examples workdirs/demo [--split test] [--num_queries 8] \
-      [--k 10] [--checkpoint best] [--out workdirs/demo/examples_test.html]
+      [--k 10] [--checkpoint best] [--mode random|worst] \
+      [--out workdirs/demo/examples_test.html]
 
 For sample queries in both directions (image -> captions, caption -> images)
 the page lists the top-k results with their score, relevance grade and
@@ -10,7 +11,9 @@ the query's NDCG@k. The grade is the true relevance where the dataset knows it
 (synthetic scenes) and the RSC relevance otherwise; both are shown when both
 exist. Images are shown as their scene description on synthetic scenes (the
 scenes are regenerated from the dataset's manifest: the files hold only
-features) and as "image <row>" otherwise.
+features) and as "image <row>" otherwise; retrieved images list their own
+captions. The split's metrics head the page. --mode=worst shows the failure
+cases instead of a random sample: the queries with the lowest NDCG@k.
 """
 from __future__ import annotations
 
@@ -122,6 +125,41 @@ def retrieval_examples(sims: np.ndarray, relevance: dict[str, np.ndarray], *,
   return i2t, t2i
 
 
+MODES = ("random", "worst")
+
+
+def select_queries(sims: np.ndarray, relevance: dict[str, np.ndarray], *,
+                   captions_per_image: int, num_queries: int, k: int, mode: str = "random",
+                   seed: int = 0) -> tuple[list[int], list[int]]:
+  """(image rows, caption columns) to show: a random sample, or the failures.
+
+  "worst": the queries with the lowest NDCG@k (true relevance if the split
+  has it, else RSC); without relevance, those whose first ground-truth match
+  ranks lowest. Ties keep the lower index first.
+
+  >>> sims = np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.3, 0.8, 0.7]])
+  >>> select_queries(sims, {}, captions_per_image=2, num_queries=1, k=2, mode="worst")
+  ([0], [1])
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  n_img, n_cap = sims.shape
+  if mode == "random":
+    rng = np.random.default_rng(seed)
+    return (sorted(rng.choice(n_img, min(num_queries, n_img), replace=False).tolist()),
+            sorted(rng.choice(n_cap, min(num_queries, n_cap), replace=False).tolist()))
+  source = "true" if "true" in relevance else "rsc" if "rsc" in relevance else None
+  if source is not None:
+    # Lower NDCG = worse: sort ascending.
+    i2t_bad = metrics.ndcg_per_row(sims, relevance[source], k=k)
+    t2i_bad = metrics.ndcg_per_row(sims.T, relevance[source].T, k=k)
+  else:
+    i2t_bad = -metrics.i2t_ranks(sims, captions_per_image=captions_per_image)
+    t2i_bad = -metrics.t2i_ranks(sims, captions_per_image=captions_per_image)
+  return (np.argsort(i2t_bad, kind="stable")[:num_queries].tolist(),
+          np.argsort(t2i_bad, kind="stable")[:num_queries].tolist())
+
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 70em; }
 table { border-collapse: collapse; margin-bottom: 1.5em; width: 100%; }
@@ -137,7 +175,7 @@ def _grade_cells(grades: dict[str, float]) -> str:
 
 
 def _section(title: str, queries: Sequence[Query], query_text, hit_text,
-             sources: Sequence[str], query_extra=None) -> list[str]:
+             sources: Sequence[str], query_extra=None, hit_extra=None) -> list[str]:
   out = [f"<h2>{html.escape(title)}</h2>"]
   for q in queries:
     ndcg = ", ".join(f"NDCG@{len(q.hits)} ({n}) = {v:.3f}" for n, v in q.ndcg.items())
@@ -151,7 +189,8 @@ def _section(title: str, queries: Sequence[Query], query_text, hit_text,
                "<th>GT match</th></tr>")
     for rank, h in enumerate(q.hits, 1):
       out.append(f'<tr class="{"match" if h.match else ""}"><td class="num">{rank}</td>'
-                 f"<td>{html.escape(hit_text(h.index))}</td>"
+                 f"<td>{html.escape(hit_text(h.index))}"
+                 f"{hit_extra(h.index) if hit_extra else ''}</td>"
                  f'<td class="num">{h.score:.3f}</td>{_grade_cells(h.grades)}'
                  f"<td>{'✓' if h.match else ''}</td></tr>")
     out.append("</table>")
@@ -160,8 +199,13 @@ def _section(title: str, queries: Sequence[Query], query_text, hit_text,
 
 def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequence[str],
                 image_labels: Sequence[str], captions_per_image: int,
-                title: str, summary: str = "") -> str:
-  """The whole page; ground-truth matches are highlighted."""
+                title: str, summary: str = "",
+                split_metrics: dict[str, float] | None = None) -> str:
+  """The whole page; ground-truth matches are highlighted.
+
+  `split_metrics` (e.g. `evaluate.retrieval_report` of the split) is shown as
+  a table at the top; retrieved images list their own captions.
+  """
   sources = list(i2t[0].ndcg) if i2t else list(t2i[0].ndcg) if t2i else []
 
   def own_captions(i):
@@ -174,10 +218,14 @@ def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequenc
           "content true of the image (synthetic scenes); <i>rsc</i> = relevance "
           "from caption sentence embeddings (what S-NDCG trains on). Green rows "
           "are ground-truth pairs.</p>"]
+  if split_metrics:
+    body.append("<table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in split_metrics)
+                + "</tr><tr>" + "".join(f'<td class="num">{v:.4g}</td>'
+                                        for v in split_metrics.values()) + "</tr></table>")
   body += _section("Image → text", i2t, lambda i: image_labels[i],
                    lambda j: captions[j], sources, own_captions)
   body += _section("Text → image", t2i, lambda j: captions[j],
-                   lambda i: image_labels[i], sources)
+                   lambda i: image_labels[i], sources, hit_extra=own_captions)
   return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
           f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
           + "\n".join(body) + "</body></html>\n")
@@ -185,25 +233,19 @@ def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequenc
 
 def write_examples_page(workdir: str, split: str | None = None, *, num_queries: int = 8,
                         k: int = 10, seed: int = 0, checkpoint: str = "best",
-                        out: str | None = None) -> str:
+                        out: str | None = None, mode: str = "random") -> str:
   """Encodes `split` with the run's checkpoint and writes the page; returns its path."""
   # Imported here: these pull in the model and checkpoint stack.
-  from itr_jax import evaluate as evaluate_cli
   from itr_jax.evaluation import evaluate
-  from itr_jax.training import experiment_data
-  from itr_jax.training import trainer
-  from itr_jax.training import workdir as workdir_lib
+  from itr_jax.evaluation import runs
 
   if num_queries < 1 or k < 1:
     raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
-  config = workdir_lib.load_config(workdir)
-  split = split or config.data.test_split
-  directory = experiment_data.data_dir(config)
-  data = experiment_data.load_split(config, directory, split)
-  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
-  model = trainer.build_model(config, len(vocab))
-  params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
-  image_emb, caption_emb = evaluate.encode_eval_split(model, params, data, vocab, config)
+  run = runs.load_run(workdir, split, checkpoint)
+  config, split, data, step, directory = (run.config, run.split_name, run.split,
+                                          run.step, run.data_dir)
+  image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, data,
+                                                      run.vocab, config)
   sims = np.asarray(image_emb @ caption_emb.T, np.float64)
   relevance = {}
   if data.true_relevance is not None:
@@ -211,10 +253,15 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   rsc = evaluate.split_relevance(data)
   if rsc is not None:
     relevance["rsc"] = rsc
-  rng = np.random.default_rng(seed)
   n_img, n_cap = sims.shape
-  image_queries = sorted(rng.choice(n_img, min(num_queries, n_img), replace=False))
-  caption_queries = sorted(rng.choice(n_cap, min(num_queries, n_cap), replace=False))
+  image_queries, caption_queries = select_queries(
+      sims, relevance, captions_per_image=data.captions_per_image,
+      num_queries=num_queries, k=k, mode=mode, seed=seed)
+  split_metrics = evaluate.retrieval_report(
+      image_emb, caption_emb, captions_per_image=data.captions_per_image,
+      rsc_relevance=relevance.get("rsc"), true_relevance=relevance.get("true"))
+  split_metrics = {key: v for key, v in split_metrics.items()
+                   if not key.endswith(("medr", "meanr"))}
   i2t, t2i = retrieval_examples(sims, relevance, captions_per_image=data.captions_per_image,
                                 image_queries=image_queries,
                                 caption_queries=caption_queries, k=k)
@@ -226,9 +273,13 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
                      title=f"Retrieval examples: {workdir} ({split}, step {step})",
                      summary=f"{n_img} images, {n_cap} captions; loss.weight="
                              f"{config.loss.weight}, loss.tau={config.loss.tau}, "
-                             f"seed={config.seed}. {num_queries} random queries "
-                             f"(seed {seed}) per direction, top {k}.")
-  out = out or os.path.join(workdir, f"examples_{split}.html")
+                             f"seed={config.seed}. " + (
+                                 f"{num_queries} random queries (seed {seed})"
+                                 if mode == "random" else
+                                 f"the {num_queries} worst queries by NDCG@{k}")
+                             + f" per direction, top {k}.",
+                     split_metrics=split_metrics)
+  out = out or os.path.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
   with open(out, "w", encoding="utf-8") as f:
     f.write(page)
   return out
@@ -243,10 +294,12 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0, help="which queries are sampled")
   parser.add_argument("--checkpoint", default="best", help="best, latest or a step")
   parser.add_argument("--out", default=None, help="default <workdir>/examples_<split>.html")
+  parser.add_argument("--mode", default="random", choices=MODES,
+                      help="random queries, or the worst by NDCG@k (failure cases)")
   args = parser.parse_args(argv)
   print(write_examples_page(args.workdir, args.split, num_queries=args.num_queries,
                             k=args.k, seed=args.seed, checkpoint=args.checkpoint,
-                            out=args.out))
+                            out=args.out, mode=args.mode))
 
 
 if __name__ == "__main__":

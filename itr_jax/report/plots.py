@@ -29,38 +29,99 @@ def _x_positions(values: Sequence[Any]) -> tuple[list[float], list[str] | None, 
   return list(range(len(labels))), labels, False
 
 
+# Axis labels of swept fields: the paper's symbols first.
+PARAM_LABELS = {
+    "loss.weight": "λ (loss.weight)", "loss.tau": "τ (loss.tau)",
+    "loss.margin": "margin α (loss.margin)", "train.batch_size": "batch size B",
+    "train.warmup_epochs": "warm-up epochs", "loss.idcg": "ideal DCG",
+    "loss.t2i_relevance": "t2i relevance rows", "model.pooling": "image pooling",
+}
+
+
+def metric_unit(metric: str) -> str:
+  """The y-axis unit of a metric name.
+
+  >>> metric_unit("i2t_r5"), metric_unit("rsum"), metric_unit("true_ndcg_t2i")
+  ('%', '% (sum of 6 recalls)', '')
+  """
+  if metric == "rsum":
+    return "% (sum of 6 recalls)"
+  if "_r" in metric and metric.rsplit("_r", 1)[-1].isdigit():
+    return "%"
+  return ""
+
+
+def metric_limits(groups: Sequence[Group], metrics: Sequence[str]) -> dict[str, tuple]:
+  """{metric: (low, high)} covering mean ± std of every group, 5% padded.
+
+  Passing the same limits to every plot of a report keeps a metric's y-range
+  identical across plots.
+  """
+  limits = {}
+  for metric in metrics:
+    lows, highs = [], []
+    for g in groups:
+      mean, std = g.mean.get(metric), g.std.get(metric)
+      if mean is None or not math.isfinite(mean):
+        continue
+      std = std if std is not None and math.isfinite(std) else 0.0
+      lows.append(mean - std)
+      highs.append(mean + std)
+    if lows:
+      pad = 0.05 * max(max(highs) - min(lows), 1e-6)
+      limits[metric] = (min(lows) - pad, max(highs) + pad)
+  return limits
+
+
 def metric_vs_param(groups: Sequence[Group], param: str, metrics: Sequence[str],
                     path: str, *, title: str = "",
-                    labels: Mapping[str, str] | None = None) -> str:
+                    labels: Mapping[str, str] | None = None,
+                    limits: Mapping[str, tuple] | None = None,
+                    columns: int = 4) -> str:
   """One panel per metric: mean ± std (error bars) against `param`.
 
-  Groups that differ in other fields than `param` are drawn as separate lines,
-  labelled by those fields.
+  Numeric settings are drawn as lines (log x if they span >= 20x), discrete
+  ones (strings, booleans) as bars. Groups that differ in other fields than
+  `param` are separate lines / bars, labelled by those fields. `limits`
+  ({metric: (low, high)}, see `metric_limits`) fixes y-ranges.
   """
-  labels = labels or {}
+  labels, limits = labels or {}, limits or {}
   others = sorted({k for g in groups for k in g.setting if k != param})
   lines: dict[str, list[Group]] = {}
   for g in groups:
     key = ", ".join(f"{k}={g.setting.get(k)}" for k in others)
     lines.setdefault(key, []).append(g)
-  fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2),
+  columns = min(columns, len(metrics))
+  rows = -(-len(metrics) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.9 * rows),
                            squeeze=False)
-  for ax, metric in zip(axes[0], metrics):
-    for key, gs in lines.items():
+  for ax in axes.flat[len(metrics):]:
+    ax.set_visible(False)
+  for ax, metric in zip(axes.flat, metrics):
+    for i, (key, gs) in enumerate(lines.items()):
       gs = sorted(gs, key=lambda g: (str(type(g.setting.get(param))), g.setting.get(param)))
       xs, ticks, log = _x_positions([g.setting.get(param) for g in gs])
       means = [g.mean[metric] for g in gs]
       stds = [0.0 if not math.isfinite(g.std[metric]) else g.std[metric] for g in gs]
-      ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key or None)
-      if log:
-        ax.set_xscale("log")
-      if ticks is not None:
+      if ticks is None:
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key or None)
+        if log:
+          ax.set_xscale("log")
+      else:
+        width = 0.8 / len(lines)
+        offset = (i - (len(lines) - 1) / 2) * width
+        ax.bar([x + offset for x in xs], means, width, yerr=stds, capsize=3,
+               label=key or None)
         ax.set_xticks(xs, ticks)
-    ax.set_xlabel(param)
+    if metric in limits:
+      ax.set_ylim(*limits[metric])
+    ax.set_xlabel(PARAM_LABELS.get(param, param))
+    unit = metric_unit(metric)
+    ax.set_ylabel(labels.get(metric, metric) + (f" ({unit})" if unit else ""), fontsize=8)
     ax.set_title(labels.get(metric, metric), fontsize=10)
     ax.grid(alpha=0.3)
   if any(lines):
-    axes[0][-1].legend(fontsize=7)
+    axes.flat[len(metrics) - 1].legend(fontsize=7)
   return _save(fig, path, title=title, dpi=110)
 
 

@@ -59,7 +59,8 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
                             axis_name: Optional[AxisName], margin=0.2, tau=0.01,
                             weight=0.5, t2i_relevance: str = "paper",
                             idcg: str = "tied", hardest: bool = True,
-                            chunk_size: Optional[int] = None):
+                            chunk_size: Optional[int] = None,
+                            rsc_snap: bool = True):
   """One device's share of `listwise_itr_loss` on the global batch.
 
   Call inside `shard_map` (or `pmap`) over `axis_name` (a mesh axis or a
@@ -75,6 +76,9 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
       (both for RSC relevance; no gradient flows into them).
     margin, tau, weight, t2i_relevance, idcg, hardest, chunk_size: as in
       `itr_jax.losses.listwise_itr_loss`.
+    rsc_snap: snap the RSC relevance to its 2^-20 grid (`rsc_matrix`'s
+      `snap`); False is the official float32 relevance, whose rounding can
+      differ between device counts at ties.
 
   Returns:
     (loss, aux), aux with `pairwise`, `listwise`, `ndcg_i2t`, `ndcg_t2i`,
@@ -118,12 +122,14 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
   i2t_scores = image_emb @ gather(caption_emb).T
   t2i_scores = caption_emb @ gather(image_emb).T
   i2t_rel = _with_positives(
-      rsc_matrix(image_caption_emb, gather(caption_sentence_emb)), offset)
+      rsc_matrix(image_caption_emb, gather(caption_sentence_emb), snap=rsc_snap),
+      offset)
   if t2i_relevance == "paper":
     t2i_rel = i2t_rel
   else:
     t2i_rel = _with_positives(
-        rsc_matrix(gather(image_caption_emb), caption_sentence_emb).T, offset)
+        rsc_matrix(gather(image_caption_emb), caption_sentence_emb,
+                   snap=rsc_snap).T, offset)
 
   positives = offset + jnp.arange(local)
 
@@ -160,8 +166,8 @@ def global_batch_listwise_loss(image_emb: jax.Array, caption_emb: jax.Array,
   """`listwise_itr_loss` of a global batch whose rows are split over `mesh`.
 
   Equals `listwise_itr_loss(image_emb @ caption_emb.T, rsc(image_caption_emb,
-  caption_sentence_emb), **loss_kwargs)`, but each device only computes its
-  own query rows (see the module docstring). Use under `jax.jit`; the inputs
+  caption_sentence_emb, snap=rsc_snap), **loss_kwargs)`, but each device only
+  computes its own query rows (see the module docstring). Use under `jax.jit`; the inputs
   are [B, ...] arrays split (or to be split) along the mesh's batch axes
   (`mesh_lib.batch_axes`); B must be a multiple of their size.
 
@@ -170,7 +176,7 @@ def global_batch_listwise_loss(image_emb: jax.Array, caption_emb: jax.Array,
       caption_sentence_emb: [B, D_s].
     mesh: the device mesh.
     **loss_kwargs: margin, tau, weight, t2i_relevance, idcg, hardest,
-      chunk_size (see `local_listwise_itr_loss`).
+      chunk_size, rsc_snap (see `local_listwise_itr_loss`).
 
   Returns:
     (loss, aux) like `listwise_itr_loss`, replicated over the mesh.

@@ -88,6 +88,7 @@ def make_population_step(model, loss_config: ml_collections.ConfigDict, *,
   weight/tau/margin (traced, so one compilation serves every value).
   """
   static = {k: loss_config[k] for k in ("t2i_relevance", "idcg")}
+  static["rsc_snap"] = train_step_lib.rsc_snap(loss_config)
 
   def member(state, hp, batch):
     config = types.SimpleNamespace(**static, **hp)

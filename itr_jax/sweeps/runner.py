@@ -106,8 +106,13 @@ def run_members(members: Sequence[members_lib.Member], config_flag: str,
                 common: Mapping[str, object] | None = None, *, parallel: int = 1,
                 evaluate: bool = True, python: str = sys.executable,
                 env: Mapping[str, str] | None = None,
-                on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-  """Runs `members` with at most `parallel` at once; outcomes in member order."""
+                on_outcome: Callable[[Outcome], None] | None = None,
+                on_start: Callable[[members_lib.Member], None] | None = None,
+                ) -> list[Outcome]:
+  """Runs `members` with at most `parallel` at once; outcomes in member order.
+
+  `on_start(member)` is called when a member that is not done starts.
+  """
   if parallel < 1:
     raise ValueError(f"parallel must be >= 1 (members run at once), got {parallel}")
   common = dict(common or {})
@@ -115,6 +120,9 @@ def run_members(members: Sequence[members_lib.Member], config_flag: str,
   _Running.stop.clear()  # a new run of members: an earlier stop_all() is over
 
   def one(member):
+    if on_start is not None and not member.done and not _Running.stop.is_set():
+      with lock:
+        on_start(member)
     outcome = run_member(member, config_flag, common, evaluate=evaluate,
                          python=python, env=env)
     if on_outcome is not None:

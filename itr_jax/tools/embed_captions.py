@@ -6,7 +6,8 @@ reads ``DIR/train_caps.txt`` (one caption per line, as the precomputed loader
 reads it) and writes ``DIR/train_caps_emb.npy`` (``[N, dim]`` float32, row i
 embedding line i, unit L2 norm) plus the sidecar ``DIR/train_caps_emb.json``
 recording the encoder (name, sha256 of its weights, tokenizer settings), the
-count, dim and dtype, and the sha256 of the captions file.
+count, dim and dtype, and the sha256 of the captions file and of the
+embeddings file itself (so an edited or replaced array is caught).
 
 Work is done in chunks saved under ``train_caps_emb.npy.partial/``; a rerun
 after an interruption skips finished chunks. The output and sidecar appear
@@ -256,7 +257,8 @@ def embed_captions_file(
     full[start:end] = np.load(_chunk_path(partial_dir, start, end))
   full.flush()
   del full
-  record = dict(identity, itr_jax_tool="itr_jax.tools.embed_captions",
+  record = dict(identity, embeddings_sha256=file_sha256(tmp),
+                itr_jax_tool="itr_jax.tools.embed_captions",
                 created_utc=datetime.datetime.now(datetime.timezone.utc)
                 .isoformat(timespec="seconds"))
   side_tmp = sidecar_path(out_path) + ".tmp"
@@ -274,7 +276,8 @@ def check_sidecar(emb_path: str, captions_path: str) -> None:
   """Raises ValueError (with the command to fix it) if `emb_path` is stale.
 
   Checks the row count against the captions and, when the sidecar exists, the
-  captions' sha256, count, dim and dtype it records. Embeddings without a
+  captions' sha256, count, dim and dtype it records, and the embeddings'
+  own sha256 (sidecars written since it was added). Embeddings without a
   sidecar (e.g. downloaded ones) pass on the count alone.
   """
   fix = _command(captions_path, emb_path, True)
@@ -302,6 +305,10 @@ def check_sidecar(emb_path: str, captions_path: str) -> None:
     problems.append(f"it records dim {record.get('dim')} / dtype "
                     f"{record.get('dtype')} but the file is {emb.shape[1]} / "
                     f"{emb.dtype}")
+  if ("embeddings_sha256" in record and not problems
+      and record["embeddings_sha256"] != file_sha256(emb_path)):
+    problems.append("the embeddings file changed after its sidecar was "
+                    "written (sha256 mismatch)")
   if problems:
     raise ValueError(f"{emb_path!r} does not match {captions_path!r}: "
                      f"{'; '.join(problems)}. Re-embed: {fix}")
@@ -346,5 +353,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (itr-embed-captions)."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -21,7 +21,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_split = "test"
   c.data.vocab_path = ""  # word2idx JSON; empty: build from train captions.
   c.data.vocab_min_count = 1
+  # Building a vocabulary: "itr_jax" (train captions, min count above, by
+  # frequency) or "official" (train + dev captions, count >= 4, first seen).
+  c.data.vocab_recipe = "itr_jax"
   c.data.caption_emb_path = ""  # empty: {data_dir}/{split}_caps_emb.npy
+  # True: drop each epoch's leftover N mod batch_size captions; False: train
+  # on them as a smaller last batch, as the official loader does.
+  c.data.drop_last = True
   c.data.max_len = 48  # caption tokens incl. <start>/<end>; longer ones are cut.
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).
   # Generator settings, used when name == "synthetic_scenes" (see
@@ -47,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   # optim.lr_multipliers = {"sentence_bert": 0.1}).
   c.model.text_tower = "gru"
   c.model.bert_path = ""
+  # Computation dtype: "" = float32; "bfloat16" = mixed precision (float32
+  # parameters, bf16 matmuls; the loss and metrics stay float32).
+  c.model.dtype = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
@@ -55,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.weight = 0.5
   c.loss.t2i_relevance = "paper"  # or "transpose"
   c.loss.idcg = "tied"  # or "sorted"
+  # Snap RSC relevance to a 2^-20 grid so float rounding cannot split ties
+  # (1- and 8-device runs agree); False: raw float32, as the official code.
+  c.loss.rsc_snap = True
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
@@ -79,11 +91,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 1000  # plus one at every epoch end.
   c.train.keep_checkpoints = 3  # latest N, plus the best by dev RSUM.
+  # Fine-tuning: start a new run from the parameters of another run's workdir
+  # (its best checkpoint) or of one checkpoint directory (<workdir>/
+  # checkpoints/<step>). The optimizer state starts fresh. '' = from scratch.
+  c.train.init_from = ""
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
   c.eval.ndcg_k = 0  # 0: NDCG over the full ranking; k > 0: NDCG@k.
   c.eval.every_epochs = 1
+  # Scores tied with the ground truth: "optimistic" (counted in its favour) or
+  # "official" (np.argsort order, as the official evaluation).
+  c.eval.ties = "optimistic"
+  c.eval.every_steps = 0  # also evaluate (and checkpoint) every N steps; 0: off.
 
   # Devices: named mesh axes and sizes (-1: all remaining devices). The batch
   # is split over "data" (and "fsdp"), e.g. (("data", -1), ("model", 2))

@@ -35,8 +35,24 @@ class ExperimentData:
   vocab: vocab_lib.Vocabulary | wordpiece_vocab.WordPieceVocabulary
 
   @property
+  def drop_last(self) -> bool:
+    """config.data.drop_last (True for configs saved before the field existed)."""
+    return self.config.data.get("drop_last", True)
+
+  @property
   def steps_per_epoch(self) -> int:
-    return pipeline.steps_per_epoch(self.train, self.config.train.batch_size)
+    try:
+      return pipeline.steps_per_epoch(self.train, self.config.train.batch_size,
+                                      drop_last=self.drop_last)
+    except ValueError as e:
+      raise ValueError(f"Invalid config.data / config.train: {e}") from e
+
+  @functools.cached_property
+  def truncated_train_captions(self) -> int:
+    """Train captions longer than config.data.max_len tokens (they are cut;
+    the official code never truncates)."""
+    return pipeline.count_truncated(self.vocab, self.train.captions,
+                                    self.config.data.max_len)
 
   @functools.cached_property
   def dev_relevance(self) -> np.ndarray | None:
@@ -51,16 +67,26 @@ class ExperimentData:
         and jax.process_index() == 0 and not os.path.exists(path)):
       self.vocab.save(path)
 
-  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """This process's training batches from global step `start_step` on."""
+  def train_batches(self, start_step: int = 0,
+                    batch_multiple: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """This process's training batches from global step `start_step` on.
+
+    `batch_multiple`: the batch shards of the mesh; an epoch's last, smaller
+    batch (config.data.drop_last False) is topped up to a multiple of it.
+    """
     return pipeline.train_batches(
         self.train, self.vocab, batch_size=self.config.train.batch_size,
         seed=self.config.seed, max_len=self.config.data.max_len,
-        start_step=start_step)
+        start_step=start_step, drop_last=self.drop_last,
+        batch_multiple=batch_multiple)
 
 
-def data_dir(config: ml_collections.ConfigDict) -> str:
-  """The dataset directory; generates the synthetic dataset there if asked to."""
+def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str:
+  """The dataset directory; generates the synthetic dataset there if asked to.
+
+  With `generate=False` (evaluating a trained run) a synthetic dataset must
+  already be there: FileNotFoundError instead of writing a new one.
+  """
   data = config.data
   if not data.data_dir:
     raise ValueError(
@@ -68,6 +94,12 @@ def data_dir(config: ml_collections.ConfigDict) -> str:
         "{split}_ims.npy and {split}_caps.txt, e.g. "
         "--config.data.data_dir=/path/to/f30k_precomp")
   if data.name == "synthetic_scenes":
+    if not generate and not os.path.exists(
+        os.path.join(data.data_dir, synthetic_scenes.MANIFEST)):
+      raise FileNotFoundError(
+          f"No synthetic-scenes dataset in {os.path.abspath(data.data_dir)!r} "
+          "(config.data.data_dir). Pass the folder the run was trained on with "
+          "--data_dir=..., or train first (training generates it).")
     return synthetic_scenes.generate(data.data_dir, **data.synthetic)
   if data.name != "precomputed":
     raise ValueError(f"config.data.name must be 'precomputed' or "
@@ -100,12 +132,14 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
   return vocab_lib.resolve_vocab(
       directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
       min_count=config.data.vocab_min_count,
-      train_split=config.data.train_split)
+      train_split=config.data.train_split,
+      recipe=config.data.get("vocab_recipe", "itr_jax"),
+      dev_split=config.data.dev_split)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,
             reuse_workdir_vocab: bool = True) -> ExperimentData:
-  """Opens and validates the train and dev splits and the vocabulary.
+  """Opens and validates the train, dev and test splits and the vocabulary.
 
   Writes nothing into `workdir`; a vocabulary already there is reused (a
   resumed run must keep its word ids) unless `reuse_workdir_vocab` is False.
@@ -115,6 +149,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *,
                      require_caption_emb=True)
   dev = load_split(config, directory, config.data.dev_split,
                    max_images=config.data.dev_max_images)
+  if config.data.test_split:
+    # Evaluated only after training (itr_jax.evaluate): check it now, not
+    # after hours of training. An empty test_split skips this.
+    load_split(config, directory, config.data.test_split)
   vocab = resolve_tokenizer(
       config, directory,
       workdir=workdir if reuse_workdir_vocab and os.path.exists(

@@ -63,6 +63,11 @@ def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
                      f"clipping), got {grad_clip!r}.")
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a bad `config.optim` (before any work is done)."""
+  _check(config, 1)
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> optax.Schedule:
   r"""Step decay by optimizer step: the official per-epoch `adjust_learning_rate`.

@@ -14,6 +14,8 @@ from typing import Mapping
 import jax
 from clu import metric_writers
 
+from itr_jax.training import workdir as workdir_lib
+
 
 class MetricsLog:
   """Writes scalar metrics to TensorBoard and appends them to metrics.jsonl."""
@@ -25,16 +27,31 @@ class MetricsLog:
         os.path.join(workdir, "tensorboard"), just_logging=not self.is_main,
         asynchronous=False)
 
-  def write(self, step: int, kind: str, metrics: Mapping[str, float]) -> None:
-    """Records `metrics` (plain floats) at `step`; kind is "train", "dev", ..."""
+  def write(self, step: int, kind: str, metrics: Mapping[str, float], *,
+            jsonl: bool = True) -> None:
+    """Records `metrics` (plain floats) at `step`; kind is "train", "dev", ...
+
+    `jsonl=False`: TensorBoard only (e.g. test results, kept in eval_*.json).
+    """
     if not self.is_main:
       return
     scalars = {f"{kind}/{k}": float(v) for k, v in metrics.items()}
     self._writer.write_scalars(step, scalars)
+    if not jsonl:
+      return
     record = {"step": int(step), "kind": kind, "time": time.time()}
     record.update({k: _json_number(v) for k, v in metrics.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+
+  def write_hparams(self, config) -> None:
+    """The config's fields as TensorBoard hparams, so the HParams dashboard
+    compares runs (e.g. the members of a sweep) by their settings."""
+    if not self.is_main:
+      return
+    flat = workdir_lib.flatten(config.to_dict() if hasattr(config, "to_dict") else config)
+    self._writer.write_hparams(
+        {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
 
   def close(self) -> None:
     self._writer.flush()
@@ -47,20 +64,31 @@ def _json_number(value) -> float | str:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """All records of a run's metrics.jsonl (an empty list if there is none)."""
+  """All records of a run's metrics.jsonl (an empty list if there is none).
+
+  Lines that do not parse (a record cut short by a kill) are skipped.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        pass  # blank, or the last line of a run killed while writing it
+  return records
 
 
 def truncate_after(workdir: str, step: int) -> None:
   """Drops records logged after `step` (all of them for step 0).
 
   A run killed after its last checkpoint logged steps it will now redo;
-  dropping them keeps metrics.jsonl one record per step and kind.
+  dropping them keeps metrics.jsonl one record per step and kind, and
+  TensorBoard one point per step (`truncate_tensorboard`).
   """
+  truncate_tensorboard(workdir, step)
   path = os.path.join(workdir, "metrics.jsonl")
   if jax.process_index() != 0 or not os.path.exists(path):
     return
@@ -72,6 +100,41 @@ def truncate_after(workdir: str, step: int) -> None:
   with open(tmp, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in kept)
   os.replace(tmp, path)
+
+
+def truncate_tensorboard(workdir: str, step: int) -> None:
+  """Drops TensorBoard events after `step` (all scalars for step 0).
+
+  A resumed run logs those steps again into a new event file; without this,
+  TensorBoard would show two overlapping curves. Event files are TFRecords of
+  `Event` protos: each is rewritten without the later events (atomically),
+  keeping a partly written last record of a killed run out as well.
+  """
+  directory = os.path.join(workdir, "tensorboard")
+  if jax.process_index() != 0 or not os.path.isdir(directory):
+    return
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if "tfevents" not in name or not os.path.isfile(path):
+      continue
+    kept, dropped = [], False
+    try:
+      for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        event = tf.compat.v1.Event.FromString(raw)
+        if event.HasField("summary") and (not step or event.step > step):
+          dropped = True
+        else:
+          kept.append(raw)
+    except tf.errors.DataLossError:
+      dropped = True  # a record cut short by a kill
+    if not dropped:
+      continue
+    tmp = path + ".tmp"
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for raw in kept:
+        writer.write(raw)
+    os.replace(tmp, path)
 
 
 def format_metrics(metrics: Mapping[str, float], keys=None) -> str:

@@ -13,6 +13,7 @@ from flax.training import train_state
 from itr_jax import losses
 from itr_jax import relevance as relevance_lib
 from itr_jax import sharding
+from itr_jax.training import defaults
 
 Batch = Mapping[str, jax.Array]
 TrainState = train_state.TrainState
@@ -41,18 +42,32 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
               t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg)
 
 
+def rsc_snap(loss_config) -> bool:
+  """config.loss.rsc_snap (True for configs saved before the field existed)."""
+  return getattr(loss_config, "rsc_snap", True)
+
+
 def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for bad loss hyperparameters, before any work is done.
 
   Traces the loss once on a 2-pair batch (nothing is computed), so the checks
   are exactly the loss's own; the message gets a `config.loss` prefix.
   """
+  if not isinstance(rsc_snap(loss_config), bool):
+    raise ValueError("Invalid config.loss: rsc_snap must be True (snap RSC "
+                     "relevance to a 2^-20 grid) or False (raw float32, as the "
+                     f"official code), got {rsc_snap(loss_config)!r}.")
   try:
     jax.eval_shape(lambda: losses.listwise_itr_loss(
         jnp.zeros((2, 2)), jnp.ones((2, 2)), **loss_kwargs(loss_config)))
   except ValueError as e:
-    raise ValueError(f"Invalid config.loss: {e} Fix it with e.g. "
-                     "--config.loss.tau=0.01.") from e
+    # Hint at the field the loss complained about, with its default.
+    names = [k for k in loss_kwargs(loss_config) if f"`{k}`" in str(e)] or [
+        k for k in loss_kwargs(loss_config) if k in str(e)]
+    default = defaults.base_config().loss
+    hint = "".join(f" Fix it with e.g. --config.loss.{k}={default[k]}."
+                   for k in names[:1])
+    raise ValueError(f"Invalid config.loss: {e}{hint}") from e
 
 
 def batch_loss(model, params, batch: Batch, *, hardest: bool,
@@ -90,9 +105,11 @@ def batch_loss_and_state(model, params, model_state: Optional[Mapping], batch: B
   if mesh is not None:
     return sharding.global_batch_listwise_loss(
         image_emb, caption_emb, batch["image_caption_emb"], batch["caption_emb"],
-        mesh=mesh, hardest=hardest, **loss_kwargs(loss_config)), model_state
+        mesh=mesh, hardest=hardest, rsc_snap=rsc_snap(loss_config),
+        **loss_kwargs(loss_config)), model_state
   scores = image_emb @ caption_emb.T
-  relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"])
+  relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"],
+                                snap=rsc_snap(loss_config))
   return losses.listwise_itr_loss(
       scores, relevance, hardest=hardest, **loss_kwargs(loss_config)), model_state
 

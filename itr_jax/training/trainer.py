@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from typing import Optional
+
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +30,12 @@ from itr_jax.training import augment as augment_lib
 from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import init_from as init_from_lib
+from itr_jax.training import paths
 from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import reporting
 from itr_jax.training import train_step as train_step_lib
+from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
 
 # What the progress bar shows; everything is logged to TensorBoard/JSONL.
@@ -137,21 +141,87 @@ def check_finite(step_metrics: list[dict], first_step: int) -> None:
           "the inputs.")
 
 
+def _announce(message: str) -> None:
+  """A line on the console (process 0) and in the log."""
+  logging.info(message)
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(message)
+
+
+def _check_eval_every_steps(config: ml_collections.ConfigDict) -> None:
+  every = config.eval.get("every_steps", 0)
+  if not isinstance(every, int) or every < 0:
+    raise ValueError(f"config.eval.every_steps must be an integer >= 0 (0: only "
+                     f"at epoch ends), got {every!r}.")
+
+
+def _source_vocab(config: ml_collections.ConfigDict) -> None:
+  """Fine-tuning a word-vocabulary model keeps the source run's word ids.
+
+  Sets config.data.vocab_path to the source workdir's vocab.json unless it is
+  set already (recorded in the new run's config, so resuming agrees).
+  """
+  if config.model.get("text_tower", "gru") == "bert" or config.data.vocab_path:
+    return
+  directory, _ = init_from_lib.resolve(config.train.init_from)
+  vocab = os.path.join(os.path.dirname(directory), experiment_data.VOCAB_FILE)
+  if os.path.exists(vocab):
+    config.data.vocab_path = vocab
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        fresh: bool = False) -> dict:
   """Trains per `config`, writing into `workdir`; returns the best dev metrics.
 
   Everything that can be checked is checked before anything is written into
-  `workdir`: the loss hyperparameters, the data, and that `workdir` does not
-  hold another run (unless `fresh`, which moves that run aside).
+  `workdir`: every config field, the workdir path, the data (train, dev and
+  test splits), and that `workdir` does not hold another run (unless
+  `fresh`, which moves that run aside). Then the workdir's lock is taken, so
+  a second trainer on the same workdir is refused.
   """
-  train_step_lib.check_loss_config(config.loss)
+  validation.check_config(config)
   augment_lib.check_config(config.train.get("augment", {}))
+  validation.check_workdir(workdir)
+  paths.resolve_config_paths(config)  # recorded absolute: see training.paths
+  _check_eval_every_steps(config)
+  if config.train.get("init_from"):
+    _source_vocab(config)
   workdir_lib.check(workdir, config, fresh=fresh)
   # Process 0 first: it generates a synthetic dataset if needed, once.
   data = sharding.main_process_first(lambda: experiment_data.prepare(
       config, workdir, reuse_workdir_vocab=not fresh))
   model = build_model(config, len(data.vocab))
+  with workdir_lib.WorkdirLock(workdir):
+    return _train(config, workdir, data, model, fresh=fresh)
+
+
+def _pending_record(host_metrics: list[dict]) -> dict:
+  """The metrics of steps since the last log step, as JSON (float32 values)."""
+  return {"pending_train_metrics": [
+      {k: float(np.float32(v)) for k, v in m.items()} for m in host_metrics]}
+
+
+def _restore_pending(extra: dict) -> list[dict]:
+  return [{k: np.float32(v) for k, v in m.items()}
+          for m in extra.get("pending_train_metrics", [])]
+
+
+def _report_truncation(config, data, log, start_step: int) -> None:
+  """Says how many train captions data.max_len cuts (the official code cuts none)."""
+  truncated = data.truncated_train_captions
+  if jax.process_index() == 0:
+    tqdm.tqdm.write(
+        f"data.max_len={config.data.max_len} truncates {truncated} of "
+        f"{data.train.num_captions} train captions "
+        f"({100 * truncated / data.train.num_captions:.2f}%)"
+        + (": raise data.max_len to keep them whole." if truncated else "."))
+  if start_step == 0:
+    log.write(0, "data", {"truncated_train_captions": truncated,
+                          "train_captions": data.train.num_captions})
+
+
+def _train(config, workdir, data, model, *, fresh: bool) -> dict:
+  """The loop of `train_and_evaluate`, once everything is validated and locked."""
   workdir_lib.prepare(workdir, config, fresh=fresh)
   data.save_vocab(workdir)
 
@@ -168,6 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.check_batch_size(config.train.batch_size, mesh)
   placed_state, state_sharding = placed_abstract_state(config, model, tx, data.train, mesh)
   start_step, state = checkpoints.restore_latest(placed_state)
+  pending = []  # per-step metrics since the last log step, fetched lazily
   if start_step is None:
     # Pretrained weights only when starting fresh: a resumed run restores
     # its fine-tuned ones. An argument, not a constant baked into the jit.
@@ -175,80 +246,127 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lambda pretrained: create_train_state(config, model, tx, data.train,
                                               pretrained),
         out_shardings=state_sharding)(models.pretrained_text_tower(config.model))
+    if config.train.get("init_from"):
+      # Adam's moments start at zero whatever the parameters: only they change.
+      params, source = init_from_lib.load_params(config.train.init_from,
+                                                 placed_state.params)
+      state = state.replace(params=params)
+      _announce(f"Initialised the parameters from {source}")
   else:
-    logging.info("Resumed from step %d in %s", start_step, checkpoints.directory)
+    _announce(f"Resumed from step {start_step} in {checkpoints.directory}")
+    # A preemption checkpoint between log steps carries the steps of the
+    # open logging window, so the resumed run logs the same means.
+    pending = _restore_pending(checkpoints.extra(start_step))
+  checkpoints.prune()
   # Drop what a killed run logged after its last checkpoint: redone below.
   reporting.truncate_after(workdir, start_step)
   log = reporting.MetricsLog(workdir)
-
-  def evaluate_dev(state, step: int) -> dict:
-    t0 = time.time()
-    metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev, data.vocab, config,
-                                      rsc_relevance=data.dev_relevance)
-    metrics["eval_seconds"] = time.time() - t0
-    log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
-    if jax.process_index() == 0:
-      tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
-                      + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
-    return metrics
-
-  if start_step == 0:
-    evaluate_dev(state, 0)  # the untrained model, as a baseline
-
-  augment = make_augment(config, data.vocab)
-  train_steps = {
-      hardest: train_step_lib.make_train_step(
-          model, config.loss, hardest=hardest, mesh=mesh,
-          state_sharding=state_sharding, augment=augment)
-      for hardest in (True, False)}
-  batches = data.train_batches(start_step=start_step)
-  pending = []  # device metrics since the last log step, fetched lazily
+  _report_truncation(config, data, log, start_step)
   preemption = preemption_lib.PreemptionWatcher()
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
                        dynamic_ncols=True, disable=jax.process_index() != 0)
-  last_log_time, last_log_step = time.time(), start_step
-  for step in range(start_step, total_steps):
-    batch = sharding.global_batch(next(batches), mesh)
-    state, metrics = train_steps[step >= warmup_steps](state, batch)
-    pending.append(metrics)
-    done = step + 1
-    progress.update(1)
+  try:
+    # Seconds not spent training since the last log step (dev evaluations,
+    # checkpoint writes): left out of steps_per_second.
+    not_training = [0.0]
 
-    epoch_end = done % steps_per_epoch == 0
-    preempted = preemption.should_stop(done)
-    save = (epoch_end or done % config.train.checkpoint_every_steps == 0
-            or preempted)
-    if done % config.train.log_every_steps == 0 or done == total_steps or save:
-      # Fetching metrics syncs with the device: only at log and save steps.
-      # Checking before every save keeps NaN states out of checkpoints.
-      host_metrics = jax.device_get(pending)
-      check_finite(host_metrics, done - len(pending))
-      summary = {k: float(np.mean([m[k] for m in host_metrics]))
-                 for k in host_metrics[0]}
-      pending = []
-      now = time.time()
-      summary["steps_per_second"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
-      summary["learning_rate"] = float(schedule(step))
-      summary["epoch"] = done / steps_per_epoch
-      last_log_time, last_log_step = now, done
-      log.write(done, "train", summary)
-      progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+    def evaluate_dev(state, step: int) -> dict:
+      t0 = time.time()
+      metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev,
+                                        data.vocab, config,
+                                        rsc_relevance=data.dev_relevance)
+      metrics["eval_seconds"] = time.time() - t0
+      not_training[0] += metrics["eval_seconds"]
+      log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
+      if jax.process_index() == 0:
+        tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
+                        + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
+      return metrics
 
-    if save:
-      evaluate_now = epoch_end and (
-          (done // steps_per_epoch) % config.eval.every_epochs == 0
-          or done == total_steps)
-      dev = evaluate_dev(state, done) if evaluate_now else None
-      checkpoints.save(done, state,
-                       metrics=None if dev is None else {"rsum": float(dev["rsum"])})
-    if preempted:
-      progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
-                      "same command again to resume.")
-      break
+    if start_step == 0:
+      log.write_hparams(config)
+      evaluate_dev(state, 0)  # the untrained model, as a baseline
 
-  preemption.close()
-  progress.close()
-  log.close()
-  best = {"best_step": checkpoints.best_step(), **(checkpoints.best_metrics() or {})}
-  checkpoints.close()
-  return best
+    augment = make_augment(config, data.vocab)
+    train_steps = {
+        hardest: train_step_lib.make_train_step(
+            model, config.loss, hardest=hardest, mesh=mesh,
+            state_sharding=state_sharding, augment=augment)
+        for hardest in (True, False)}
+    # An epoch's last, smaller batch (data.drop_last False) must split over the
+    # devices and processes; the train step compiles once more for its shape.
+    batches = data.train_batches(start_step=start_step, batch_multiple=math.lcm(
+        sharding.num_batch_shards(mesh), jax.process_count()))
+    last_log_time, last_log_step = time.time(), start_step
+    compile_seconds = None
+    for step in range(start_step, total_steps):
+      batch = sharding.global_batch(next(batches), mesh)
+      step_start = time.time()
+      state, metrics = train_steps[step >= warmup_steps](state, batch)
+      pending.append(metrics)
+      done = step + 1
+      if step == start_step:
+        # The first step compiles: its time is not training speed.
+        jax.block_until_ready(metrics)
+        compile_seconds = time.time() - step_start
+        last_log_time, last_log_step = time.time(), done
+      progress.update(1)
+
+      epoch_end = done % steps_per_epoch == 0
+      step_eval = bool(config.eval.get("every_steps")) and done % config.eval.every_steps == 0
+      preempted = preemption.should_stop(done)
+      scheduled_save = (epoch_end or done % config.train.checkpoint_every_steps == 0
+                        or step_eval)
+      log_step = (done % config.train.log_every_steps == 0 or done == total_steps
+                  or scheduled_save)
+      extra = None
+      if log_step or preempted:
+        # Fetching metrics syncs with the device: only at log and save steps.
+        # Checking before every save keeps NaN states out of checkpoints.
+        pending = jax.device_get(pending)
+        check_finite(pending, done - len(pending))
+      if log_step:
+        summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+        pending = []
+        now = time.time()
+        # Excludes the first (compiling) step, evaluations and checkpoint
+        # writes (logged separately: compile_seconds, dev eval_seconds).
+        if done > last_log_step:
+          summary["steps_per_second"] = (done - last_log_step) / max(
+              now - last_log_time - not_training[0], 1e-9)
+        if compile_seconds is not None:
+          summary["compile_seconds"], compile_seconds = compile_seconds, None
+        not_training[0] = 0.0
+        summary["learning_rate"] = float(schedule(step))
+        summary["epoch"] = done / steps_per_epoch
+        last_log_time, last_log_step = now, done
+        log.write(done, "train", summary)
+        progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+      elif preempted:
+        # Not a log step of an uninterrupted run: the open logging window goes
+        # into the checkpoint instead of the log, so the logs stay identical.
+        extra = _pending_record(pending)
+
+      if scheduled_save or preempted:
+        evaluate_now = step_eval or epoch_end and (
+            (done // steps_per_epoch) % config.eval.every_epochs == 0
+            or done == total_steps)
+        dev = evaluate_dev(state, done) if evaluate_now else None
+        save_start = time.time()
+        checkpoints.save(done, state,
+                         metrics=None if dev is None else {"rsum": float(dev["rsum"])},
+                         extra=extra)
+        not_training[0] += time.time() - save_start
+      if preempted:
+        progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
+                        "same command again to resume.")
+        break
+    batches.close()
+
+    return {"best_step": checkpoints.best_step(),
+            **(checkpoints.best_metrics() or {})}
+  finally:
+    preemption.close()
+    progress.close()
+    log.close()
+    checkpoints.close()

@@ -1,4 +1,4 @@
-"""A run's working directory: its resolved config, and refusing to mix runs.
+"""A run's working directory: its resolved config, refusing to mix runs, its lock.
 
 A workdir belongs to one run. Restarting with the same config resumes it;
 restarting with a config that changes what is trained (model, loss, data,
@@ -8,11 +8,17 @@ the old run is moved aside, never deleted.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
+import threading
 import time
+from typing import Optional
 
 import jax
 import ml_collections
+
+from itr_jax.training import paths
 
 CONFIG_FILE = "config.json"
 # Fields that may change between restarts of the same run: they change how a
@@ -38,14 +44,24 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def _read_config_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(
+        f"{path} is not valid JSON ({e}); restore it from the run's "
+        "previous_runs/ or a backup, or start over with --fresh (the run is "
+        "moved aside, not deleted).") from e
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
         "`python -m itr_jax.train`?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(_read_config_json(path))
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -70,8 +86,10 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   path = os.path.join(workdir, CONFIG_FILE)
   if fresh or not os.path.exists(path):
     return
-  with open(path) as f:
-    old = json.load(f)
+  old = _read_config_json(path)
+  # Runs recorded before paths were stored absolute resume from where they
+  # started: read their relative paths against the current directory.
+  paths.resolve_config_paths(old)
   new = json.loads(config.to_json())
   diffs = config_differences(old, new)
   if diffs:
@@ -103,5 +121,143 @@ def _move_aside(workdir: str) -> None:
   target = os.path.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
   os.makedirs(target)
   for name in os.listdir(workdir):
-    if name != "previous_runs":
+    if name not in ("previous_runs", LOCK_FILE):
       os.rename(os.path.join(workdir, name), os.path.join(target, name))
+
+
+# --- one trainer per workdir --------------------------------------------------
+
+LOCK_FILE = "LOCK"
+# A lock whose holder runs on another host is stale once its heartbeat (the
+# file's mtime, refreshed every HEARTBEAT_SECONDS) is this old.
+HEARTBEAT_SECONDS = 60
+STALE_AFTER_SECONDS = 600
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live trainer holds the workdir."""
+
+
+def _process_start_ticks(pid: int) -> Optional[int]:
+  """Start time of `pid` in clock ticks since boot (Linux), to spot reused pids."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return int(f.read().rsplit(")", 1)[1].split()[19])
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _pid_alive(pid: int, start_ticks: Optional[int]) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  ticks = _process_start_ticks(pid)
+  return start_ticks is None or ticks is None or ticks == start_ticks
+
+
+def lock_holder(workdir: str) -> Optional[dict]:
+  """The lock's record ({host, pid, start_time, ...}) if a live process holds it."""
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    with open(path) as f:
+      holder = json.load(f)
+    age = time.time() - os.path.getmtime(path)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return None  # unreadable: a half-written lock of a killed process
+  if holder.get("host") == socket.gethostname():
+    alive = _pid_alive(int(holder.get("pid", -1)), holder.get("pid_start_ticks"))
+  else:
+    alive = age < STALE_AFTER_SECONDS
+  return holder if alive else None
+
+
+class WorkdirLock:
+  """`workdir/LOCK`: host, pid and start time of the trainer using the workdir.
+
+  Taken with an exclusive create; a lock left by a dead process (same host:
+  its pid is gone or reused; another host: no heartbeat for
+  STALE_AFTER_SECONDS) is taken over with a warning. A daemon thread
+  refreshes the file's mtime as a heartbeat. Only process 0 of a multi-host
+  run takes it. Usable as a context manager.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self.record = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "pid_start_ticks": _process_start_ticks(os.getpid()),
+                   "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    self._stop = threading.Event()
+    self._held = False
+
+  def acquire(self) -> "WorkdirLock":
+    if jax.process_index() != 0:
+      return self
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = lock_holder(os.path.dirname(self.path))
+        if holder is not None:
+          raise WorkdirLockedError(
+              f"Workdir {os.path.dirname(self.path)!r} is in use by another "
+              f"trainer (host {holder.get('host')}, pid {holder.get('pid')}, "
+              f"started {holder.get('start_time')}); wait for it to finish or "
+              f"stop it, or use another --workdir.") from None
+        self._take_over_stale()
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(self.record, f)
+      self._held = True
+      threading.Thread(target=self._heartbeat, daemon=True,
+                       name="workdir-lock-heartbeat").start()
+      return self
+    raise WorkdirLockedError(f"Could not take the lock {self.path!r}; another "
+                             "trainer is starting in this workdir.")
+
+  def _take_over_stale(self) -> None:
+    # Renaming is atomic: of two processes taking over, one wins the rename.
+    stale = f"{self.path}.stale-{os.getpid()}"
+    try:
+      os.rename(self.path, stale)
+    except FileNotFoundError:
+      return
+    try:
+      with open(stale) as f:
+        old = f.read().strip()
+    except OSError:
+      old = ""
+    os.remove(stale)
+    logging.warning("Took over the stale lock of a stopped trainer in %s (%s).",
+                    os.path.dirname(self.path), old or "unreadable")
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      try:
+        os.utime(self.path)
+      except OSError:
+        return
+
+  def release(self) -> None:
+    self._stop.set()
+    if not self._held:
+      return
+    self._held = False
+    try:
+      with open(self.path) as f:
+        mine = json.load(f).get("pid") == os.getpid()
+    except (OSError, ValueError):
+      mine = False
+    if mine:
+      os.remove(self.path)
+
+  def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()

@@ -1,0 +1,153 @@
+r"""Write the `--coco_ids` file of `itr_jax.evaluate` for the COCO 5K test split.
+
+  python -m itr_jax.tools.coco_ids --out=coco_testall_ids.npz \
+      [--karpathy_json=dataset_coco.json --coco_captions=captions_val2014.json] \
+      [--check_captions=/data/coco_precomp/testall_caps.txt]
+
+The .npz holds `image_ids` [5000] (the COCO image id of each row of the
+split) and `caption_ids` [25000] (the COCO caption annotation id of each
+caption line; 5 consecutive captions per image), which ECCV Caption / CxC
+metrics need (`itr_jax.metrics.eccv_caption_metrics`).
+
+Sources, in the order of the standard Karpathy test split (the order of the
+SCAN / VSE++ `coco_precomp/testall_*` files):
+
+  * default: the caption ids bundled with the `eccv-caption` package (its
+    `coco_test_ids.npy`), each image id from its caption->image annotations;
+  * --karpathy_json (Karpathy's `dataset_coco.json`, from caption_datasets.zip)
+    with --coco_captions (COCO 2014 `captions_val2014.json`): the `test` images
+    in file order, each with the annotation ids of its first 5 sentences,
+    matched by text (case and punctuation ignored).
+
+--check_captions compares the split's caption lines with the COCO caption
+text of each id (needs --coco_captions) and refuses to write if more than
+0.5% differ: a different order would silently mis-score every query.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+CAPTIONS_PER_IMAGE = 5
+MAX_MISMATCH = 0.005
+
+
+def normalize(text: str) -> str:
+  """Lower-case words only, for matching captions across files.
+
+  >>> normalize("A dog, on a   red sofa.")
+  'a dog on a red sofa'
+  """
+  return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def ids_from_eccv_package() -> tuple[np.ndarray, np.ndarray]:
+  """(image_ids [5000], caption_ids [25000]) from the eccv-caption package's files."""
+  import eccv_caption  # pylint: disable=import-outside-toplevel
+  data = os.path.join(os.path.dirname(eccv_caption.__file__), "data")
+  caption_ids = np.load(os.path.join(data, "coco_test_ids.npy")).astype(np.int64)
+  with open(os.path.join(data, "original_caption_to_image.json")) as f:
+    caption_to_image = json.load(f)
+  images = np.array([caption_to_image[str(c)][0] for c in caption_ids], np.int64)
+  images = images.reshape(-1, CAPTIONS_PER_IMAGE)
+  if not (images == images[:, :1]).all():
+    raise ValueError("eccv-caption's coco_test_ids.npy is not grouped 5 captions "
+                     "per image; pass --karpathy_json and --coco_captions.")
+  return images[:, 0], caption_ids
+
+
+def load_coco_captions(path: str) -> dict[int, tuple[int, str]]:
+  """{annotation id: (image id, caption)} of a COCO captions_*.json."""
+  with open(path) as f:
+    annotations = json.load(f)["annotations"]
+  return {int(a["id"]): (int(a["image_id"]), a["caption"]) for a in annotations}
+
+
+def ids_from_karpathy(karpathy_json: str,
+                      coco_captions: dict[int, tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
+  """(image_ids, caption_ids) of Karpathy's `test` split, matched to COCO annotations."""
+  with open(karpathy_json) as f:
+    images = [im for im in json.load(f)["images"] if im["split"] == "test"]
+  by_image: dict[int, dict[str, list[int]]] = {}
+  for ann_id, (image_id, caption) in sorted(coco_captions.items()):
+    by_image.setdefault(image_id, {}).setdefault(normalize(caption), []).append(ann_id)
+  image_ids, caption_ids, missing = [], [], []
+  for image in images:
+    cocoid = int(image["cocoid"])
+    image_ids.append(cocoid)
+    texts = by_image.get(cocoid, {})
+    for sentence in image["sentences"][:CAPTIONS_PER_IMAGE]:
+      candidates = texts.get(normalize(sentence["raw"]), [])
+      if not candidates:
+        missing.append((cocoid, sentence["raw"]))
+        caption_ids.append(-1)
+      else:
+        caption_ids.append(candidates.pop(0))
+  if missing:
+    raise ValueError(f"{len(missing)} Karpathy test sentences have no COCO caption "
+                     f"with the same text, e.g. {missing[:3]}; is --coco_captions "
+                     "captions_val2014.json?")
+  return np.array(image_ids, np.int64), np.array(caption_ids, np.int64)
+
+
+def check_captions(caption_ids: np.ndarray, caps_path: str,
+                   coco_captions: dict[int, tuple[int, str]]) -> int:
+  """Lines of `caps_path` whose text differs from their id's COCO caption; raises above 0.5%."""
+  with open(caps_path, encoding="utf-8") as f:
+    lines = [line.rstrip("\n") for line in f]
+  if len(lines) != len(caption_ids):
+    raise ValueError(f"{caps_path} has {len(lines)} captions, the ids {len(caption_ids)}.")
+  differ = [i for i, (line, cid) in enumerate(zip(lines, caption_ids))
+            if normalize(line) != normalize(coco_captions.get(int(cid), (0, ""))[1])]
+  if len(differ) > MAX_MISMATCH * len(lines):
+    raise ValueError(
+        f"{len(differ)} of {len(lines)} captions of {caps_path} differ from the "
+        f"COCO caption of their id (first at line {differ[0] + 1}: "
+        f"{lines[differ[0]]!r}); the split is not in this order, so the ids "
+        "would mis-score it.")
+  return len(differ)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m itr_jax.tools.coco_ids",
+      description="COCO image/caption ids of the 5K test split for --coco_ids.")
+  parser.add_argument("--out", required=True, help="output .npz")
+  parser.add_argument("--karpathy_json", help="Karpathy's dataset_coco.json")
+  parser.add_argument("--coco_captions", help="COCO captions_val2014.json")
+  parser.add_argument("--check_captions", help="the split's {split}_caps.txt to "
+                      "check the order against (needs --coco_captions)")
+  args = parser.parse_args(argv)
+  if os.path.exists(args.out):
+    print(f"error: {args.out} exists; remove it or choose another --out", file=sys.stderr)
+    return 1
+  if bool(args.karpathy_json) and not args.coco_captions:
+    parser.error("--karpathy_json needs --coco_captions")
+  if args.check_captions and not args.coco_captions:
+    parser.error("--check_captions needs --coco_captions (the caption texts)")
+  coco = load_coco_captions(args.coco_captions) if args.coco_captions else None
+  if args.karpathy_json:
+    image_ids, caption_ids = ids_from_karpathy(args.karpathy_json, coco)
+  else:
+    image_ids, caption_ids = ids_from_eccv_package()
+  if args.check_captions:
+    differ = check_captions(caption_ids, args.check_captions, coco)
+    print(f"{len(caption_ids) - differ} of {len(caption_ids)} captions match their ids' text")
+  np.savez(args.out, image_ids=image_ids, caption_ids=caption_ids)
+  print(f"{args.out}: {len(image_ids)} image ids, {len(caption_ids)} caption ids")
+  return 0
+
+
+def run():
+  """Console-script entry point."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,134 @@
+"""Command-line errors a person can read: one or two sentences, exit status 1.
+
+`run(main)` wraps `absl.app.run`. User and environment errors (a bad config
+field or file, bad data, a locked, read-only or full workdir, a diverged run)
+print `Error: <what is wrong and what to do>` and exit 1; the traceback is
+shown only with `--verbose`. Anything else is a bug and keeps its traceback.
+
+A misspelt `--config.<field>` or a missing config file fails inside absl's
+flag parsing with chained tracebacks; `config_flag_problem(argv)` re-derives
+what is wrong from the command line itself:
+
+>>> import os
+>>> demo = os.path.join(os.path.dirname(__file__), "..", "..", "configs",
+...                     "synthetic_scenes.py")
+>>> print(config_flag_problem(["train", f"--config={demo}",
+...                            "--config.loss.taux=0.1"]))  # doctest: +ELLIPSIS
+Unknown config field 'loss.taux' (in --config.loss.taux=0.1); did you mean 'loss.tau'? config.loss has: idcg, margin, ..., tau, weight.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import sys
+import traceback
+from typing import Callable, Optional
+
+from absl import app
+from absl import flags
+
+from itr_jax.training import checkpointing
+from itr_jax.training import workdir
+
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the full traceback of an error, not only its message.")
+
+# Raised for what the user or the environment got wrong (messages written
+# for people); other exceptions are bugs.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, app.UsageError,
+               workdir.WorkdirLockedError, checkpointing.CheckpointRestoreError)
+
+
+def _config_argument(argv) -> Optional[str]:
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      return arg[len("--config="):]
+  return None
+
+
+def _load_config(spec: str):
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"Config file {path!r} does not exist (working directory "
+        f"{os.getcwd()!r}); pass --config=configs/<name>.py.")
+  module_spec = importlib.util.spec_from_file_location("itr_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _fields(node, prefix="") -> list[str]:
+  out = []
+  for key in node.keys():
+    value = node[key]
+    if hasattr(value, "keys") and len(value.keys()):
+      out.extend(_fields(value, f"{prefix}{key}."))
+    else:
+      out.append(f"{prefix}{key}")
+  return out
+
+
+def config_flag_problem(argv) -> Optional[str]:
+  """One sentence on a missing/broken --config file or an unknown field; else None."""
+  spec = _config_argument(argv)
+  if spec is None:
+    return None
+  try:
+    config = _load_config(spec)
+  except FileNotFoundError as e:
+    return str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    return (f"Config file {spec.partition(':')[0]!r} cannot be loaded: "
+            f"{type(e).__name__}: {e}")
+  known = _fields(config)
+  for arg in argv[1:]:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    path = arg[len("--config."):].split("=", 1)[0]
+    node, parts = config, path.split(".")
+    for depth, part in enumerate(parts):
+      if hasattr(node, "keys") and part in node.keys():
+        node = node[part]
+        continue
+      parent = ".".join(parts[:depth])
+      close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
+      siblings = sorted(node.keys()) if hasattr(node, "keys") else []
+      return (f"Unknown config field {path!r} (in {arg})"
+              + (f"; did you mean {close[0]!r}?" if close else ".")
+              + (f" config{'.' + parent if parent else ''} has: "
+                 f"{', '.join(siblings)}." if siblings else ""))
+  return None
+
+
+def run(main: Callable) -> None:
+  """`app.run(main)` with readable errors (see module doc)."""
+  verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
+                for a in sys.argv[1:])
+  try:
+    app.run(main)
+  except KeyboardInterrupt:
+    print("Interrupted.", file=sys.stderr)
+    sys.exit(130)
+  except Exception as e:  # pylint: disable=broad-except
+    problem = config_flag_problem(sys.argv)
+    if problem is None and not isinstance(e, USER_ERRORS):
+      raise
+    if verbose:
+      traceback.print_exc()
+    print(f"Error: {problem or message(e)}", file=sys.stderr)
+    if not verbose:
+      print("(run with --verbose for the traceback)", file=sys.stderr)
+    sys.exit(1)
+
+
+def message(error: BaseException) -> str:
+  """The readable part of `error`: its message, or errno text and file."""
+  if isinstance(error, OSError) and error.strerror and type(error) in (
+      OSError, PermissionError, FileNotFoundError, IsADirectoryError,
+      NotADirectoryError, FileExistsError):
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror}{where}."
+  text = str(error).strip() or type(error).__name__
+  return text

@@ -1,0 +1,157 @@
+"""Checkpoint integrity records and the few file operations around them.
+
+Every checkpoint step directory gets an integrity record, ``itr_integrity.json``,
+written atomically after orbax has finalised the step:
+
+    {"version": 1, "files": {relative path: {"bytes": n, "sha256": hex}}, "extra": {...}}
+
+``verify(step_dir)`` recomputes it, so a single flipped byte in any array or
+metadata file, a missing or truncated file, or a garbled record is detected
+before the checkpoint is restored. All file-system access of the checkpoint
+machinery goes through the small functions here, so it can later be routed
+through another file-system layer (gfile / epath) in one place.
+
+>>> import tempfile, os
+>>> d = tempfile.mkdtemp()
+>>> atomic_write_text(os.path.join(d, "a"), "hello")
+>>> write_record(d, extra={"k": 1})
+>>> verify(d) is None, read_record(d)["extra"]
+(True, {'k': 1})
+>>> atomic_write_text(os.path.join(d, "a"), "hellO")
+>>> verify(d)
+"file 'a' does not match its checksum"
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import time
+from typing import Optional
+
+from itr_jax.text_encoders.file_sha256 import file_sha256
+
+RECORD_FILE = "itr_integrity.json"
+
+
+class IntegrityError(ValueError):
+  """A checkpoint's files do not match its integrity record."""
+
+
+def list_files(directory: str) -> list[str]:
+  """Relative paths of every file under `directory` but the record, sorted."""
+  found = []
+  for root, _, names in os.walk(directory):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), directory)
+      if rel != RECORD_FILE:
+        found.append(rel)
+  return sorted(found)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` so that readers see the old or the new file, never a part."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_record(directory: str, extra: Optional[dict] = None) -> None:
+  """Records size and SHA-256 of every file under `directory` (+ `extra`)."""
+  files = {rel: {"bytes": os.path.getsize(os.path.join(directory, rel)),
+                 "sha256": file_sha256(os.path.join(directory, rel))}
+           for rel in list_files(directory)}
+  atomic_write_text(os.path.join(directory, RECORD_FILE), json.dumps(
+      {"version": 1, "files": files, "extra": extra or {}}, indent=1))
+
+
+def has_record(directory: str) -> bool:
+  return os.path.isfile(os.path.join(directory, RECORD_FILE))
+
+
+def read_record(directory: str) -> dict:
+  """The parsed record; IntegrityError if it is unreadable or malformed."""
+  try:
+    with open(os.path.join(directory, RECORD_FILE)) as f:
+      record = json.load(f)
+    if not isinstance(record.get("files"), dict):
+      raise ValueError("no 'files' table")
+    return record
+  except (OSError, ValueError, AttributeError) as e:
+    raise IntegrityError(f"its integrity record {RECORD_FILE} is unreadable "
+                         f"({e})") from e
+
+
+def verify(directory: str) -> Optional[str]:
+  """None if every recorded file is present and matches; else what is wrong.
+
+  Files added after the record (none are, by itr_jax) are ignored: only
+  recorded content is vouched for.
+  """
+  try:
+    record = read_record(directory)
+  except IntegrityError as e:
+    return str(e)
+  for rel, expected in sorted(record["files"].items()):
+    path = os.path.join(directory, rel)
+    if not os.path.isfile(path):
+      return f"file {rel!r} is missing"
+    if (os.path.getsize(path) != expected.get("bytes")
+        or file_sha256(path) != expected.get("sha256")):
+      return f"file {rel!r} does not match its checksum"
+  return None
+
+
+def move_aside(path: str, target_dir: str) -> str:
+  """Moves `path` into `target_dir` under a timestamped name; returns the new path."""
+  os.makedirs(target_dir, exist_ok=True)
+  base = f"{os.path.basename(path)}-{time.strftime('%Y%m%d-%H%M%S')}"
+  target, n = os.path.join(target_dir, base), 1
+  while os.path.lexists(target):
+    target, n = os.path.join(target_dir, f"{base}.{n}"), n + 1
+  shutil.move(path, target)
+  return target
+
+
+def remove_tree(path: str) -> None:
+  shutil.rmtree(path, ignore_errors=True)
+
+
+def tree_bytes(path: str) -> int:
+  """Total size of the files under `path` (0 if it does not exist)."""
+  if not os.path.isdir(path):
+    return 0
+  return sum(os.path.getsize(os.path.join(path, rel)) for rel in list_files(path))
+
+
+def free_bytes(path: str) -> int:
+  """Free space on the file system holding `path` (or its nearest existing parent)."""
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path)
+  return shutil.disk_usage(path or ".").free
+
+
+def is_no_space(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from, means the disk is full."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(error)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def mib(n: int) -> str:
+  return f"{n / 2**20:.1f} MiB"

@@ -1,0 +1,39 @@
+"""Config fields that are file paths, made absolute when a run starts.
+
+A run records its config in `<workdir>/config.json`; a relative data path in
+it would later be read against whatever directory `itr_jax.evaluate` (or a
+resumed run) starts in, and could silently point at another dataset or, for
+synthetic scenes, generate a new one there. So paths are resolved against the
+directory the run starts in and stored absolute.
+"""
+from __future__ import annotations
+
+import os
+
+# Dotted config fields holding a path ('' = unset, left as is).
+PATH_FIELDS = ("data.data_dir", "data.vocab_path", "data.caption_emb_path",
+               "model.bert_path", "train.init_from")
+
+
+def absolute(path: str) -> str:
+  """`path` made absolute against the current directory; '' stays ''.
+
+  >>> absolute("")
+  ''
+  >>> absolute("/data/f30k_precomp")
+  '/data/f30k_precomp'
+  """
+  return os.path.abspath(os.path.expanduser(path)) if path else path
+
+
+def resolve_config_paths(config) -> None:
+  """Makes every `PATH_FIELDS` field of `config` (ConfigDict or dict) absolute, in place."""
+  for field in PATH_FIELDS:
+    *parents, leaf = field.split(".")
+    node = config
+    for key in parents:
+      node = node.get(key) if hasattr(node, "get") else None
+      if node is None:
+        break
+    if node is not None and isinstance(node.get(leaf), str):
+      node[leaf] = absolute(node[leaf])

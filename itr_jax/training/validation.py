@@ -1,0 +1,120 @@
+"""One check of everything a run is given, before anything is written.
+
+`check_config(config)` validates every field the trainer uses (loss, optimizer,
+schedule, intervals, data and eval settings, model choices), so that a
+mistake is reported in seconds, with the field's name and a value to use,
+and never after config.json has been written (which would make the corrected
+command look like "a different config"). `check_workdir(workdir)` checks the
+workdir can be written without writing to it.
+
+>>> from itr_jax.training import defaults
+>>> c = defaults.base_config()
+>>> c.train.log_every_steps = 0
+>>> check_config(c)
+Traceback (most recent call last):
+...
+ValueError: config.train.log_every_steps must be an int >= 1, got 0. Fix it with e.g. --config.train.log_every_steps=100.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import ml_collections
+
+from itr_jax.training import defaults
+from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import train_step as train_step_lib
+
+# field: the smallest allowed value
+_INT_FIELDS = {
+    "seed": 0, "data.max_len": 3, "data.dev_max_images": 0,
+    "data.vocab_min_count": 1, "model.word_dim": 1, "model.embed_size": 1,
+    "train.batch_size": 1, "train.num_epochs": 1, "train.warmup_epochs": 0,
+    "train.log_every_steps": 1, "train.checkpoint_every_steps": 1,
+    "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
+    "eval.every_epochs": 1, "optim.lr_update": 1,
+}
+_CHOICES = {
+    "data.name": ("precomputed", "synthetic_scenes"),
+    "model.pooling": ("max", "gpo"),
+    "model.text_tower": ("gru", "bert"),
+    "data.vocab_recipe": ("itr_jax", "official"),
+    "eval.ties": ("optimistic", "official"),
+    "data.drop_last": (True, False),
+}
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+def _default(path: str):
+  try:
+    return _get(defaults.base_config(), path)
+  except (KeyError, AttributeError):
+    return None
+
+
+def _fail(path: str, problem: str, value) -> None:
+  fix = _default(path)
+  hint = f" Fix it with e.g. --config.{path}={fix!r}." if fix not in (None, "") else ""
+  raise ValueError(f"config.{path} {problem}, got {value!r}.{hint}")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first invalid field and a value that works."""
+  for path, low in _INT_FIELDS.items():
+    try:
+      value = _get(config, path)
+    except (KeyError, AttributeError):
+      continue  # configs of older runs may lack newer fields
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      _fail(path, f"must be an int >= {low}", value)
+  for path, choices in _CHOICES.items():
+    try:
+      value = _get(config, path)
+    except (KeyError, AttributeError):
+      continue
+    if value not in choices:
+      _fail(path, f"must be one of {list(choices)}", value)
+  optim = config.optim
+  for name, positive in (("learning_rate", True), ("lr_decay", True),
+                         ("grad_clip", False)):
+    value = optim.get(name)
+    if name == "grad_clip" and value is None:
+      continue
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not math.isfinite(value) or value < 0 or (positive and value == 0)):
+      _fail(f"optim.{name}",
+            "must be a finite number " + ("> 0" if positive else ">= 0 (0: no clipping)"),
+            value)
+  optimizer_lib.check_config(config.optim)
+  if config.train.warmup_epochs > config.train.num_epochs:
+    _fail("train.warmup_epochs",
+          f"must not exceed train.num_epochs={config.train.num_epochs}",
+          config.train.warmup_epochs)
+  train_step_lib.check_loss_config(config.loss)
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises ValueError if `workdir` is a file or cannot be written; writes nothing."""
+  if not workdir:
+    raise ValueError("--workdir is empty; give the directory for this run.")
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir {workdir!r} is a file, not a directory; "
+                     "give a directory path (it is created if missing).")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir {workdir!r} cannot be created: {existing!r} "
+                     "is a file.")
+  # access() reports read-only file systems even to root.
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {workdir!r} is not writable ({existing!r} is "
+                     "read-only); choose a writable --workdir.")

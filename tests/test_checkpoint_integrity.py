@@ -1,0 +1,201 @@
+"""Damaged, foreign and corrupted checkpoint entries: only they are set aside.
+
+Unit level, on a tiny train state (milliseconds per checkpoint); the trainer
+and evaluate paths over the same machinery are in test_reliability.py.
+"""
+import json
+import logging
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+
+from itr_jax.training import checkpointing
+from itr_jax.training import integrity
+
+
+def _state(value, step=0):
+  return train_state.TrainState.create(
+      apply_fn=None, params={"w": jnp.full((3,), value)},
+      tx=optax.adam(1e-3)).replace(step=step)
+
+
+ABSTRACT = jax.eval_shape(lambda: _state(0.0))
+
+
+def _three_checkpoints(workdir, keep=3):
+  ckpt = checkpointing.Checkpoints(workdir, keep=keep)
+  for step in (1, 2, 3):
+    ckpt.save(step, _state(float(step), step),
+              metrics={"rsum": 10.0 * step} if step == 2 else None)
+  ckpt.close()
+  return os.path.join(workdir, "checkpoints")
+
+
+def _restore_latest(workdir, keep=3):
+  ckpt = checkpointing.Checkpoints(workdir, keep=keep)
+  step, state = ckpt.restore_latest(ABSTRACT)
+  steps = ckpt.all_steps()
+  ckpt.close()
+  return step, state, steps
+
+
+def _set_aside(workdir):
+  d = os.path.join(workdir, checkpointing.CORRUPTED_DIR)
+  return sorted(n.split("-")[0] for n in os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_every_saved_step_has_a_verifying_integrity_record(tmp_path):
+  directory = _three_checkpoints(str(tmp_path))
+  for step in ("1", "2", "3"):
+    record = integrity.read_record(os.path.join(directory, step))
+    assert len(record["files"]) >= 5  # orbax metadata, array data, manifest
+    assert integrity.verify(os.path.join(directory, step)) is None
+  assert checkpointing.inspect_step(os.path.join(directory, "3")) == ("verified", None)
+
+
+@pytest.mark.parametrize("flip_in", ["array", "metadata", "metrics", "record"])
+def test_one_flipped_byte_sets_the_step_aside_and_the_previous_is_used(
+    tmp_path, caplog, flip_in):
+  workdir = str(tmp_path)
+  directory = _three_checkpoints(workdir)
+  step_dir = os.path.join(directory, "3" if flip_in != "metrics" else "2")
+  files = integrity.list_files(step_dir)
+  name = {"array": next(f for f in files if "/d/" in f),
+          "metadata": "_CHECKPOINT_METADATA",
+          "metrics": os.path.join("metrics", "metrics"),
+          "record": integrity.RECORD_FILE}[flip_in]
+  path = os.path.join(step_dir, name)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0x01  # one bit: a silent restore before integrity records
+  open(path, "wb").write(bytes(data))
+  with caplog.at_level(logging.WARNING):
+    step, state, steps = _restore_latest(workdir)
+  if flip_in == "metrics":  # the best step (2) was damaged, latest still fine
+    assert step == 3 and steps == [1, 3]
+  else:
+    assert step == 2 and float(state.params["w"][0]) == 2.0 and steps == [1, 2]
+  damaged = os.path.basename(step_dir)
+  assert f"Checkpoint step {damaged}" in caplog.text and "damaged" in caplog.text
+  assert _set_aside(workdir) == [damaged]  # kept for inspection, not deleted
+
+
+def test_foreign_and_partial_entries_never_cost_intact_checkpoints(tmp_path, caplog):
+  workdir = str(tmp_path)
+  directory = _three_checkpoints(workdir)
+  os.makedirs(os.path.join(directory, "7"))  # empty stray step directory
+  partial = os.path.join(directory, "5")  # a partly copied step
+  shutil.copytree(os.path.join(directory, "3"), partial)
+  os.remove(os.path.join(partial, "default", "_METADATA"))
+  os.remove(os.path.join(partial, integrity.RECORD_FILE))
+  with open(os.path.join(directory, "9"), "w") as f:  # a file named like a step
+    f.write("not a checkpoint")
+  with open(os.path.join(directory, "notes.txt"), "w") as f:  # a stray file
+    f.write("hello")
+  leftover = os.path.join(directory, "4.orbax-checkpoint-tmp-1796122594")
+  shutil.copytree(os.path.join(directory, "1"), leftover)  # a save cut by a kill
+  with caplog.at_level(logging.WARNING):
+    step, state, steps = _restore_latest(workdir)
+  assert step == 3 and float(state.params["w"][0]) == 3.0
+  assert steps == [1, 2, 3]
+  assert _set_aside(workdir) == ["5", "7", "9"]
+  assert os.path.exists(os.path.join(directory, "notes.txt"))  # not ours to move
+  assert not os.path.exists(leftover)  # never restorable: removed
+  # Opening again finds nothing more to set aside: no loop of retries.
+  assert _restore_latest(workdir)[0] == 3 and _set_aside(workdir) == ["5", "7", "9"]
+
+
+def test_unverified_step_that_fails_to_restore_falls_back(tmp_path, caplog):
+  """A step without a record (older itr_jax, or killed before the record)."""
+  workdir = str(tmp_path)
+  directory = _three_checkpoints(workdir)
+  step_dir = os.path.join(directory, "3")
+  os.remove(os.path.join(step_dir, integrity.RECORD_FILE))
+  for rel in integrity.list_files(step_dir):
+    if "/d/" in rel:
+      with open(os.path.join(step_dir, rel), "wb") as f:
+        f.write(b"\0garbage")
+  with caplog.at_level(logging.WARNING):
+    step, _, steps = _restore_latest(workdir)
+  assert step == 2 and steps == [1, 2] and "cannot be restored" in caplog.text
+  # One warning, not one asyncio traceback per array that failed to read.
+  assert "never retrieved" not in caplog.text and "Event loop" not in caplog.text
+  assert len(caplog.text) < 2000
+  assert _set_aside(workdir) == ["3"]
+
+
+def test_intact_checkpoint_of_another_model_is_an_error_not_discarded(tmp_path):
+  workdir = str(tmp_path)
+  _three_checkpoints(workdir)
+  other = jax.eval_shape(lambda: train_state.TrainState.create(
+      apply_fn=None, params={"v": jnp.zeros((5,))}, tx=optax.adam(1e-3)))
+  ckpt = checkpointing.Checkpoints(workdir, keep=3)
+  with pytest.raises(checkpointing.CheckpointRestoreError,
+                     match=r"step 3 .* intact but does not fit"):
+    ckpt.restore_latest(other)
+  assert ckpt.all_steps() == [1, 2, 3] and _set_aside(workdir) == []
+  ckpt.close()
+
+
+def test_prune_removes_what_a_kill_after_the_last_save_left(tmp_path):
+  workdir = str(tmp_path)
+  ckpt = checkpointing.Checkpoints(workdir, keep=10)  # as if pruning never ran
+  for step in range(1, 6):
+    ckpt.save(step, _state(float(step), step),
+              metrics={"rsum": 50.0} if step == 2 else None)
+  ckpt.close()
+  ckpt = checkpointing.Checkpoints(workdir, keep=2)
+  ckpt.prune()
+  assert ckpt.all_steps() == [2, 4, 5]  # latest two + the best by rsum
+  ckpt.close()
+
+
+def test_extra_round_trips_and_read_only_changes_nothing(tmp_path):
+  workdir = str(tmp_path)
+  ckpt = checkpointing.Checkpoints(workdir, keep=3)
+  ckpt.save(4, _state(4.0, 4), extra={"pending_train_metrics": [{"loss": 0.5}]})
+  ckpt.close()
+  os.makedirs(os.path.join(workdir, "checkpoints", "8"))
+  ro = checkpointing.Checkpoints(workdir, keep=3, read_only=True)
+  assert ro.all_steps() == [4] and "incomplete" in ro.damaged[8]
+  assert ro.extra(4) == {"pending_train_metrics": [{"loss": 0.5}]}
+  ro.close()
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "8"))  # untouched
+  assert not os.path.exists(os.path.join(workdir, checkpointing.CORRUPTED_DIR))
+
+
+def _mount_tmpfs(path, size):
+  os.makedirs(path, exist_ok=True)
+  if os.system(f"mount -t tmpfs -o size={size} tmpfs {path} 2>/dev/null") != 0:
+    pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, caplog):
+  """A real full file system: a 1 MiB tmpfs, and a state that no longer fits."""
+  mnt = str(tmp_path / "small_disk")
+  _mount_tmpfs(mnt, "1m")
+  try:
+    ckpt = checkpointing.Checkpoints(mnt, keep=3)
+    ckpt.save(1, _state(1.0, 1))
+    big = train_state.TrainState.create(
+        apply_fn=None, params={"w": jnp.asarray(
+            np.random.default_rng(0).standard_normal(400_000), jnp.float32)},
+        tx=optax.sgd(1e-3))
+    with pytest.raises(checkpointing.CheckpointWriteError,
+                       match=r"disk is full: checkpoint step 2 .* MiB free, a "
+                             r"checkpoint needs about 1\.5 MiB\); the previous "
+                             r"checkpoint \(step 1\) is intact"):
+      ckpt.save(2, big)
+    # The one error above, not a traceback per thread that failed to write.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    ckpt.close()
+    assert sorted(os.listdir(os.path.join(mnt, "checkpoints"))) == ["1"]
+    step, state, _ = _restore_latest(mnt)
+    assert step == 1 and float(state.params["w"][0]) == 1.0
+  finally:
+    os.system(f"umount {mnt}")

@@ -1,0 +1,129 @@
+"""The README's shell commands run as written (on a fresh clone after setup.sh).
+
+Every ```bash block is split into commands. Each must start with something
+that exists after `bash launch/setup.sh`: `bash launch/<script>.sh` (checked
+with `bash -n`), or `.venv/bin/<tool>` (never a bare `python`/`tensorboard`,
+which is not on PATH). For `.venv/bin/python -m MODULE ...` the module's
+`--help` must exit 0 and name every flag the command passes; `--config=FILE`
+must exist and every `--config.a.b=` must be a field of that config (of the
+base config for commands without --config=, e.g. itr_jax.evaluate); files
+under configs/ and launch/ that a command names must exist.
+"""
+import concurrent.futures
+import importlib.util
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+VENV_BIN = pathlib.Path(sys.executable).parent
+
+
+def readme_commands(text: str) -> list[str]:
+  """Commands of the ```bash blocks: continuations joined, comments dropped,
+  `for ...; do BODY; done` loops reduced to their body."""
+  commands = []
+  for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+    block = block.replace("\\\n", " ")
+    for line in block.splitlines():
+      line = line.split(" #")[0].strip()
+      if not line or line.startswith("#") or line.startswith("for ") or line == "done":
+        continue
+      commands.append(line)
+  return commands
+
+
+COMMANDS = readme_commands(README.read_text())
+
+
+def _module(command: str) -> str | None:
+  words = shlex.split(command)
+  if words[0] == ".venv/bin/python" and words[1] == "-m":
+    return words[2]
+  return None
+
+
+def _help(module: str) -> str:
+  out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+  assert out.returncode == 0, f"{module} --help exited {out.returncode}: {out.stderr[-2000:]}"
+  return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, str]:
+  """--help of every module the README runs, in parallel processes."""
+  modules = sorted({m for m in map(_module, COMMANDS) if m})
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    return dict(zip(modules, pool.map(_help, modules)))
+
+
+def test_readme_has_commands():
+  assert len(COMMANDS) >= 10
+  assert any(_module(c) == "itr_jax.train" for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_starts_with_an_installed_program(command):
+  words = shlex.split(command)
+  if words[0] == "bash":
+    script = ROOT / words[1]
+    assert script.exists(), f"{words[1]} does not exist"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    return
+  assert words[0].startswith(".venv/bin/"), (
+      f"{command!r} must call a program of the venv setup.sh makes, e.g. "
+      ".venv/bin/python: bare commands are not on PATH")
+  program = VENV_BIN / words[0].removeprefix(".venv/bin/")
+  assert program.exists(), f"{program} is not installed by requirements.txt"
+
+
+def _config_fields(config_arg: str | None) -> set[str]:
+  """Fields of a --config=FILE[:variant], or of the base config (evaluate)."""
+  if config_arg is None:
+    from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
+    config = defaults.base_config()
+  else:
+    path, _, variant = config_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("readme_config", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+  fields = set()
+  def walk(node, prefix):
+    for key, value in node.items():
+      fields.add(prefix + key)
+      if hasattr(value, "items"):
+        walk(value, f"{prefix}{key}.")
+  walk(config, "")
+  return fields
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if _module(c)])
+def test_python_command_flags_exist(command, helps):
+  words = shlex.split(command)
+  module, args = words[2], words[3:]
+  text = helps[module]
+  config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
+  for arg in args:
+    if not arg.startswith("--"):
+      if arg.startswith(("configs/", "launch/")):
+        assert (ROOT / arg.split(":")[0]).exists(), arg
+      continue
+    name = arg[2:].split("=")[0]
+    if name.startswith("config."):
+      assert config or "--config.<field>" in text, f"{arg}: {module} takes no config"
+      assert name.removeprefix("config.") in _config_fields(config), (
+          f"{arg}: no such field in {config}")
+    else:
+      assert re.search(rf"--(\[no\])?{re.escape(name)}\b", text), (
+          f"{module} has no flag --{name}:\n{text[:3000]}")
+  if config:
+    assert (ROOT / config.split(":")[0]).exists(), config

@@ -1,0 +1,15 @@
+"""Runs the docstring examples of the reliability modules of itr_jax.training."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["integrity", "validation", "errors"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+  module = importlib.import_module(f"itr_jax.training.{name}")
+  result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0, f"{name} has no examples"
+  assert result.failed == 0
