@@ -191,19 +191,13 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   from itr_jax import evaluate as evaluate_cli
   from itr_jax.evaluation import evaluate
   from itr_jax.training import experiment_data
-  from itr_jax.training import trainer
-  from itr_jax.training import workdir as workdir_lib
 
   if num_queries < 1 or k < 1:
     raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
-  config = workdir_lib.load_config(workdir)
+  config, data, step, sims = evaluate_cli.run_similarity(workdir, split, checkpoint)
   split = split or config.data.test_split
   directory = experiment_data.data_dir(config)
-  data = experiment_data.load_split(config, directory, split)
-  vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
-  model = trainer.build_model(config, len(vocab))
-  params, step = evaluate_cli.restore_params(config, workdir, model, data, checkpoint)
-  sims = np.asarray(evaluate.split_similarity(model, params, data, vocab, config), np.float64)
+  sims = np.asarray(sims, np.float64)
   relevance = {}
   if data.true_relevance is not None:
     relevance["true"] = np.asarray(data.true_relevance)
