@@ -175,7 +175,8 @@ def test_sharded_scorer_loss_equals_one_device(module):
     np.testing.assert_allclose(aux[k], want_aux[k], rtol=1e-5, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6),
                stats, want_stats)
-  assert_trees_close(grads, want_grads, rtol=2e-4)
+  # 8 devices sum in another order: float32 noise ~1e-6 of the largest gradient.
+  assert_trees_close(grads, want_grads, rtol=2e-4, atol_scale=1e-5)
   # And the one-device loss is the plain listwise loss of the full score matrix.
   v = {**variables}
   img, cap, _ = scorer.encode(model, v, b["images"], b["tokens"], b["lengths"], train=True,
