@@ -102,9 +102,6 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
         f"`image_caption_emb` {image_caption_emb.shape} and "
         f"`caption_sentence_emb` {caption_sentence_emb.shape} need one row per "
         f"local pair ({local}), like `image_emb` {image_emb.shape}.")
-  _validation.check_unit_interval("weight", weight)
-  _validation.check_choice("t2i_relevance", t2i_relevance,
-                           losses.smooth_ndcg.T2I_RELEVANCE_MODES)
 
   gather = lambda x: _gather(x, axis_name)
   # Query rows: image i vs every caption, caption j vs every image.
@@ -138,6 +135,11 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
   produced them (dot products or a cross-attention scorer), the result is
   the global batch's loss, as in `local_listwise_itr_loss`.
   """
+  _validation.check_rank("i2t_scores", i2t_scores, 2)
+  _validation.check_same_shape("t2i_scores", t2i_scores, "i2t_scores", i2t_scores)
+  _validation.check_unit_interval("weight", weight)
+  _validation.check_choice("t2i_relevance", t2i_relevance,
+                           losses.smooth_ndcg.T2I_RELEVANCE_MODES)
   local, global_size = i2t_scores.shape
   if global_size < 2:
     raise ValueError(f"The global batch needs at least 2 pairs, got {global_size}.")
