@@ -55,7 +55,7 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
               weight=loss_config.weight,
               t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg,
               # Configs saved before the field existed ran the chunked kernel.
-              rank_method=loss_config.get("rank_method", "chunked"))
+              rank_method=getattr(loss_config, "rank_method", "chunked"))
 
 
 def rsc_snap(loss_config) -> bool:

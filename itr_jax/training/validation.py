@@ -7,8 +7,7 @@ and never after config.json has been written (which would make the corrected
 command look like "a different config"). `check_workdir(workdir)` checks the
 workdir can be written without writing to it.
 
->>> from itr_jax.models import registry
-from itr_jax.training import defaults
+>>> from itr_jax.training import defaults
 >>> c = defaults.base_config()
 >>> c.train.log_every_steps = 0
 >>> check_config(c)
