@@ -47,6 +47,9 @@ def test_logs_config_and_checkpoints_written(tiny_run):
   ckpt.close()
 
 
+# Covered in the default run by test_reliability's SIGKILL-at-several-points
+# and SIGTERM tests (bitwise-equal parameters after resuming).
+@pytest.mark.slow
 def test_resume_continues_to_the_same_parameters(tiny_run, tmp_path, capsys):
   config, workdir, _, data_dir = tiny_run
   resumed_dir = str(tmp_path / "resumed")
