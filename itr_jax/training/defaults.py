@@ -146,14 +146,9 @@ LOSS_VARIANTS = {
 
 def paper_vse_config(test_split: str, variant: str) -> ml_collections.ConfigDict:
   """The paper's VSE++ setup on BUTD precomputed features, one loss variant."""
-  if variant not in LOSS_VARIANTS:
-    raise ValueError(
-        f"Unknown config variant {variant!r}; choose one of "
-        f"{sorted(LOSS_VARIANTS)}, e.g. --config=configs/f30k_vse.py:triplet")
-  c = base_config()
+  c = apply_loss_variant(base_config(), variant, "configs/f30k_vse.py")
   c.data.name = "precomputed"
   c.data.test_split = test_split
-  c.loss.weight = LOSS_VARIANTS[variant][0]
   return c
 
 
