@@ -10,6 +10,7 @@ checkpoints plus the best by dev RSUM.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import init_from as init_from_lib
 from itr_jax.training import paths
 from itr_jax.training import preemption as preemption_lib
+from itr_jax.training import progress as progress_lib
 from itr_jax.training import reporting
 from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import validation
@@ -269,8 +271,10 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
   log = reporting.MetricsLog(workdir)
   _report_truncation(config, data, log, start_step)
   preemption = preemption_lib.PreemptionWatcher()
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
-                       dynamic_ncols=True, disable=jax.process_index() != 0)
+  # Its ETA counts training steps only (not compilation, evaluations, saves).
+  progress = progress_lib.TrainingBar(total=total_steps, initial=start_step, unit="step",
+                                      dynamic_ncols=True,
+                                      disable=jax.process_index() != 0)
   try:
     # Seconds not spent training since the last log step (dev evaluations,
     # checkpoint writes): left out of steps_per_second.
@@ -278,8 +282,10 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
 
     def evaluate_dev(state, step: int) -> dict:
       t0 = time.time()
-      metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev,
-                                        data.vocab, config, rsc_relevance=data.dev_relevance)
+      with progress.paused():
+        metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev,
+                                          data.vocab, config,
+                                          rsc_relevance=data.dev_relevance)
       metrics["eval_seconds"] = time.time() - t0
       not_training[0] += metrics["eval_seconds"]
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
@@ -307,14 +313,16 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
     for step in range(start_step, total_steps):
       batch = sharding.global_batch(next(batches), mesh)
       step_start = time.time()
-      state, metrics = train_steps[step >= warmup_steps](state, batch)
-      pending.append(metrics)
       done = step + 1
-      if step == start_step:
-        # The first step compiles: its time is not training speed.
-        jax.block_until_ready(metrics)
-        compile_seconds = time.time() - step_start
-        last_log_time, last_log_step = time.time(), done
+      # The first step, and the first after the warm-up switch, compile:
+      # their time is not training speed.
+      with progress.paused() if step in (start_step, warmup_steps) else contextlib.nullcontext():
+        state, metrics = train_steps[step >= warmup_steps](state, batch)
+        if step == start_step:
+          jax.block_until_ready(metrics)
+          compile_seconds = time.time() - step_start
+          last_log_time, last_log_step = time.time(), done
+      pending.append(metrics)
       progress.update(1)
 
       epoch_end = done % steps_per_epoch == 0
@@ -358,9 +366,10 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
             or done == total_steps)
         dev = evaluate_dev(state, done) if evaluate_now else None
         save_start = time.time()
-        checkpoints.save(done, state,
-                         metrics=None if dev is None else {"rsum": float(dev["rsum"])},
-                         extra=extra)
+        with progress.paused():
+          checkpoints.save(done, state,
+                           metrics=None if dev is None else {"rsum": float(dev["rsum"])},
+                           extra=extra)
         not_training[0] += time.time() - save_start
       if preempted:
         progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
