@@ -126,3 +126,25 @@ def test_evaluate_bad_checkpoint_flag_and_damaged_checkpoints(tiny_run, tmp_path
   assert not os.path.exists(os.path.join(workdir, checkpointing.CORRUPTED_DIR))
   with open(os.path.join(reference_dir, "config.json")) as f:
     assert json.load(f)  # the shared run is untouched
+
+
+@pytest.mark.parametrize("module, flag", [
+    ("itr_jax.data.synthetic_scenes", "--caption_encoder"),
+    ("itr_jax.data.text_features", "--min_count"),
+    ("itr_jax.tools.embed_captions", "--chunk_size"),
+])
+def test_library_module_commands_parse_absl_flags(module, flag, capsys):
+  """Commands living in library modules use absl syntax with flags of their
+  own (not the global namespace train/evaluate share)."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  main = importlib.import_module(module).main
+  with pytest.raises(SystemExit) as exit_info:
+    main(["--help"])
+  assert exit_info.value.code == 0
+  assert flag in capsys.readouterr().out
+  with pytest.raises(SystemExit) as exit_info:
+    main(["--regoins=3"])
+  assert exit_info.value.code == 1
+  assert "Unknown command line flag 'regoins'" in capsys.readouterr().err
+  assert flag.lstrip("-") not in flags.FLAGS  # the global namespace is untouched

@@ -52,7 +52,6 @@ CLI: ``python -m itr_jax.data.synthetic_scenes --out_dir data/synthetic_scenes``
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -511,32 +510,38 @@ def _write(out_dir: str, params: dict) -> None:
     json.dump(manifest, f, indent=1, sort_keys=True)
 
 
+def _define_flags(fv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("out_dir", None, "Where to write the dataset.", flag_values=fv)
+  flags.mark_flag_as_required("out_dir", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Generator seed.", flag_values=fv)
+  flags.DEFINE_integer("num_train", 3000, "Train images.", flag_values=fv)
+  flags.DEFINE_integer("num_dev", 200, "Dev images.", flag_values=fv)
+  flags.DEFINE_integer("num_test", 200, "Test images.", flag_values=fv)
+  flags.DEFINE_integer("regions", 12, "Regions per image.", flag_values=fv)
+  flags.DEFINE_integer("feature_dim", 128, "Region feature dimension.", flag_values=fv)
+  flags.DEFINE_integer("latent_dim", 64, "Latent dimension of the scene units.",
+                       flag_values=fv)
+  flags.DEFINE_float("noise", 0.5, "Region feature noise.", flag_values=fv)
+  flags.DEFINE_integer("emb_dim", 256, "TF-IDF caption embedding dimension.",
+                       flag_values=fv)
+  flags.DEFINE_list("relevance_splits", ["dev", "test"],
+                    "Splits with a ground-truth relevance matrix.", flag_values=fv)
+  flags.DEFINE_enum("caption_encoder", "minilm", list(CAPTION_ENCODERS),
+                    "Caption embeddings: all-MiniLM-L6-v2 or TF-IDF.", flag_values=fv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=(
-      "Generate the synthetic-scenes ITR dataset in the precomputed format."))
-  parser.add_argument("--out_dir", required=True)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--num_train", type=int, default=3000)
-  parser.add_argument("--num_dev", type=int, default=200)
-  parser.add_argument("--num_test", type=int, default=200)
-  parser.add_argument("--regions", type=int, default=12)
-  parser.add_argument("--feature_dim", type=int, default=128)
-  parser.add_argument("--latent_dim", type=int, default=64)
-  parser.add_argument("--noise", type=float, default=0.5)
-  parser.add_argument("--emb_dim", type=int, default=256)
-  parser.add_argument("--relevance_splits", default="dev,test",
-                      help="comma-separated splits with a relevance matrix")
-  parser.add_argument("--caption_encoder", default="minilm",
-                      choices=CAPTION_ENCODERS,
-                      help="caption embeddings: all-MiniLM-L6-v2 or TF-IDF")
-  args = parser.parse_args(argv)
+  """`python -m itr_jax.data.synthetic_scenes --out_dir=DIR [...]` (absl flags)."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse_own_flags(argv, _define_flags, usage=(
+      "python -m itr_jax.data.synthetic_scenes --out_dir=DIR [flags]\n"
+      "Generates the synthetic-scenes ITR dataset in the precomputed format."))
   out = generate(args.out_dir, seed=args.seed, num_train=args.num_train,
                  num_dev=args.num_dev, num_test=args.num_test,
                  regions=args.regions, feature_dim=args.feature_dim,
                  latent_dim=args.latent_dim, noise=args.noise,
-                 emb_dim=args.emb_dim,
-                 relevance_splits=[s for s in args.relevance_splits.split(",")
-                                   if s],
+                 emb_dim=args.emb_dim, relevance_splits=args.relevance_splits,
                  caption_encoder=args.caption_encoder)
   with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
     print(json.dumps(json.load(f), indent=1))

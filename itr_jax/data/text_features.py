@@ -24,7 +24,6 @@ CLI, writing ``{split}_caps_emb.npy`` for every split of a dataset:
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 from typing import Iterable, Sequence
@@ -146,24 +145,32 @@ def write_caption_embeddings(data_dir: str, *, splits: Sequence[str] | None = No
   return written
 
 
+def _define_flags(fv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("data_dir", None, "Precomputed dataset directory.", flag_values=fv)
+  flags.mark_flag_as_required("data_dir", flag_values=fv)
+  flags.DEFINE_list("splits", [], "Splits to embed (default: every split found).",
+                    flag_values=fv)
+  flags.DEFINE_string("train_split", "train", "Split whose captions fit the TF-IDF "
+                      "vocabulary.", flag_values=fv)
+  flags.DEFINE_integer("dim", 256, "Random-projection dimension; 0 keeps all terms.",
+                       flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Projection seed.", flag_values=fv)
+  flags.DEFINE_integer("min_count", 1, "Minimum n-gram count.", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace existing embeddings.", flag_values=fv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=(
-      "Write TF-IDF caption embeddings {split}_caps_emb.npy (a stand-in for "
-      "a sentence encoder) for a precomputed ITR dataset."))
-  parser.add_argument("--data_dir", required=True)
-  parser.add_argument("--splits", default="",
-                      help="comma-separated; default: every split found")
-  parser.add_argument("--train_split", default="train")
-  parser.add_argument("--dim", type=int, default=256,
-                      help="random-projection dimension; 0 keeps all terms")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--min_count", type=int, default=1)
-  parser.add_argument("--overwrite", action="store_true")
-  args = parser.parse_args(argv)
+  """`python -m itr_jax.data.text_features --data_dir=DIR [...]` (absl flags)."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse_own_flags(argv, _define_flags, usage=(
+      "python -m itr_jax.data.text_features --data_dir=DIR [flags]\n"
+      "Writes TF-IDF caption embeddings {split}_caps_emb.npy (a stand-in for a "
+      "sentence encoder) for a precomputed ITR dataset."))
   written = write_caption_embeddings(
-      args.data_dir, splits=[s for s in args.splits.split(",") if s] or None,
-      train_split=args.train_split, dim=args.dim, seed=args.seed,
-      min_count=args.min_count, overwrite=args.overwrite)
+      args.data_dir, splits=args.splits or None, train_split=args.train_split,
+      dim=args.dim, seed=args.seed, min_count=args.min_count,
+      overwrite=args.overwrite)
   for split, path in written.items():
     print(f"{split}: {path}")
 

@@ -28,7 +28,6 @@ captions or by another encoder is never replaced without ``--overwrite``.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -314,40 +313,47 @@ def check_sidecar(emb_path: str, captions_path: str) -> None:
                      f"{'; '.join(problems)}. Re-embed: {fix}")
 
 
+def _define_flags(fv) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("data_dir", None, "Dataset directory.", flag_values=fv)
+  flags.DEFINE_string("split", "train", "Reads {data_dir}/{split}_caps.txt.",
+                      flag_values=fv)
+  flags.DEFINE_string("captions", None, "Explicit captions file (instead of "
+                      "--data_dir/--split).", flag_values=fv)
+  flags.DEFINE_string("out", None, "Output .npy (default {split}_caps_emb.npy next "
+                      "to the captions).", flag_values=fv)
+  flags.DEFINE_string("encoder_path", None, "Local sentence-transformers directory "
+                      "(default: packaged all-MiniLM-L6-v2).", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 128, "Captions per encoder batch.", flag_values=fv)
+  flags.DEFINE_integer("chunk_size", 4096, "Captions per resumable chunk.",
+                       flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace an output made from other captions "
+                    "or by another encoder.", flag_values=fv)
+  flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+  flags.DEFINE_bool("no_progress", False, "Same as --noprogress (kept for old "
+                    "scripts).", flag_values=fv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m itr_jax.tools.embed_captions",
-      description="Sentence embeddings of {split}_caps.txt for RSC relevance.")
-  parser.add_argument("--data_dir", help="dataset directory")
-  parser.add_argument("--split", default="train",
-                      help="reads {data_dir}/{split}_caps.txt (default train)")
-  parser.add_argument("--captions", help="explicit captions file (instead of "
-                      "--data_dir/--split)")
-  parser.add_argument("--out", help="output .npy (default "
-                      "{split}_caps_emb.npy next to the captions)")
-  parser.add_argument("--encoder_path", help="local sentence-transformers "
-                      "directory (default: packaged all-MiniLM-L6-v2)")
-  parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--chunk_size", type=int, default=4096,
-                      help="captions per resumable chunk")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace an output made from other captions or "
-                      "by another encoder")
-  parser.add_argument("--no_progress", action="store_true")
-  args = parser.parse_args(argv)
+  """`python -m itr_jax.tools.embed_captions --data_dir=DIR --split=S` (absl flags)."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  args = cli.parse_own_flags(argv, _define_flags, usage=(
+      "python -m itr_jax.tools.embed_captions --data_dir=DIR --split=SPLIT [flags]\n"
+      "Sentence embeddings of {split}_caps.txt for RSC relevance."))
   if args.captions:
     captions_path = args.captions
   elif args.data_dir:
     captions_path = os.path.join(args.data_dir, f"{args.split}{_CAPS_SUFFIX}")
   else:
-    parser.error("pass --data_dir (with --split) or --captions")
+    print("Error: pass --data_dir (with --split) or --captions", file=sys.stderr)
+    return 1
   try:
     out = embed_captions_file(
         captions_path, args.out, encoder_path=args.encoder_path,
         batch_size=args.batch_size, chunk_size=args.chunk_size,
-        overwrite=args.overwrite, progress=not args.no_progress)
+        overwrite=args.overwrite, progress=args.progress and not args.no_progress)
   except (FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"Error: {e}", file=sys.stderr)
     return 1
   print(out)
   return 0
