@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from itr_jax import sweeps
+from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
 from itr_jax.report import aggregate
 from itr_jax.report import build
@@ -291,6 +292,38 @@ def test_worst_examples_page_has_the_split_metrics(tiny_run):
     page = f.read()
   assert "<th>rsum</th>" in page and "worst queries by NDCG@4" in page
   assert page.count("its captions") >= 3 + 3 * 4  # image queries + retrieved images
+
+
+def test_examples_page_with_image_ids_and_thumbnails(tiny_run, tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  config, workdir, _, data_dir = tiny_run
+  split = precomputed.load_split(data_dir, config.data.test_split)
+  n, per = split.num_images, split.captions_per_image
+  ids_file = tmp_path / "test_ids.txt"  # the community's layout: an id per caption
+  ids_file.write_text("".join(f"{5000 + i}\n" * per for i in range(n)))
+  images = tmp_path / "images"
+  images.mkdir()
+  for i in range(1, n):  # image 0 has no file: shown as missing, not a failure
+    Image.new("RGB", (320, 200), (i * 7 % 256, 40, 90)).save(images / f"COCO_{5000 + i:08d}.png")
+  path = examples.write_examples_page(
+      workdir, num_queries=3, k=4, mode="worst", out=str(tmp_path / "ex.html"),
+      image_ids=str(ids_file), image_dir=str(images), image_pattern="COCO_{id:08d}.png")
+  page = open(path, encoding="utf-8").read()
+  shown = [int(m) for m in re.findall(r"image (\d+) \(id (?:\d+)\)", page)]
+  assert shown and all(f"image {r} (id {5000 + r})" in page for r in shown)
+  thumbs = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+  assert thumbs
+  import base64  # pylint: disable=import-outside-toplevel
+  assert max(Image.open(io.BytesIO(base64.b64decode(thumbs[0]))).size) == 160
+  assert ("no thumbnail" in page) == (0 in shown)
+  # The .npz of itr-coco-ids, and an ids file of another split.
+  np.savez(tmp_path / "ids.npz", image_ids=np.arange(n) + 7, caption_ids=np.arange(n * per))
+  assert examples.read_image_ids(str(tmp_path / "ids.npz"), n, per)[:2] == [7, 8]
+  ids_file.write_text("1\n2\n")
+  with pytest.raises(ValueError, match="has 2 ids, but the split has"):
+    examples.read_image_ids(str(ids_file), n, per)
+  with pytest.raises(ValueError, match="image_pattern"):
+    examples.image_thumbnails(str(images), "{name}.jpg", None, [0])
 
 
 @pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots"])

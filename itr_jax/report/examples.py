@@ -2,6 +2,7 @@ r"""A page of retrieval examples for a trained run (HTML, one self-contained fil
 
   python -m itr_jax.report.examples workdirs/demo [--split test] [--num_queries 8] \
       [--k 10] [--checkpoint best] [--mode random|worst] \
+      [--image_ids FILE] [--image_dir DIR --image_pattern '{id}.jpg'] \
       [--out workdirs/demo/examples_test.html]
 
 For sample queries in both directions (image -> captions, caption -> images)
@@ -11,8 +12,12 @@ the query's NDCG@k. The grade is the true relevance where the dataset knows it
 (synthetic scenes) and the RSC relevance otherwise; both are shown when both
 exist. Images are shown as their scene description on synthetic scenes (the
 scenes are regenerated from the dataset's manifest: the files hold only
-features) and as "image <row>" otherwise; retrieved images list their own
-captions. The split's metrics head the page. --mode=worst shows the failure
+features) and as "image <row>" otherwise, with the image's id when
+--image_ids names them (a text file, one id per image or per caption as the
+community's `{split}_ids.txt`, or the .npz of `itr-coco-ids`), and a
+thumbnail (embedded in the page) when --image_dir holds the image files
+(`--image_pattern`, e.g. 'COCO_val2014_{id:012d}.jpg' or '{id}.jpg'; `{row}`
+is the image's row). Retrieved images list their own captions. The split's metrics head the page. --mode=worst shows the failure
 cases instead of a random sample: the queries with the lowest NDCG@k.
 """
 from __future__ import annotations
@@ -162,6 +167,64 @@ def select_queries(sims: np.ndarray, relevance: dict[str, np.ndarray], *,
           np.argsort(t2i_bad, kind="stable")[:num_queries].tolist())
 
 
+def read_image_ids(path: str, num_images: int, captions_per_image: int) -> list:
+  """The split's image ids, one per image row, from `path`.
+
+  A .npz (from `itr-coco-ids`) holds `image_ids`; a text file holds one id per
+  line, per image or per caption (the community's `{split}_ids.txt` repeats
+  an image's id for each of its captions). Ids that are integers become ints.
+  """
+  if path.endswith(".npz"):
+    with np.load(path) as z:
+      if "image_ids" not in z:
+        raise ValueError(f"{path} has no 'image_ids' array (made by itr-coco-ids?)")
+      ids = z["image_ids"].tolist()
+  else:
+    with open(path, encoding="utf-8") as f:
+      ids = [line.strip() for line in f if line.strip()]
+    ids = [int(i) if i.lstrip("-").isdigit() else i for i in ids]
+  if len(ids) == num_images * captions_per_image and captions_per_image > 1:
+    ids = ids[::captions_per_image]
+  if len(ids) != num_images:
+    raise ValueError(
+        f"{path} has {len(ids)} ids, but the split has {num_images} images "
+        f"({num_images * captions_per_image} captions): pass the ids file of this split")
+  return ids
+
+
+def thumbnail_html(path: str, size: int = 160) -> str:
+  """An <img> with the image at `path` scaled to fit `size` px, embedded as
+  base64 JPEG (the page stays one file); a note if it cannot be read."""
+  import base64  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  try:
+    with Image.open(path) as image:
+      image = image.convert("RGB")
+      image.thumbnail((size, size))
+      buffer = io.BytesIO()
+      image.save(buffer, format="JPEG", quality=80)
+  except (OSError, ValueError) as e:
+    return f'<div class="missing">no thumbnail: {html.escape(str(e))}</div>'
+  data = base64.b64encode(buffer.getvalue()).decode("ascii")
+  return f'<div><img class="thumb" src="data:image/jpeg;base64,{data}"></div>'
+
+
+def image_thumbnails(image_dir: str, pattern: str, ids: Sequence | None,
+                     rows: Sequence[int]) -> dict[int, str]:
+  """Thumbnail HTML of the image `rows` (only those the page shows)."""
+  thumbs = {}
+  for row in rows:
+    image_id = ids[row] if ids is not None else row
+    try:
+      name = pattern.format(id=image_id, row=row)
+    except (KeyError, ValueError, IndexError) as e:
+      raise ValueError(f"--image_pattern {pattern!r} does not fit image id "
+                       f"{image_id!r} ({e}); use {{id}} and/or {{row}}") from e
+    thumbs[row] = thumbnail_html(os.path.join(image_dir, name))
+  return thumbs
+
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 70em; }
 table { border-collapse: collapse; margin-bottom: 1.5em; width: 100%; }
@@ -169,6 +232,8 @@ td, th { border: 1px solid #ccc; padding: 2px 6px; font-size: 90%; text-align: l
 tr.match { background: #e3f6e3; }
 .q { background: #f3f3f8; padding: 0.4em; margin-top: 1.2em; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
+img.thumb { max-height: 160px; margin: 0.3em 0; }
+.missing { color: #a33; font-size: 80%; }
 """
 
 
@@ -202,17 +267,20 @@ def _section(title: str, queries: Sequence[Query], query_text, hit_text,
 def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequence[str],
                 image_labels: Sequence[str], captions_per_image: int,
                 title: str, summary: str = "",
-                split_metrics: dict[str, float] | None = None) -> str:
+                split_metrics: dict[str, float] | None = None,
+                thumbnails: dict[int, str] | None = None) -> str:
   """The whole page; ground-truth matches are highlighted.
 
   `split_metrics` (e.g. `evaluate.retrieval_report` of the split) is shown as
-  a table at the top; retrieved images list their own captions.
+  a table at the top; retrieved images list their own captions, after their
+  `thumbnails` (image row -> HTML) where given.
   """
+  thumbnails = thumbnails or {}
   sources = list(i2t[0].ndcg) if i2t else list(t2i[0].ndcg) if t2i else []
 
   def own_captions(i):
     lines = captions[i * captions_per_image:(i + 1) * captions_per_image]
-    return ("<details><summary>its captions</summary><ul>" +
+    return (thumbnails.get(i, "") + "<details><summary>its captions</summary><ul>" +
             "".join(f"<li>{html.escape(c)}</li>" for c in lines) + "</ul></details>")
 
   body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>" if summary else "",
@@ -235,8 +303,13 @@ def render_html(i2t: Sequence[Query], t2i: Sequence[Query], *, captions: Sequenc
 
 def write_examples_page(workdir: str, split: str | None = None, *, num_queries: int = 8,
                         k: int = 10, seed: int = 0, checkpoint: str = "best",
-                        out: str | None = None, mode: str = "random") -> str:
-  """Encodes `split` with the run's checkpoint and writes the page; returns its path."""
+                        out: str | None = None, mode: str = "random",
+                        image_ids: str | None = None, image_dir: str | None = None,
+                        image_pattern: str = "{id}.jpg") -> str:
+  """Encodes `split` with the run's checkpoint and writes the page; returns its path.
+
+  `image_ids` / `image_dir` / `image_pattern`: see the module docstring.
+  """
   # Imported here: these pull in the model and checkpoint stack.
   from itr_jax.evaluation import evaluate
   from itr_jax.evaluation import runs
@@ -266,9 +339,15 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   i2t, t2i = retrieval_examples(sims, relevance, captions_per_image=data.captions_per_image,
                                 image_queries=image_queries,
                                 caption_queries=caption_queries, k=k)
+  ids = (read_image_ids(image_ids, n_img, data.captions_per_image)
+         if image_ids else None)
   labels = scene_descriptions(directory, split, n_img)
-  labels = ([f"image {i}: {d}" for i, d in enumerate(labels)] if labels
-            else [f"image {i}" for i in range(n_img)])
+  labels = [f"image {i}" + (f" (id {ids[i]})" if ids is not None else "")
+            + (f": {labels[i]}" if labels else "") for i in range(n_img)]
+  thumbnails = None
+  if image_dir:
+    shown = set(image_queries) | {h.index for q in t2i for h in q.hits}
+    thumbnails = image_thumbnails(image_dir, image_pattern, ids, sorted(shown))
   page = render_html(i2t, t2i, captions=data.captions, image_labels=labels,
                      captions_per_image=data.captions_per_image,
                      title=f"Retrieval examples: {workdir} ({split}, step {step})",
@@ -279,7 +358,7 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
                                  if mode == "random" else
                                  f"the {num_queries} worst queries by NDCG@{k}")
                              + f" per direction, top {k}.",
-                     split_metrics=split_metrics)
+                     split_metrics=split_metrics, thumbnails=thumbnails)
   out = out or os.path.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
   with open(out, "w", encoding="utf-8") as f:
     f.write(page)
@@ -298,6 +377,14 @@ def _define_flags() -> dict:
       "out": flags.DEFINE_string("out", None, "Default <workdir>/examples_<split>.html."),
       "mode": flags.DEFINE_enum("mode", "random", list(MODES),
                                 "random queries, or the worst by NDCG@k (failure cases)."),
+      "image_ids": flags.DEFINE_string(
+          "image_ids", None, "Image ids of the split: a text file (one per image or "
+          "per caption, e.g. {split}_ids.txt) or the .npz of itr-coco-ids."),
+      "image_dir": flags.DEFINE_string(
+          "image_dir", None, "Folder of the image files: the page shows thumbnails."),
+      "image_pattern": flags.DEFINE_string(
+          "image_pattern", "{id}.jpg", "File name of an image in --image_dir, from "
+          "its {id} (--image_ids) or {row}, e.g. COCO_val2014_{id:012d}.jpg."),
   }
 
 
@@ -314,7 +401,10 @@ def run():
     print(write_examples_page(argv[1], values["split"].value,
                               num_queries=values["num_queries"].value, k=values["k"].value,
                               seed=values["seed"].value, checkpoint=values["checkpoint"].value,
-                              out=values["out"].value, mode=values["mode"].value))
+                              out=values["out"].value, mode=values["mode"].value,
+                              image_ids=values["image_ids"].value,
+                              image_dir=values["image_dir"].value,
+                              image_pattern=values["image_pattern"].value))
 
   cli.run(main)
 
