@@ -169,6 +169,29 @@ def test_extra_round_trips_and_read_only_changes_nothing(tmp_path):
   assert not os.path.exists(os.path.join(workdir, checkpointing.CORRUPTED_DIR))
 
 
+def test_best_step_is_tracked_by_orbax_and_skips_a_damaged_best(tmp_path, caplog):
+  caplog.set_level(logging.WARNING)
+  workdir = str(tmp_path)
+  ckpt = checkpointing.Checkpoints(workdir, keep=5)
+  for step, rsum in ((1, 30.0), (2, 50.0), (3, None), (4, 40.0)):
+    ckpt.save(step, _state(float(step), step),
+              metrics=None if rsum is None else {"rsum": rsum})
+  assert ckpt.best_step() == 2 == ckpt.manager.best_step()
+  assert ckpt.best_metrics() == {"rsum": 50.0}
+  ckpt.close()
+  with open(os.path.join(workdir, "checkpoints", "2", integrity.RECORD_FILE), "a") as f:
+    f.write("x")  # the best checkpoint is damaged
+  ro = checkpointing.Checkpoints(workdir, keep=5, read_only=True)
+  assert 2 in ro.damaged and ro.best_step() == 4  # the best intact one
+  ro.close()
+  ckpt = checkpointing.Checkpoints(workdir, keep=5)  # sets step 2 aside
+  assert "Checkpoint step 2" in caplog.text
+  assert ckpt.best_step() == 4 and ckpt.all_steps() == [1, 3, 4]
+  ckpt.close()
+  # Orbax's "tracked_metric" warning for the metric-less step 3 was not shown.
+  assert "tracked_metric" not in caplog.text
+
+
 def _mount_tmpfs(path, size):
   os.makedirs(path, exist_ok=True)
   if os.system(f"mount -t tmpfs -o size={size} tmpfs {path} 2>/dev/null") != 0:

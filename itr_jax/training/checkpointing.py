@@ -196,7 +196,14 @@ class Checkpoints:
       return None  # unreadable metrics: the step still counts as "latest"
 
   def best_step(self) -> Optional[int]:
-    """The step with the highest dev RSUM among checkpoints that have metrics."""
+    """The step with the highest dev RSUM among checkpoints that have metrics.
+
+    Orbax tracks it (`best_fn`); only a read-only view of a run whose best
+    checkpoint is damaged rescans the others' metrics.
+    """
+    best = self.manager.best_step()
+    if best is None or best not in self.damaged:
+      return best
     scored = [(s, self.metrics(s)) for s in self.all_steps()]
     scored = [(s, m) for s, m in scored if m and "rsum" in m]
     if not scored:
