@@ -1,8 +1,20 @@
-"""Test-wide settings: quiet TensorFlow, and 8 simulated CPU devices for sharding tests."""
+"""Test-wide settings: quiet TensorFlow, 8 simulated CPU devices for sharding
+tests, a session-wide XLA compilation cache."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One XLA compilation cache per test session, shared with the processes tests
+# start: they compile the same tiny programs again and again (measured: 35 %
+# less CPU time for test_reliability.py). Fresh each session, removed at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="itr_jax_tests_xla_cache_")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
