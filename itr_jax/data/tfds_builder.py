@@ -45,6 +45,13 @@ from itr_jax.data import precomputed
 
 VOCAB_FILE = "vocab.json"
 
+if __name__ == "__main__":  # python -m itr_jax.data.tfds_builder
+  # TFDS finds a builder's files through its module's package, which
+  # `__main__` lacks, and registers a name once: run this module as imported
+  # under its own name (app.run exits), before `__main__` defines the class.
+  from itr_jax.data import tfds_builder as _imported  # pylint: disable=import-self
+  _imported.run()
+
 
 class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
   """Precomputed image-text retrieval data (SCAN / VSE++ / Listwise_ITR)."""
@@ -65,9 +72,11 @@ class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     # R, F, C and D differ between datasets: dynamic shapes, stored as bytes.
-    def floats(shape):
+    # The optional ones as zlib: TFDS's NumPy decoding (tfds.data_source)
+    # loses the shape of an empty bytes value, never of a compressed one.
+    def floats(shape, encoding=tfds.features.Encoding.BYTES):
       return tfds.features.Tensor(shape=shape, dtype=np.float32,
-                                  encoding=tfds.features.Encoding.BYTES)
+                                  encoding=encoding)
     return self.dataset_info_from_configs(
         description="Precomputed region features, captions and caption "
                     "embeddings for image-text retrieval.",
@@ -77,8 +86,8 @@ class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
             "captions": tfds.features.Sequence(tfds.features.Text()),
             "caption_ids": tfds.features.Tensor(shape=(None,),
                                                 dtype=np.int32),
-            "caption_emb": floats((None, None)),
-            "relevance": floats((None,)),
+            "caption_emb": floats((None, None), tfds.features.Encoding.ZLIB),
+            "relevance": floats((None,), tfds.features.Encoding.ZLIB),
         }),
         supervised_keys=None,
         # Record i is image i: random access by image index (exact resume).
@@ -170,6 +179,3 @@ def run():
   flags.mark_flags_as_required(["data_dir", "out"])
   app.run(main)
 
-
-if __name__ == "__main__":
-  run()
