@@ -34,13 +34,12 @@ or from Python:
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from itr_jax import cli
 from itr_jax.data import precomputed
 
 VOCAB_FILE = "vocab.json"
@@ -157,12 +156,11 @@ def convert(data_dir: str, out: str) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    path = convert(flags.FLAGS.data_dir, flags.FLAGS.out)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  print(f"wrote {path}")
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS.data_dir or not flags.FLAGS.out:
+    raise app.UsageError("--data_dir and --out are required.")
+  # A bad folder or an existing version: ValueError, one readable line.
+  print(f"wrote {convert(flags.FLAGS.data_dir, flags.FLAGS.out)}")
 
 
 def run():
@@ -176,6 +174,5 @@ def run():
       "out", None, "TFDS data dir to write itr_precomputed/<version> into "
       "(local or gs://); then train with --config.data.name=tfds "
       "--config.data.tfds_data_dir=<this>.")
-  flags.mark_flags_as_required(["data_dir", "out"])
-  app.run(main)
+  cli.run(main)
 
