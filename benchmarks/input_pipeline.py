@@ -253,6 +253,7 @@ def measure(args) -> dict:
   if args.measure == "start":
     return start_up(args.fmt, args.root, vocab, args)
   if args.measure == "input":
+    args.processes = int(args.processes)
     return input_rate(args.fmt, args.root, vocab, args)
   return train_rate(args.fmt, args.root, vocab, args)
 
