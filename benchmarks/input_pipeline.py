@@ -274,7 +274,10 @@ def run_fresh(kind: str, fmt: str, root: str, args, *, cold: bool = True,
   lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
   if proc.returncode or not lines:
     raise RuntimeError(f"{kind} {fmt} failed:\n{proc.stderr[-3000:]}")
-  return {**json.loads(lines[-1][len("RESULT "):]), "resident": resident}
+  result = {**json.loads(lines[-1][len("RESULT "):]), "resident": resident}
+  print(f"{kind} {fmt} processes={processes} cold={cold}: {result}",
+        flush=True)
+  return result
 
 
 def main():
