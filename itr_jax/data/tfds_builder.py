@@ -109,13 +109,18 @@ class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
     return {s: self._generate_examples(split) for s, split in loaded.items()}
 
   def _generate_examples(self, split: precomputed.PrecomputedSplit):
+    # With disable_shuffling, TFDS orders records by key and spills them to
+    # 1000 buckets by key / 2**128: keys 0..N-1 would all land in bucket 0,
+    # which it then reads back whole (the entire dataset in memory). Keys
+    # spread over [0, 2**128) keep the order and each bucket small.
+    stride = 2**128 // max(split.num_images, 1)
     for i in range(split.num_images):
       ids = split.captions_of_image(i)
       emb = (np.zeros((len(ids), 0), np.float32) if split.caption_emb is None
              else np.asarray(split.caption_emb[ids], np.float32))
       rel = (np.zeros((0,), np.float32) if split.true_relevance is None
              else np.asarray(split.true_relevance[i], np.float32))
-      yield i, {"image_id": i,
+      yield i * stride, {"image_id": i,
                 "image": np.asarray(split.images[i], np.float32),
                 "captions": [split.captions[c] for c in ids],
                 "caption_ids": ids.astype(np.int32),
