@@ -73,11 +73,7 @@ def both(tmp_path_factory):
                      regions=2, feature_dim=3, emb_dim=0, seed=1)
   rel = np.random.default_rng(2).random((7, 35)).astype(np.float32)
   np.save(f"{src}/train_relevance.npy", rel)
-  proc = subprocess.run(
-      [sys.executable, "-m", "itr_jax.data.tfds_builder", f"--data_dir={src}",
-       f"--out={out}"], capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "itr_precomputed/1.1.0" in proc.stdout
+  assert tfds_builder.convert(src, out).endswith("itr_precomputed/1.1.0")
   npy = {s: precomputed.load_split(src, s) for s in ("train", "one")}
   rec = {s: tfds_source.load_split("itr_precomputed", out, s)
          for s in ("train", "one")}
@@ -187,6 +183,22 @@ def test_experiment_data_opens_tfds(both, tmp_path):
   config.data.caption_emb_path = "/x/{split}.npy"
   with pytest.raises(ValueError, match="caption_emb_path must be empty"):
     validation.check_config(config)
+
+
+# ~15 s (a fresh interpreter importing TensorFlow); `convert`, which the
+# command runs, is covered by the fixture above and the errors test below.
+@pytest.mark.slow
+def test_converter_command(both, tmp_path):
+  def command(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "itr_jax.data.tfds_builder", *flags],
+        capture_output=True, text=True, timeout=300)
+  ok = command(f"--data_dir={both['src']}", f"--out={tmp_path}")
+  assert ok.returncode == 0, ok.stderr[-3000:]
+  assert f"wrote {tmp_path}/itr_precomputed/1.1.0" in ok.stdout
+  again = command(f"--data_dir={both['src']}", f"--out={tmp_path}")
+  assert again.returncode == 1 and "already exists" in again.stderr
+  assert "Traceback" not in again.stderr
 
 
 def test_reader_and_converter_errors(both, tmp_path):
