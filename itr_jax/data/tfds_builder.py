@@ -20,7 +20,7 @@ source folder, if any, is copied next to it. Training reads the ArrayRecord
 format (random access, `tfds_source`); convert with
 
   python -m itr_jax.data.tfds_builder --data_dir=/path/to/f30k_precomp \
-      --out=~/tensorflow_datasets   # or gs://bucket/tfds
+      --out=~/tensorflow_datasets   # local: ArrayRecord opens local files only
 
 or from Python:
 
@@ -177,7 +177,7 @@ def run():
       "{split}_caps.txt, optional {split}_caps_emb.npy / _relevance.npy).")
   flags.DEFINE_string(
       "out", None, "TFDS data dir to write itr_precomputed/<version> into "
-      "(local or gs://); then train with --config.data.name=tfds "
+      "(a local folder); then train with --config.data.name=tfds "
       "--config.data.tfds_data_dir=<this>.")
   cli.run(main)
 

@@ -17,8 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
   # "tfds": TFDS ArrayRecords (python -m itr_jax.data.tfds_builder).
   c.data.name = "precomputed"
   c.data.data_dir = ""
-  # Used when name == "tfds": the dataset and its TFDS data dir (local or
-  # gs://; empty: TFDS's default, ~/tensorflow_datasets).
+  # Used when name == "tfds": the dataset and its TFDS data dir (a local
+  # folder or gcsfuse mount; empty: TFDS's default, ~/tensorflow_datasets).
   c.data.tfds_name = "itr_precomputed"
   c.data.tfds_data_dir = ""
   c.data.train_split = "train"
