@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["vocab", "precomputed", "text_features", "synthetic_scenes",
-           "pipeline", "testing"]
+           "pipeline", "testing", "tfds_source", "check_record"]
 
 
 @pytest.mark.parametrize("name", MODULES)

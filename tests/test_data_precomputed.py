@@ -1,4 +1,5 @@
 """Tests for itr_jax.data.precomputed: loading and up-front validation."""
+import json
 import os
 
 import numpy as np
@@ -221,3 +222,67 @@ def test_count_mismatch_without_sidecar_names_the_command(tmp_path):
   with pytest.raises(ValueError, match=rf"--split=train --out={other} "
                      "--overwrite`"):
     precomputed.load_split(str(tmp_path), "train", caption_emb_path=other)
+
+
+def _inject_nan(path, row, keep_mtime):
+  """Writes a NaN into `row` in place; optionally restores the mtime."""
+  st = os.stat(path)
+  array = np.load(path, mmap_mode="r+")
+  array[row] = np.nan
+  array.flush()
+  del array
+  if keep_mtime:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+  else:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_value_check_runs_once_and_again_when_the_file_changes(tmp_path):
+  from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
+  # 96 x 8 x 1024 float32 = 3 MiB: the middle rows are not fingerprinted.
+  write_random_split(str(tmp_path), "train", num_images=96, regions=8,
+                     feature_dim=1024, emb_dim=4)
+  ims = str(tmp_path / "train_ims.npy")
+  precomputed.load_split(str(tmp_path), "train")
+  with open(check_record.record_path(ims)) as f:
+    assert json.load(f)["passed"] == ["finite"]
+  with open(check_record.record_path(str(tmp_path / "train_caps_emb.npy"))) as f:
+    assert json.load(f)["passed"] == ["embedding_rows", "finite"]
+  # Same size, mtime and first/last MiB: the record is trusted, no scan
+  # (the NaN goes unseen; that is what the record buys).
+  _inject_nan(ims, 48, keep_mtime=True)
+  precomputed.load_split(str(tmp_path), "train")
+  # Any change of mtime (or size, or the fingerprinted ends): scanned again.
+  _inject_nan(ims, 48, keep_mtime=False)
+  with pytest.raises(ValueError, match="NaN or Inf values \\(first in row 48\\)"):
+    precomputed.load_split(str(tmp_path), "train")
+  # A NaN in the first or last MiB changes the fingerprint even with the
+  # same mtime; a part-file check (max_images) never writes a record.
+  write_random_split(str(tmp_path / "b"), "train", num_images=96, regions=8,
+                     feature_dim=1024, emb_dim=4)
+  ims = str(tmp_path / "b" / "train_ims.npy")
+  precomputed.load_split(str(tmp_path / "b"), "train", max_images=10)
+  assert not os.path.exists(check_record.record_path(ims))
+  precomputed.load_split(str(tmp_path / "b"), "train")
+  _inject_nan(ims, 95, keep_mtime=True)
+  with pytest.raises(ValueError, match="first in row 95"):
+    precomputed.load_split(str(tmp_path / "b"), "train")
+
+
+def test_value_check_without_a_writable_folder_runs_every_time(
+    tmp_path, monkeypatch, caplog):
+  from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
+
+  def read_only(*args, **kwargs):
+    raise OSError("Read-only file system")
+
+  monkeypatch.setattr(check_record.tf.io.gfile, "rename", read_only)
+  write_random_split(str(tmp_path), "train", num_images=96, regions=8,
+                     feature_dim=1024, emb_dim=0)
+  ims = str(tmp_path / "train_ims.npy")
+  precomputed.load_split(str(tmp_path), "train")  # never fails for that
+  assert "runs again at every start" in caplog.text
+  assert sorted(os.listdir(tmp_path)) == ["train_caps.txt", "train_ims.npy"]
+  _inject_nan(ims, 48, keep_mtime=True)
+  with pytest.raises(ValueError, match="first in row 48"):
+    precomputed.load_split(str(tmp_path), "train")

@@ -242,7 +242,8 @@ def load_split(data_dir: str, split: str, *,
     max_images: keep only the first ``max_images`` images and their captions
       (e.g. to validate on part of a large dev set); None or 0 keeps all.
     check_values: scan features and embeddings for NaN/Inf (reads the whole
-      feature file once, in chunks).
+      feature file once, in chunks); a file that passed before and has not
+      changed since is not scanned again (`check_record`).
 
   Returns:
     A PrecomputedSplit.
@@ -294,10 +295,12 @@ def load_split(data_dir: str, split: str, *,
                        f"expected [N_images, N_captions] = "
                        f"{(images.shape[0], len(captions))}")
 
+  whole = True
   if max_images:
     if max_images < 0:
       raise ValueError(f"max_images must be >= 0, got {max_images}")
     n_img = min(max_images, images.shape[0])
+    whole = n_img == images.shape[0]
     n_cap = n_img * per_image
     images, captions = images[:n_img], captions[:n_cap]
     if caption_emb is not None:
@@ -306,12 +309,18 @@ def load_split(data_dir: str, split: str, *,
       true_relevance = true_relevance[:n_img, :n_cap]
 
   if check_values:
-    check_finite(images, ims_path)
+    # Recorded next to each file once it passed (the whole file only).
+    from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
+    checks = [(ims_path, "finite", lambda: check_finite(images, ims_path))]
     if caption_emb is not None:
-      check_finite(caption_emb, emb_path)
-      check_embedding_rows(caption_emb, emb_path)
+      checks += [(emb_path, "finite", lambda: check_finite(caption_emb, emb_path)),
+                 (emb_path, "embedding_rows",
+                  lambda: check_embedding_rows(caption_emb, emb_path))]
     if true_relevance is not None:
-      check_finite(true_relevance, rel_path)
+      checks.append((rel_path, "finite",
+                     lambda: check_finite(true_relevance, rel_path)))
+    for path, name, check in checks:
+      check_record.run_once(path, name, check, record=whole)
   return PrecomputedSplit(data_dir=data_dir, split=split, images=images,
                           captions=captions, captions_per_image=per_image,
                           caption_emb=caption_emb,

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -194,7 +194,9 @@ def check_recipe(recipe: str, min_count: int) -> None:
 def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
                   workdir: str | None = None, min_count: int = 1,
                   train_split: str = "train", recipe: str = "itr_jax",
-                  dev_split: str = "dev") -> Vocabulary:
+                  dev_split: str = "dev",
+                  read_captions: Callable[[str], list[str]] | None = None
+                  ) -> Vocabulary:
   """Finds or builds the vocabulary for a precomputed dataset.
 
   Order: ``vocab_path`` if given (non-empty); else ``{workdir}/vocab.json`` if it exists
@@ -204,6 +206,8 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
   (train captions only, never dev/test) with ``min_count``, by frequency;
   ``"official"`` from the train then ``{dev_split}`` captions, words seen at
   least 4 times, in first-seen order (Listwise_ITR's vocab.py).
+  ``read_captions(split)`` replaces reading ``{data_dir}/{split}_caps.txt``
+  (e.g. captions from TFDS records).
   """
   check_recipe(recipe, min_count)
   if vocab_path:  # None or "" (the config default) mean "not given"
@@ -215,10 +219,13 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
       logging.warning("data.vocab_recipe=%r is not used: the vocabulary is "
                       "read from %s", recipe, os.path.join(data_dir, "vocab.json"))
     return Vocabulary.load(os.path.join(data_dir, "vocab.json"))
-  from itr_jax.data.precomputed import read_captions  # pylint: disable=g-import-not-at-top
-  captions = read_captions(os.path.join(data_dir, f"{train_split}_caps.txt"))
+  if read_captions is None:
+    from itr_jax.data import precomputed  # pylint: disable=g-import-not-at-top
+    read_captions = lambda split: precomputed.read_captions(
+        os.path.join(data_dir, f"{split}_caps.txt"))
+  captions = read_captions(train_split)
   if recipe == "official":
-    captions = captions + read_captions(os.path.join(data_dir, f"{dev_split}_caps.txt"))
+    captions = captions + read_captions(dev_split)
     vocab = Vocabulary.build(captions, min_count=OFFICIAL_MIN_COUNT, order="first_seen")
   else:
     vocab = Vocabulary.build(captions, min_count=min_count)

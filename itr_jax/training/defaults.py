@@ -13,9 +13,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   # "precomputed": the SCAN/VSE++ format in data_dir; "synthetic_scenes": the
-  # embedded generator, which writes that same format into data_dir first.
+  # embedded generator, which writes that same format into data_dir first;
+  # "tfds": TFDS ArrayRecords (python -m itr_jax.data.tfds_builder).
   c.data.name = "precomputed"
   c.data.data_dir = ""
+  # Used when name == "tfds": the dataset and its TFDS data dir (a local
+  # folder or gcsfuse mount; empty: TFDS's default, ~/tensorflow_datasets).
+  c.data.tfds_name = "itr_precomputed"
+  c.data.tfds_data_dir = ""
   c.data.train_split = "train"
   c.data.dev_split = "dev"
   c.data.test_split = "test"

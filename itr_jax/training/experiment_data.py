@@ -17,6 +17,7 @@ import numpy as np
 from itr_jax.data import pipeline
 from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
+from itr_jax.data import tfds_source
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.data import wordpiece_vocab
 from itr_jax.evaluation import evaluate
@@ -85,9 +86,13 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
   """The dataset directory; generates the synthetic dataset there if asked to.
 
   With `generate=False` (evaluating a trained run) a synthetic dataset must
-  already be there: FileNotFoundError instead of writing a new one.
+  already be there: FileNotFoundError instead of writing a new one. For
+  data.name "tfds": the prepared dataset's folder (its vocab.json, if any, is
+  the dataset's vocabulary).
   """
   data = config.data
+  if data.name == "tfds":
+    return tfds_source.dataset_dir(data.tfds_name, data.tfds_data_dir)
   if not data.data_dir:
     raise ValueError(
         "config.data.data_dir is empty: set it to the folder holding "
@@ -102,8 +107,8 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
           "--data_dir=..., or train first (training generates it).")
     return synthetic_scenes.generate(data.data_dir, **data.synthetic)
   if data.name != "precomputed":
-    raise ValueError(f"config.data.name must be 'precomputed' or "
-                     f"'synthetic_scenes', got {data.name!r}")
+    raise ValueError(f"config.data.name must be 'precomputed', "
+                     f"'synthetic_scenes' or 'tfds', got {data.name!r}")
   return data.data_dir
 
 
@@ -111,6 +116,10 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
                max_images: int | None = None,
                require_caption_emb: bool = False) -> precomputed.PrecomputedSplit:
   """Opens `split`; config.data.caption_emb_path may contain "{split}"."""
+  if config.data.name == "tfds":
+    return tfds_source.load_split(
+        config.data.tfds_name, config.data.tfds_data_dir, split,
+        max_images=max_images or None, require_caption_emb=require_caption_emb)
   emb_path = config.data.caption_emb_path or None
   return precomputed.load_split(
       directory, split, max_images=max_images or None,
@@ -129,12 +138,17 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
   if config.model.get("text_tower", "gru") == "bert":
     return wordpiece_vocab.WordPieceVocabulary(
         config.model.get("bert_path") or None)
+  read_captions = None
+  if config.data.name == "tfds":
+    read_captions = functools.partial(tfds_source.split_captions,
+                                      config.data.tfds_name,
+                                      config.data.tfds_data_dir)
   return vocab_lib.resolve_vocab(
       directory, vocab_path=config.data.vocab_path or None, workdir=workdir,
       min_count=config.data.vocab_min_count,
       train_split=config.data.train_split,
       recipe=config.data.get("vocab_recipe", "itr_jax"),
-      dev_split=config.data.dev_split)
+      dev_split=config.data.dev_split, read_captions=read_captions)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *,

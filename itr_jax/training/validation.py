@@ -37,7 +37,7 @@ _INT_FIELDS = {
     "eval.every_epochs": 1, "optim.lr_update": 1,
 }
 _CHOICES = {
-    "data.name": ("precomputed", "synthetic_scenes"),
+    "data.name": ("precomputed", "synthetic_scenes", "tfds"),
     "model.pooling": ("max", "gpo"),
     "model.text_tower": ("gru", "bert"),
     "data.vocab_recipe": ("itr_jax", "official"),
@@ -83,6 +83,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       continue
     if value not in choices:
       _fail(path, f"must be one of {list(choices)}", value)
+  if config.data.name == "tfds":
+    if not isinstance(config.data.get("tfds_name"), str) or not config.data.tfds_name:
+      _fail("data.tfds_name", "must name a TFDS dataset", config.data.get("tfds_name"))
+    if config.data.caption_emb_path:
+      _fail("data.caption_emb_path", "must be empty with data.name='tfds' (the "
+            "records hold the caption embeddings)", config.data.caption_emb_path)
   optim = config.optim
   for name, positive in (("learning_rate", True), ("lr_decay", True),
                          ("grad_clip", False)):
