@@ -289,33 +289,41 @@ def _plain(value):
   return value.item() if isinstance(value, np.generic) else value
 
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The official model_best.pth.tar.")
-_BACKBONE = flags.DEFINE_enum("backbone", None, BACKBONES,
-                              "Which official code saved it: vse (Listwise_ITR/VSE++), "
-                              "vse_infty (VSE-infinity bigru), sgr / saf (SGRAF).")
-_VOCAB = flags.DEFINE_string("vocab", None, "The official vocabulary JSON it was trained with.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "New (empty or missing) workdir to write.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Recorded as config.data.data_dir "
-                                "(optional; `itr_jax.evaluate --data_dir` can give it later).")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  missing = [f"--{n}" for n, f in (("checkpoint", _CHECKPOINT), ("backbone", _BACKBONE),
-                                   ("vocab", _VOCAB), ("workdir", _WORKDIR)) if not f.value]
-  if missing:
-    raise app.UsageError(f"{', '.join(missing)} required.")
-  info = import_checkpoint(_CHECKPOINT.value, _BACKBONE.value, _VOCAB.value, _WORKDIR.value,
-                           data_dir=_DATA_DIR.value)
-  print(f"Imported {info['backbone']} checkpoint (official epoch {info['official_epoch']}, "
-        f"best_rsum {info['official_best_rsum']}) as step {info['step']} of {info['workdir']}; "
-        f"evaluate it with: python -m itr_jax.evaluate --workdir={info['workdir']}"
-        + ("" if _DATA_DIR.value else " --data_dir=DATA_DIR"))
+def _define_flags() -> dict:
+  """The command's flags. Defined only when run as a command: this module is
+  also a library, imported beside itr_jax.evaluate (which has --checkpoint)."""
+  return {
+      "checkpoint": flags.DEFINE_string("checkpoint", None, "The official model_best.pth.tar."),
+      "backbone": flags.DEFINE_enum("backbone", None, BACKBONES,
+                                    "Which official code saved it: vse (Listwise_ITR/VSE++), "
+                                    "vse_infty (VSE-infinity bigru), sgr / saf (SGRAF)."),
+      "vocab": flags.DEFINE_string("vocab", None,
+                                   "The official vocabulary JSON it was trained with."),
+      "workdir": flags.DEFINE_string("workdir", None, "New (empty or missing) workdir to write."),
+      "data_dir": flags.DEFINE_string("data_dir", "", "Recorded as config.data.data_dir "
+                                      "(optional; `itr_jax.evaluate --data_dir` can give it "
+                                      "later)."),
+  }
 
 
 def run():
   """Console-script entry point."""
+  values = _define_flags()
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    v = {name: flag.value for name, flag in values.items()}
+    missing = [f"--{n}" for n in ("checkpoint", "backbone", "vocab", "workdir") if not v[n]]
+    if missing:
+      raise app.UsageError(f"{', '.join(missing)} required.")
+    info = import_checkpoint(v["checkpoint"], v["backbone"], v["vocab"], v["workdir"],
+                             data_dir=v["data_dir"])
+    print(f"Imported {info['backbone']} checkpoint (official epoch {info['official_epoch']}, "
+          f"best_rsum {info['official_best_rsum']}) as step {info['step']} of "
+          f"{info['workdir']}; evaluate it with: python -m itr_jax.evaluate "
+          f"--workdir={info['workdir']}" + ("" if v["data_dir"] else " --data_dir=DATA_DIR"))
+
   cli.run(main)
 
 
