@@ -126,3 +126,10 @@ def test_wrong_backbone_vocab_or_workdir_fail_before_writing(tmp_path):
   with pytest.raises(ValueError, match="is not empty"):
     importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, str(tmp_path / "c"))
   assert os.listdir(tmp_path / "c") == ["keep.txt"]
+
+
+@pytest.mark.parametrize("module", [torch_pickle, importer])
+def test_doctests(module):
+  import doctest  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(module)
+  assert result.attempted > 0 and result.failed == 0
