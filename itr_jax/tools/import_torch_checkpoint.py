@@ -1,0 +1,331 @@
+r"""Import an official PyTorch checkpoint (Listwise_ITR/VSE++, VSE-infinity, SGRAF) as a workdir.
+
+  python -m itr_jax.tools.import_torch_checkpoint --checkpoint=model_best.pth.tar \
+      --backbone=sgr --vocab=vocab/f30k_precomp_vocab.json --workdir=workdirs/f30k_sgr_official
+  python -m itr_jax.evaluate --workdir=workdirs/f30k_sgr_official --data_dir=/data/f30k_precomp
+
+The checkpoint is what the official `train.py` saves (`torch.save` of
+`{"model": [img_enc, txt_enc(, sim_enc)] state dicts, "opt": argparse
+Namespace, "epoch", "best_rsum", "Eiters"}`) for `--backbone`:
+
+* `vse`: AAA-Zheng/Listwise_ITR (VSE++ + S-NDCG; also VSE++'s own layout);
+* `vse_infty`: woodfrog/vse_infty, `bigru` branch, precomputed regions;
+* `sgr` / `saf`: Paranioar/SGRAF with `--module_name` SGR / SAF.
+
+It is read without PyTorch (`itr_jax.tools.torch_pickle`; legacy non-zip
+files need the `[torch]` extra). The official `opt` becomes an itr_jax
+config (`config_from_opt`: model sizes, loss and training recipe; an option
+itr_jax does not implement, e.g. `--precomp_enc_type=backbone`, is an error
+naming it), the weights become the backbone's variables (the mapping
+functions of `itr_jax.models.sgraf_weights` / `vse_infty_torch` and
+`vse_variables` here), and `--vocab` (the official `*_vocab.json`) is kept
+as the workdir's `vocab.json`. The new workdir holds `config.json`,
+`vocab.json` and one verified orbax checkpoint (step = the official
+`Eiters`), so `itr_jax.evaluate`, `retrieve` and fine-tuning
+(`--config.train.init_from=`) use it like a trained run. Evaluation breaks
+score ties as the official loop (`eval.ties="official"`). An existing
+non-empty `--workdir` is refused: nothing is overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import types
+from typing import Any, Mapping
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from itr_jax import cli
+from itr_jax.data import vocab as vocab_lib
+from itr_jax.models import sgraf_weights
+from itr_jax.models import vse_infty_torch
+from itr_jax.tools import torch_pickle
+from itr_jax.training import checkpointing
+from itr_jax.training import defaults
+from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import paths
+from itr_jax.training import trainer
+from itr_jax.training import validation
+from itr_jax.training import workdir as workdir_lib
+
+BACKBONES = ("vse", "vse_infty", "sgr", "saf")
+# Official options that only say where files are or how the job ran.
+_LOGISTICS = {"data_path", "data_name", "vocab_path", "model_name", "logger_name",
+              "workers", "log_step", "val_step", "resume", "text_emb_path",
+              "reset_start_epoch", "vocab_size", "logger", "seed"}
+# Options each code base may hold, beyond _LOGISTICS (its parser's fields).
+_KNOWN = {
+    "vse": {"margin", "tau", "num_epochs", "lr_update", "batch_size", "img_dim", "word_dim",
+            "embed_size", "optim", "learning_rate", "grad_clip", "sndcg_weight",
+            # VSE++ (fartashf/vsepp) fields of the same model
+            "max_violation", "num_layers", "measure", "use_abs", "no_imgnorm", "finetune",
+            "cnn_type", "use_restval", "crop_size", "reset_train"},
+    "vse_infty": {"margin", "num_epochs", "batch_size", "word_dim", "embed_size", "num_layers",
+                  "grad_clip", "learning_rate", "lr_update", "optim", "max_violation", "img_dim",
+                  "no_imgnorm", "no_txtnorm", "precomp_enc_type", "backbone_path",
+                  "backbone_source", "vse_mean_warmup_epochs", "backbone_warmup_epochs",
+                  "embedding_warmup_epochs", "backbone_lr_factor", "input_scale_factor", "drop"},
+    "sgraf": {"batch_size", "num_epochs", "lr_update", "learning_rate", "grad_clip", "margin",
+              "max_violation", "img_dim", "word_dim", "embed_size", "sim_dim", "num_layers",
+              "bi_gru", "no_imgnorm", "no_txtnorm", "module_name", "sgr_step"},
+}
+# Option values itr_jax implements (other values: an error naming them).
+_SUPPORTED = {
+    "num_layers": (1,), "no_imgnorm": (False,), "no_txtnorm": (False,), "optim": ("adam",),
+    "measure": ("cosine",), "use_abs": (False,), "precomp_enc_type": ("basic",),
+    "finetune": (False,), "input_scale_factor": (1, 1.0),
+}
+
+
+def _family(backbone: str) -> str:
+  return "sgraf" if backbone in ("sgr", "saf") else backbone
+
+
+def check_opt(opt: Mapping[str, Any], backbone: str) -> None:
+  """Raises ValueError naming official options itr_jax cannot reproduce."""
+  unknown = sorted(set(opt) - _KNOWN[_family(backbone)] - _LOGISTICS)
+  if unknown:
+    raise ValueError(
+        f"the checkpoint's options {unknown} are not options of the official "
+        f"{backbone!r} code that itr_jax knows; is --backbone={backbone} right "
+        f"(one of {list(BACKBONES)})?")
+  bad = {k: opt[k] for k, ok in _SUPPORTED.items() if k in opt and opt[k] not in ok}
+  if bad:
+    raise ValueError(
+        f"the checkpoint was trained with {bad}, which itr_jax does not implement "
+        f"(supported: { {k: _SUPPORTED[k] for k in bad} }).")
+  if _family(backbone) == "sgraf":
+    module = str(opt.get("module_name", "")).lower()
+    if module != backbone:
+      raise ValueError(f"the checkpoint is SGRAF's {opt.get('module_name')!r} module; "
+                       f"import it with --backbone={module or 'sgr|saf'}.")
+
+
+def config_from_opt(opt: Mapping[str, Any], backbone: str) -> ml_collections.ConfigDict:
+  """The itr_jax config of an official run's options (`vars(checkpoint["opt"])`).
+
+  Model sizes and the training recipe (loss, optimizer, schedule) follow the
+  official options, so fine-tuning an import continues the official recipe.
+  """
+  check_opt(opt, backbone)
+  c = defaults.base_config()
+  if backbone == "vse_infty":
+    defaults.vse_infty_recipe(c, "gru")
+    # Warm-up with the sum over negatives for vse_mean_warmup_epochs (train.py
+    # then sets max_violation for good).
+    c.train.warmup_epochs = int(opt.get("vse_mean_warmup_epochs", 1))
+    if not opt.get("drop", True):
+      c.train.augment.caption_tokens = 0.0
+  elif backbone in ("sgr", "saf"):
+    defaults.sgraf_model(c, backbone)
+    c.model.sim_dim = int(opt["sim_dim"])
+    c.model.sgr_steps = int(opt.get("sgr_step", 3))
+    c.model.bidirectional = bool(opt.get("bi_gru", True))
+    c.train.warmup_epochs = 0 if opt.get("max_violation", True) else int(opt["num_epochs"])
+  else:
+    c.loss.tau = float(opt.get("tau", c.loss.tau))
+    c.loss.weight = float(opt.get("sndcg_weight", c.loss.weight))
+    c.train.warmup_epochs = 0 if opt.get("max_violation", True) else int(opt["num_epochs"])
+  c.model.embed_size = int(opt["embed_size"])
+  c.model.word_dim = int(opt["word_dim"])
+  c.loss.margin = float(opt.get("margin", c.loss.margin))
+  for field, name, cast in (("optim.learning_rate", "learning_rate", float),
+                            ("optim.grad_clip", "grad_clip", float),
+                            ("optim.lr_update", "lr_update", int),
+                            ("train.batch_size", "batch_size", int),
+                            ("train.num_epochs", "num_epochs", int)):
+    if name in opt:
+      group, leaf = field.split(".")
+      c[group][leaf] = cast(opt[name])
+  c.train.warmup_epochs = min(c.train.warmup_epochs, c.train.num_epochs)
+  c.data.name = "precomputed"
+  c.eval.ties = "official"  # np.argsort order, as the official evaluation
+  return c
+
+
+def _flat(state, prefixes) -> dict:
+  """One {"img_enc.fc.weight": array, ...} dict from the official 'model' entry."""
+  if isinstance(state, (list, tuple)):
+    if len(state) != len(prefixes):
+      raise ValueError(f"the checkpoint's 'model' holds {len(state)} state dicts; this "
+                       f"backbone's official model saves {len(prefixes)} ({', '.join(prefixes)})")
+    return {f"{p}.{k}": np.asarray(v) for p, sd in zip(prefixes, state) for k, v in sd.items()}
+  if isinstance(state, Mapping) and all(k.split(".")[0] in prefixes for k in state):
+    return {k: np.asarray(v) for k, v in state.items()}
+  raise ValueError("the checkpoint's 'model' is neither a list of state dicts nor one "
+                   f"state dict with keys prefixed {prefixes}")
+
+
+def _sub(state: Mapping[str, np.ndarray], prefix: str) -> dict:
+  return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def vse_variables(state: Mapping[str, np.ndarray]) -> dict:
+  """`VSEModel` (VSE++) variables from Listwise_ITR's `img_enc.` / `txt_enc.` weights.
+
+  >>> w = {"img_enc.fc.weight": np.ones((4, 3)), "img_enc.fc.bias": np.zeros(4),
+  ...      "txt_enc.embed.weight": np.ones((9, 2)),
+  ...      "txt_enc.rnn.weight_ih_l0": np.ones((12, 2)), "txt_enc.rnn.bias_ih_l0": np.zeros(12),
+  ...      "txt_enc.rnn.weight_hh_l0": np.ones((12, 4)), "txt_enc.rnn.bias_hh_l0": np.zeros(12)}
+  >>> vse_variables(w)["params"]["image_encoder"]["fc"]["kernel"].shape
+  (3, 4)
+  """
+  img, txt = _sub(state, "img_enc."), _sub(state, "txt_enc.")
+  bidirectional = "rnn.weight_ih_l0_reverse" in txt
+  return {"params": {
+      "image_encoder": {"fc": sgraf_weights.dense(_sub(img, "fc."))},
+      "text_encoder": {"embed": {"embedding": np.asarray(txt["embed.weight"], np.float32)},
+                       "gru": vse_infty_torch.gru(txt, "rnn.", bidirectional)}}}
+
+
+def variables_from_state(state, backbone: str) -> dict:
+  """`{"params", ...}` of the itr_jax backbone from the official 'model' entry."""
+  if backbone == "vse":
+    return vse_variables(_flat(state, ("img_enc", "txt_enc")))
+  if backbone == "vse_infty":
+    flat = _flat(state, ("img_enc", "txt_enc"))
+    return vse_infty_torch.variables(_sub(flat, "img_enc."), _sub(flat, "txt_enc."))
+  return sgraf_weights.variables_from_torch(_flat(state, ("img_enc", "txt_enc", "sim_enc")),
+                                            backbone)
+
+
+def _compare(fresh, imported, what: str) -> None:
+  """Raises ValueError listing leaves whose presence or shape differ."""
+  a = {jax.tree_util.keystr(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(fresh)}
+  b = {jax.tree_util.keystr(p): np.shape(x)
+       for p, x in jax.tree_util.tree_leaves_with_path(imported)}
+  problems = [f"{k}: missing" for k in sorted(set(a) - set(b))]
+  problems += [f"{k}: unexpected" for k in sorted(set(b) - set(a))]
+  problems += [f"{k}: shape {b[k]}, expected {a[k]}" for k in sorted(set(a) & set(b))
+               if a[k] != b[k]]
+  if problems:
+    raise ValueError(f"the imported {what} do not fit the itr_jax model built from the "
+                     f"checkpoint's options: {'; '.join(problems[:8])}"
+                     + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
+
+
+def _num_regions(variables: dict) -> int:
+  """Regions per image the model is built for: SGRAF's visual BatchNorm fixes it."""
+  stats = variables.get("batch_stats", {}).get("v_global_w", {})
+  return int(np.shape(stats["bn_local"]["mean"])[0]) if stats else 36
+
+
+def import_checkpoint(checkpoint: str, backbone: str, vocab_path: str, workdir: str, *,
+                      data_dir: str = "") -> dict:
+  """Writes `workdir` from an official checkpoint; returns a summary dict.
+
+  Nothing is written until the checkpoint, options, vocabulary and weights
+  all check out; an existing non-empty `workdir` is refused.
+  """
+  if backbone not in BACKBONES:
+    raise ValueError(f"--backbone must be one of {list(BACKBONES)}, got {backbone!r}.")
+  validation.check_workdir(workdir)
+  if os.path.isdir(workdir) and os.listdir(workdir):
+    raise ValueError(f"--workdir {workdir!r} is not empty; give a new directory "
+                     "(nothing is overwritten).")
+  if not os.path.isfile(checkpoint):
+    raise ValueError(f"--checkpoint {checkpoint!r} is not a file.")
+  try:
+    ckpt = torch_pickle.load(checkpoint)
+  except (OSError, EOFError, ValueError, TypeError, KeyError) as e:
+    raise ValueError(f"cannot read --checkpoint {checkpoint!r}: {e}") from e
+  if not isinstance(ckpt, Mapping) or "model" not in ckpt or "opt" not in ckpt:
+    raise ValueError(f"--checkpoint {checkpoint!r} is not an official training "
+                     "checkpoint (a dict with 'model' and 'opt', as train.py saves).")
+  opt = ckpt["opt"]
+  opt = vars(opt) if isinstance(opt, (argparse.Namespace, types.SimpleNamespace)) else dict(opt)
+  config = config_from_opt(opt, backbone)
+  if data_dir:
+    config.data.data_dir = paths.absolute(data_dir)
+  validation.check_config(config)
+  vocab = vocab_lib.Vocabulary.load(vocab_path)
+  variables = variables_from_state(ckpt["model"], backbone)
+  embed = variables["params"].get("text_encoder", variables["params"]).get("embed")
+  rows = int(np.shape(embed["embedding"])[0])
+  extra_ids = rows - len(vocab)  # VSE-infinity's train.py adds '<mask>' after the vocab
+  if extra_ids != int(trainer.masks_words(config)):
+    raise ValueError(f"--vocab {vocab_path!r} has {len(vocab)} words but the checkpoint's "
+                     f"word embedding has {rows} rows; give the vocabulary the model was "
+                     "trained with.")
+  config.model.vocab_size = rows
+  model = trainer.build_model(config, len(vocab))
+  tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
+  split_shape = types.SimpleNamespace(num_regions=_num_regions(variables),
+                                      feature_dim=int(opt.get("img_dim", 2048)))
+  state = trainer.create_train_state(config, model, tx, split_shape)
+  fresh = {"params": state.params, **({"batch_stats": state.batch_stats}
+                                      if getattr(state, "batch_stats", None) else {}),
+           **(getattr(state, "model_state", None) or {})}
+  _compare(fresh, variables, "weights")
+  variables = jax.tree.map(lambda new, old: np.asarray(new, np.asarray(old).dtype),
+                           variables, fresh)
+  replace = {"params": variables["params"]}
+  if hasattr(state, "model_state"):
+    replace["model_state"] = {k: v for k, v in variables.items() if k != "params"}
+  elif hasattr(state, "batch_stats"):
+    replace["batch_stats"] = variables.get("batch_stats", {})
+  state = state.replace(**replace)
+
+  step = int(ckpt.get("Eiters") or 0)
+  info = {"imported_from": os.path.abspath(checkpoint), "backbone": backbone,
+          "official_epoch": _plain(ckpt.get("epoch")),
+          "official_best_rsum": _plain(ckpt.get("best_rsum"))}
+  workdir_lib.prepare(workdir, config)
+  vocab.save(os.path.join(workdir, "vocab.json"))
+  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  try:
+    checkpoints.save(step, state, extra=info)
+  finally:
+    checkpoints.close()
+  return {**info, "workdir": os.path.abspath(workdir), "step": step}
+
+
+def _plain(value):
+  """A JSON-friendly copy of a NumPy scalar (or None)."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def _define_flags() -> dict:
+  """The command's flags. Defined only when run as a command: this module is
+  also a library, imported beside itr_jax.evaluate (which has --checkpoint)."""
+  return {
+      "checkpoint": flags.DEFINE_string("checkpoint", None, "The official model_best.pth.tar."),
+      "backbone": flags.DEFINE_enum("backbone", None, BACKBONES,
+                                    "Which official code saved it: vse (Listwise_ITR/VSE++), "
+                                    "vse_infty (VSE-infinity bigru), sgr / saf (SGRAF)."),
+      "vocab": flags.DEFINE_string("vocab", None,
+                                   "The official vocabulary JSON it was trained with."),
+      "workdir": flags.DEFINE_string("workdir", None, "New (empty or missing) workdir to write."),
+      "data_dir": flags.DEFINE_string("data_dir", "", "Recorded as config.data.data_dir "
+                                      "(optional; `itr_jax.evaluate --data_dir` can give it "
+                                      "later)."),
+  }
+
+
+def run():
+  """Console-script entry point."""
+  values = _define_flags()
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    v = {name: flag.value for name, flag in values.items()}
+    missing = [f"--{n}" for n in ("checkpoint", "backbone", "vocab", "workdir") if not v[n]]
+    if missing:
+      raise app.UsageError(f"{', '.join(missing)} required.")
+    info = import_checkpoint(v["checkpoint"], v["backbone"], v["vocab"], v["workdir"],
+                             data_dir=v["data_dir"])
+    print(f"Imported {info['backbone']} checkpoint (official epoch {info['official_epoch']}, "
+          f"best_rsum {info['official_best_rsum']}) as step {info['step']} of "
+          f"{info['workdir']}; evaluate it with: python -m itr_jax.evaluate "
+          f"--workdir={info['workdir']}" + ("" if v["data_dir"] else " --data_dir=DATA_DIR"))
+
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()
