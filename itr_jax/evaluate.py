@@ -31,8 +31,8 @@ overwritten), `_<tag>` when --data_dir or --config overrides are given.
   _image_emb.npy, _caption_emb.npy
                      --save_embeddings: float32 L2-normalised embeddings in
                      the same row orders; sims = image_emb @ caption_emb.T
-With --ensemble (comma-separated workdirs of runs on the same data, e.g. an
-SAF run for an SGR one) the score matrices of all runs are averaged: the
+With --ensemble (a workdir of another run on the same data, e.g. an SAF run
+for an SGR one; repeat the flag for more) the score matrices of all runs are averaged: the
 SGRAF ensemble (outputs tagged `_ensemble`).
 
 Damaged checkpoints are skipped (nothing on disk is changed); results are
@@ -90,9 +90,11 @@ _CONFIG = config_flags.DEFINE_config_dict(
     "config", defaults.base_config(),
     "Overrides of the run's eval.* and data.* settings, e.g. "
     "--config.eval.batch_size=512 --config.eval.ndcg_k=10.")
-_ENSEMBLE = flags.DEFINE_list(
-    "ensemble", [], "Workdirs of further runs on the same data whose score "
-    "matrices are averaged with this one's (SGRAF: --workdir=SGR --ensemble=SAF).")
+# Repeated, not comma-separated: sweep member directories contain commas.
+_ENSEMBLE = flags.DEFINE_multi_string(
+    "ensemble", [], "Workdir of a further run on the same data whose score "
+    "matrix is averaged with this one's (SGRAF: --workdir=SGR --ensemble=SAF); "
+    "repeat the flag for more runs.")
 flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000

@@ -98,7 +98,7 @@ def test_console_scripts_point_at_functions():
   scripts = PYPROJECT["project"]["scripts"]
   assert set(scripts) == {"itr-train", "itr-evaluate", "itr-sweep", "itr-report",
                           "itr-embed-captions", "itr-retrieve", "itr-coco-ids",
-                          "itr-examples", "itr-import-torch"}
+                          "itr-examples", "itr-import-torch", "itr-build-tfds"}
   for target in scripts.values():
     module, function = target.split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
