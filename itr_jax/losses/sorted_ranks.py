@@ -48,6 +48,8 @@ from itr_jax.losses import logistic_fits
 
 # Largest N for which first_position * N + index fits in an int32.
 MAX_CANDIDATES = 46340
+# Rows per block of the forward and backward passes (see `row_blocks`).
+DEFAULT_ROW_BLOCK = 256
 
 
 def _fit(dtype):
@@ -79,7 +81,7 @@ def sort_rows(u: jax.Array) -> tuple[jax.Array, jax.Array]:
   return v, packed % n
 
 
-def _unsort(x: jax.Array, perm: jax.Array) -> jax.Array:
+def unsort(x: jax.Array, perm: jax.Array) -> jax.Array:
   """out[q, perm[q, p]] = x[q, p]: undoes the sort with a scatter."""
   rows = jax.lax.broadcasted_iota(jnp.int32, x.shape, 0)
   return jnp.zeros_like(x).at[rows, perm].set(x, unique_indices=True)
@@ -104,26 +106,54 @@ def _scan_both_ways(step, init, xs_up, xs_down):
   return jnp.concatenate([zero, up]), jnp.concatenate([down, zero])
 
 
-@jax.custom_vjp
-def sorted_smooth_ranks(u: jax.Array) -> jax.Array:
+def row_blocks(fn, *xs, row_block: int):
+  """fn over blocks of `row_block` rows of the [Q, ...] arrays `xs`; [Q, ...] outputs.
+
+  Only one block's sort, scans and [N, row_block] outputs are live at a time,
+  so the temporary memory is O(row_block * N) on top of the [Q, N] inputs and
+  outputs. Q is zero-padded up to a multiple of the block (rows of zeros are
+  all ties: finite, and dropped).
+  """
+  q = xs[0].shape[0]
+  if q <= row_block:
+    return fn(*xs)
+  num = -(-q // row_block)
+
+  def blocks(x):
+    x = jnp.pad(x, [(0, num * row_block - q)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape((num, row_block) + x.shape[1:])
+
+  out = jax.lax.map(lambda args: fn(*args), tuple(blocks(x) for x in xs))
+  return jax.tree.map(lambda y: y.reshape((num * row_block,) + y.shape[2:])[:q], out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def sorted_smooth_ranks(u: jax.Array, row_block: int = DEFAULT_ROW_BLOCK) -> jax.Array:
   """r_qj = 1 + sum_{k != j} sigma(u_qk - u_qj) for u [Q, N] (see module doc).
+
+  Rows are processed `row_block` at a time (forward and backward), so the
+  temporary memory is O(row_block * N) besides the [Q, N] arrays.
 
   >>> import numpy as np
   >>> r = sorted_smooth_ranks(jnp.array([[90.0, 10.0, 50.0]]))
   >>> np.round(np.asarray(r), 3).tolist()
   [[1.0, 3.0, 2.0]]
   """
-  return _forward(u)[0]
+  return _forward(u, row_block)[0]
 
 
-def _forward(u):
-  n = u.shape[1]
+def check_candidates(n: int) -> None:
+  """Raises if N is too large for the packed int32 sort key."""
   if n > MAX_CANDIDATES:
     raise ValueError(
         f'rank_method="sorted" supports at most {MAX_CANDIDATES} candidates per '
         f'row, got {n}; use rank_method="chunked".')
-  lambdas, g_coef, _ = _fit(u.dtype)
-  v, perm = sort_rows(u)
+
+
+def ranks_in_sorted_order(v: jax.Array) -> jax.Array:
+  """Smooth ranks [Q, N] of the ascending rows v [Q, N], in that order."""
+  n = v.shape[1]
+  lambdas, g_coef, _ = _fit(v.dtype)
   gaps = (v[:, 1:] - v[:, :-1]).T  # [N - 1, Q], >= 0
 
   def step(state, gap):  # state [Q, M]: sum over one side of e^{-lambda dist}
@@ -131,18 +161,16 @@ def _forward(u):
     return state, state @ g_coef
 
   lo, hi = _scan_both_ways(step, _zero_state(v, lambdas.size), gaps, gaps)
-  position = jnp.arange(n, dtype=u.dtype)[:, None]
+  position = jnp.arange(n, dtype=v.dtype)[:, None]
   ranks = (n - position) - hi + lo  # [N, Q]
   # sigma(x) + sigma(-x) = 1 makes the exact ranks of a row sum to N (N + 1) / 2;
   # restoring that removes the common part of the rounding error.
-  ranks = ranks - jnp.mean(ranks, axis=0) + (n + 1) / 2
-  return _unsort(ranks.T, perm), (v, perm)
+  return (ranks - jnp.mean(ranks, axis=0) + (n + 1) / 2).T
 
 
-def _backward(residuals, a):
-  v, perm = residuals
+def grad_in_sorted_order(v: jax.Array, a: jax.Array) -> jax.Array:
+  """dL/dv [Q, N] for ascending rows v and a = dL/dranks, both in sorted order."""
   lambdas, _, h_coef = _fit(v.dtype)
-  a = jnp.take_along_axis(a.astype(v.dtype), perm, axis=1)
   gaps = (v[:, 1:] - v[:, :-1]).T
   steps = (a[:, :-1] - a[:, 1:]).T  # a_{p-1} - a_p at gap p - 1
 
@@ -160,7 +188,27 @@ def _backward(residuals, a):
   # over the row; projecting onto that removes the rounding error that the
   # gradient w.r.t. tau (sum_p du_p * u_p / tau, |u| up to 1 / tau) magnifies.
   grad = lo + hi
-  return (_unsort((grad - jnp.mean(grad, axis=0)).T, perm),)
+  return (grad - jnp.mean(grad, axis=0)).T
+
+
+def _forward(u, row_block):
+  check_candidates(u.shape[1])
+
+  def rows(u):
+    v, perm = sort_rows(u)
+    return unsort(ranks_in_sorted_order(v), perm), v, perm
+
+  ranks, v, perm = row_blocks(rows, u, row_block=row_block)
+  return ranks, (v, perm)
+
+
+def _backward(row_block, residuals, a):
+  v, perm = residuals
+
+  def rows(v, perm, a):
+    return unsort(grad_in_sorted_order(v, jnp.take_along_axis(a, perm, axis=1)), perm)
+
+  return (row_blocks(rows, v, perm, a.astype(v.dtype), row_block=row_block),)
 
 
 sorted_smooth_ranks.defvjp(_forward, _backward)
