@@ -14,6 +14,7 @@ import pytest
 from itr_jax import losses
 from itr_jax.losses import logistic_fits
 from itr_jax.losses import ranks
+from itr_jax.losses import smooth_ndcg
 from itr_jax.losses import sorted_ranks
 from itr_jax.training import defaults
 from itr_jax.training import train_step
@@ -75,6 +76,29 @@ def test_float64_values_and_gradients_match_oracle(n, oracle):
       # d/dtau of a fully saturated set of rows is 0 under the oracle's clip
       # at |x| = 50 and e^{-50}-small without it (both kernels).
       assert abs(d_tau - ref_tau) <= 1e-6 * abs(ref_tau) + 1e-9, tau
+
+
+@pytest.mark.parametrize("row_block, idcg", [(2, "tied"), (4, "sorted")])
+def test_row_blocks_match_oracle(row_block, idcg):
+  # 6 rows in blocks of 2 (3 blocks) or 4 (padded to 8), forward and backward,
+  # for the rank-level kernel and the fused S-NDCG rows of the losses.
+  with jax.enable_x64(True):
+    s, rel = rows_with_ties(17, seed=11)
+    w = np.random.default_rng(12).uniform(1.0, 2.0, s.shape)
+
+    def check(got_fn, want_fn):
+      got = jax.value_and_grad(got_fn, argnums=(0, 1))(s, 0.05)
+      want = jax.value_and_grad(want_fn, argnums=(0, 1))(s, 0.05)
+      for g, ref in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+
+    check(lambda s, tau: jnp.sum(w * jnp.log(sorted_ranks.sorted_smooth_ranks(
+              s / tau, row_block))),
+          lambda s, tau: jnp.sum(w * jnp.log(ranks.dense_smooth_ranks(s, tau=tau))))
+    check(lambda s, tau: jnp.sum(w[:, 0] * smooth_ndcg._sorted_ndcg_rows(
+              s, tau, jnp.asarray(rel), idcg, row_block)),
+          lambda s, tau: jnp.sum(w[:, 0] * losses.dense_smooth_ndcg_rows(
+              s, rel, tau=tau, idcg=idcg)))
 
 
 def test_saturated_scores_at_tiny_tau():

@@ -120,7 +120,7 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
 def _sorted_ndcg_rows(s, tau, rel, idcg, row_block):
   """S-NDCG rows with sorted smooth ranks, `row_block` query rows at a time.
 
-  Fused so that the only [Q, N] residual is the sort permutation (int32): the
+  Fused so that the only [Q, N] residual is the sort permutation (uint16): the
   backward pass re-gathers the sorted values from the scores and reruns the
   (cheap) rank recurrences instead of sorting again, and no [Q, N] rank,
   gain or cotangent array of the whole batch is ever live.
@@ -133,7 +133,8 @@ def _sorted_ndcg_rows_fwd(s, tau, rel, idcg, row_block):
     v, perm = sorted_ranks.sort_rows(s / tau)
     ranks = sorted_ranks.unsort(sorted_ranks.ranks_in_sorted_order(v), perm)
     ideal = ideal_dcg(rel, idcg=idcg)
-    return _ndcg_rows(ranks, rel, idcg, ideal=ideal), ideal, perm
+    # N <= MAX_CANDIDATES < 2^16: the saved permutation takes 2 bytes a score.
+    return _ndcg_rows(ranks, rel, idcg, ideal=ideal), ideal, perm.astype(jnp.uint16)
 
   ndcg, ideal, perm = sorted_ranks.row_blocks(rows, s, rel, row_block=row_block)
   return ndcg, (s, tau, rel, ideal, perm)
@@ -145,6 +146,7 @@ def _sorted_ndcg_rows_bwd(idcg, row_block, residuals, g):
 
   def rows(s, rel, ideal, perm, g):
     u = s / tau
+    perm = perm.astype(jnp.int32)
     v = jnp.take_along_axis(u, perm, axis=1)
     rel = jnp.take_along_axis(rel, perm, axis=1)
     positive = ideal > 0
