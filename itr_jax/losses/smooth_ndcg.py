@@ -109,8 +109,12 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
     _validation.check_chunk_size(chunk_size)
     s = _as_float(query_scores)
     sorted_ranks.check_candidates(s.shape[1])
-    return _sorted_ndcg_rows(s, jnp.asarray(tau, s.dtype), rel.astype(s.dtype),
-                             idcg, sorted_ranks.DEFAULT_ROW_BLOCK)
+    # tau typed like the rows (under shard_map: varying), so that the custom
+    # VJP's d/dtau, a sum over these rows, has tau's type; autodiff then sums
+    # it over the devices.
+    tau = jnp.where(True, jnp.asarray(tau, s.dtype), jax.lax.stop_gradient(s[0, 0]))
+    return _sorted_ndcg_rows(s, tau, rel.astype(s.dtype), idcg,
+                             sorted_ranks.DEFAULT_ROW_BLOCK)
   ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size,
                                  method=rank_method)
   return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
