@@ -11,7 +11,8 @@ process CPU time per step (robust to other jobs sharing the machine). `--part
 gru` times the caption GRU alone (forward + backward) for the implementation
 choices behind `itr_jax.models.GRU`; `--part image` the image tower alone
 (forward + backward to its params), plain autodiff of `nn.Dense` + `max_pool`
-against the fused `dense_max_pool` that `ImageEncoder` uses on one CPU device.
+against the fused `dense_max_pool` that `ImageEncoder` uses on one CPU device. `--part loss`
+times `listwise_itr_loss` fwd+bwd alone (the loss's share of a step).
 
 `--backbone vse_infty` times VSE-infinity's step instead (region MLP with
 BatchNorm + GPO, BiGRU + GPO, AdamW, 20% region drop and caption-word
@@ -23,6 +24,8 @@ augmentation in the step); the table adds XLA's per-device peak memory
   python benchmarks/train_step.py --batch_sizes=128 --steps=10 --part=gru
   python benchmarks/train_step.py --part=image
   python benchmarks/train_step.py --batch_sizes=1024 --rank_method=sorted
+  python benchmarks/train_step.py --batch_sizes=128,1024 --part=train,loss \
+      --rank_method=sorted      # step vs its loss alone (the loss share)
 """
 from __future__ import annotations
 
@@ -112,6 +115,32 @@ def bench_train_step(batch_size: int, args):
   return (*time_calls(call, args.steps), peak)
 
 
+def bench_loss(batch_size: int, args):
+  """`listwise_itr_loss` fwd+bwd alone, w.r.t. [B, 1024] embeddings.
+
+  The loss share of a step: same config.loss as `bench_train_step` (the paper's
+  VSE++ settings), relevance given (RSC is part of the step, not of this).
+  """
+  from itr_jax import losses  # pylint: disable=g-import-not-at-top
+  from itr_jax.losses import ranks
+  config = defaults.base_config()
+  config.loss.rank_method = args.rank_method
+  kwargs = train_step_lib.loss_kwargs(config.loss)
+  rng = np.random.default_rng(0)
+  emb = rng.standard_normal((2, batch_size, 1024)).astype(np.float32)
+  emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+  rel = jnp.asarray(rng.random((batch_size, batch_size), dtype=np.float32))
+  # Relevance is an argument: as a closed-over constant, XLA would fold the
+  # IDCG sorts at compile time.
+  grad = jax.jit(jax.value_and_grad(
+      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, **kwargs)[0],
+      argnums=(0, 1)))
+  v, t = jax.device_put(emb[0]), jax.device_put(emb[1])
+  _, walls, cpus = time_calls(lambda: grad(v, t, rel), args.steps)
+  name = ranks.resolve_rank_method(args.rank_method, batch_size)
+  return [(f"{name} ({args.rank_method})", walls, cpus)]
+
+
 class _FlaxGRUCellEncoder(nn.Module):
   """Baseline: `nn.RNN(nn.GRUCell)` over all L steps, plain autodiff."""
   hidden: int
@@ -184,8 +213,8 @@ def main():
   parser.add_argument("--batch_sizes", default="128,512")
   parser.add_argument("--steps", type=int, default=5,
                       help="timed steps after compilation (median reported)")
-  parser.add_argument("--part", choices=("train", "gru", "image", "all"),
-                      default="train")
+  parser.add_argument("--part", default="train",
+                      help="comma-separated among train, gru, image, loss; or all")
   parser.add_argument("--rank_method", default="auto",
                       help="config.loss.rank_method: auto, chunked or sorted")
   parser.add_argument("--backbone", choices=("vse", "vse_infty"), default="vse",
@@ -198,9 +227,14 @@ def main():
                       help="dimension of the frozen caption embeddings (RSC)")
   args = parser.parse_args()
   sizes = [int(b) for b in args.batch_sizes.split(",")]
+  chosen = set(args.part.split(","))
+  if "all" in chosen:
+    chosen = {"train", "gru", "image", "loss"}
+  if not chosen <= {"train", "gru", "image", "loss"}:
+    parser.error(f"--part: unknown {sorted(chosen - {'train', 'gru', 'image', 'loss'})}")
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{jax.devices()[0].device_kind}, {args.steps} timed steps")
-  if args.part in ("train", "all"):
+  if "train" in chosen:
     print(f"\nbackbone {args.backbone}")
     print("\n| batch | ms/step (median) | steps/s | min ms | CPU s/step "
           "| compile+1st s | XLA peak MiB |")
@@ -213,9 +247,11 @@ def main():
             f"{first:.1f} | {peak:.0f} |", flush=True)
   parts = (("gru", "caption GRU fwd+bwd (H=1024, L=32)", bench_gru, 2),
            ("image", "image tower fwd+bwd (36 x 2048 -> 1024, max)",
-            bench_image_tower, 3))
+            bench_image_tower, 3),
+           ("loss", "listwise loss fwd+bwd, S-NDCG kernel (rank_method)",
+            bench_loss, 3))
   for part, title, bench, cpu_digits in parts:
-    if args.part not in (part, "all"):
+    if part not in chosen:
       continue
     print(f"\n| batch | {title} | ms (median) | min ms | CPU s/call |")
     print("|---:|---|---:|---:|---:|")

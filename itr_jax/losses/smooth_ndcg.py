@@ -21,6 +21,7 @@ that a device holding Q of the B queries computes exactly its share.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 
 from itr_jax.losses import _validation
 from itr_jax.losses import ranks as ranks_lib
+from itr_jax.losses import sorted_ranks
 
 IDCG_MODES = ("tied", "sorted")
 T2I_RELEVANCE_MODES = ("paper", "transpose")
@@ -65,9 +67,11 @@ def ideal_dcg(relevance: jax.Array, *, idcg: str = "tied") -> jax.Array:
   return discounted_cumulative_gain(descending, positions)
 
 
-def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, idcg: str) -> jax.Array:
+def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, idcg: str,
+               ideal: Optional[jax.Array] = None) -> jax.Array:
   """NDCG per row from given ranks; 0 (and no NaN gradient) where IDCG = 0."""
-  ideal = ideal_dcg(relevance, idcg=idcg)
+  if ideal is None:
+    ideal = ideal_dcg(relevance, idcg=idcg)
   positive = ideal > 0
   dcg = discounted_cumulative_gain(relevance, ranks)
   return jnp.where(positive, dcg / jnp.where(positive, ideal, 1.0), 0.0)
@@ -100,9 +104,70 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   """
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
+  if ranks_lib.resolve_rank_method(rank_method, query_scores.shape[1]) == "sorted":
+    _validation.check_positive("tau", tau)
+    _validation.check_chunk_size(chunk_size)
+    s = _as_float(query_scores)
+    sorted_ranks.check_candidates(s.shape[1])
+    # tau typed like the rows (under shard_map: varying), so that the custom
+    # VJP's d/dtau, a sum over these rows, has tau's type; autodiff then sums
+    # it over the devices.
+    tau = jnp.where(True, jnp.asarray(tau, s.dtype), jax.lax.stop_gradient(s[0, 0]))
+    return _sorted_ndcg_rows(s, tau, rel.astype(s.dtype), idcg,
+                             sorted_ranks.DEFAULT_ROW_BLOCK)
   ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size,
                                  method=rank_method)
   return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _sorted_ndcg_rows(s, tau, rel, idcg, row_block):
+  """S-NDCG rows with sorted smooth ranks, `row_block` query rows at a time.
+
+  Fused so that the only [Q, N] residual is the sort permutation (uint16): the
+  backward pass re-gathers the sorted values from the scores and reruns the
+  (cheap) rank recurrences instead of sorting again, and no [Q, N] rank,
+  gain or cotangent array of the whole batch is ever live.
+  """
+  return _sorted_ndcg_rows_fwd(s, tau, rel, idcg, row_block)[0]
+
+
+def _sorted_ndcg_rows_fwd(s, tau, rel, idcg, row_block):
+  def rows(s, rel):
+    v, perm = sorted_ranks.sort_rows(s / tau)
+    ranks = sorted_ranks.unsort(sorted_ranks.ranks_in_sorted_order(v), perm)
+    ideal = ideal_dcg(rel, idcg=idcg)
+    # N <= MAX_CANDIDATES < 2^16: the saved permutation takes 2 bytes a score.
+    return _ndcg_rows(ranks, rel, idcg, ideal=ideal), ideal, perm.astype(jnp.uint16)
+
+  ndcg, ideal, perm = sorted_ranks.row_blocks(rows, s, rel, row_block=row_block)
+  return ndcg, (s, tau, rel, ideal, perm)
+
+
+def _sorted_ndcg_rows_bwd(idcg, row_block, residuals, g):
+  del idcg  # Only through the saved ideal DCG.
+  s, tau, rel, ideal, perm = residuals
+
+  def rows(s, rel, ideal, perm, g):
+    u = s / tau
+    perm = perm.astype(jnp.int32)
+    v = jnp.take_along_axis(u, perm, axis=1)
+    rel = jnp.take_along_axis(rel, perm, axis=1)
+    positive = ideal > 0
+    scale = jnp.where(positive, g / jnp.where(positive, ideal, 1.0), 0.0)
+    _, dcg_vjp = jax.vjp(lambda r: discounted_cumulative_gain(rel, r),
+                         sorted_ranks.ranks_in_sorted_order(v))
+    du = sorted_ranks.unsort(
+        sorted_ranks.grad_in_sorted_order(v, dcg_vjp(scale)[0]), perm)
+    # u = s / tau: dL/ds = du / tau, dL/dtau = -sum du * u / tau.
+    return du / tau, -jnp.sum(du * u, axis=1) / tau
+
+  ds, dtau = sorted_ranks.row_blocks(rows, s, rel, ideal, perm, g,
+                                     row_block=row_block)
+  return ds, jnp.sum(dtau).astype(tau.dtype), None
+
+
+_sorted_ndcg_rows.defvjp(_sorted_ndcg_rows_fwd, _sorted_ndcg_rows_bwd)
 
 
 def dense_smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,

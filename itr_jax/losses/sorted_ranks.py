@@ -29,6 +29,18 @@ the gradient sums to 0 over a row). The fit's coefficients alternate in sign
 groups of tied scores: there the gradient is ~5e-6 relative off (the chunked
 kernel: ~2e-7); on rows without ties both are at the same level.
 
+Memory: rows go through the sort, the scans and the scatter `row_block` at a
+time (`row_blocks`), in the forward and the backward pass, so besides the
+[Q, N] inputs, outputs and residuals only O(row_block * N) is live; the
+per-step states [row_block, M] are scan carries, never stored. The S-NDCG
+losses use a fused version (`smooth_ndcg`) whose only [Q, N] residual is the
+permutation as uint16.
+
+Scans: `scan="sequential"` runs N - 1 dependent steps (cheapest on CPU);
+`scan="associative"` composes the affine maps x -> f x + b with
+`lax.associative_scan` (O(log N) depth, [N, row_block, M] states per block),
+for accelerators where a length-N sequential scan is latency-bound.
+
 Sorting: XLA's CPU sort is ~6x faster for one int32 operand than for floats or
 for (key, index) pairs, so the permutation comes from two one-operand integer
 sorts: of the order-preserving integer image of u (giving the sorted values),
@@ -48,6 +60,12 @@ from itr_jax.losses import logistic_fits
 
 # Largest N for which first_position * N + index fits in an int32.
 MAX_CANDIDATES = 46340
+# Rows per block of the forward and backward passes (see `row_blocks`).
+DEFAULT_ROW_BLOCK = 256
+# How the recurrences run: "sequential" (lax.scan, N - 1 steps of O(Q * M)
+# work) or "associative" (lax.associative_scan: O(log N) depth, O(N * Q * M)
+# memory per block; for latency-bound accelerators, see the README).
+SCANS = ("sequential", "associative")
 
 
 def _fit(dtype):
@@ -79,7 +97,7 @@ def sort_rows(u: jax.Array) -> tuple[jax.Array, jax.Array]:
   return v, packed % n
 
 
-def _unsort(x: jax.Array, perm: jax.Array) -> jax.Array:
+def unsort(x: jax.Array, perm: jax.Array) -> jax.Array:
   """out[q, perm[q, p]] = x[q, p]: undoes the sort with a scatter."""
   rows = jax.lax.broadcasted_iota(jnp.int32, x.shape, 0)
   return jnp.zeros_like(x).at[rows, perm].set(x, unique_indices=True)
@@ -100,49 +118,110 @@ def _scan_both_ways(step, init, xs_up, xs_down):
   """
   _, up = jax.lax.scan(step, init, xs_up)
   _, down = jax.lax.scan(step, init, xs_down, reverse=True)
-  zero = jnp.zeros_like(up[:1])
-  return jnp.concatenate([zero, up]), jnp.concatenate([down, zero])
+  return _with_ends(up, down)
 
 
-@jax.custom_vjp
-def sorted_smooth_ranks(u: jax.Array) -> jax.Array:
+def row_blocks(fn, *xs, row_block: int):
+  """fn over blocks of `row_block` rows of the [Q, ...] arrays `xs`; [Q, ...] outputs.
+
+  Only one block's sort, scans and [N, row_block] outputs are live at a time,
+  so the temporary memory is O(row_block * N) on top of the [Q, N] inputs and
+  outputs. Q is zero-padded up to a multiple of the block (rows of zeros are
+  all ties: finite, and dropped).
+  """
+  q = xs[0].shape[0]
+  if q <= row_block:
+    return fn(*xs)
+  num = -(-q // row_block)
+
+  def blocks(x):
+    x = jnp.pad(x, [(0, num * row_block - q)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape((num, row_block) + x.shape[1:])
+
+  out = jax.lax.map(lambda args: fn(*args), tuple(blocks(x) for x in xs))
+  return jax.tree.map(lambda y: y.reshape((num * row_block,) + y.shape[2:])[:q], out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def sorted_smooth_ranks(u: jax.Array, row_block: int = DEFAULT_ROW_BLOCK,
+                        scan: str = "sequential") -> jax.Array:
   """r_qj = 1 + sum_{k != j} sigma(u_qk - u_qj) for u [Q, N] (see module doc).
+
+  Rows are processed `row_block` at a time (forward and backward), so the
+  temporary memory is O(row_block * N) besides the [Q, N] arrays ("associative"
+  `scan`: O(row_block * N * M)).
 
   >>> import numpy as np
   >>> r = sorted_smooth_ranks(jnp.array([[90.0, 10.0, 50.0]]))
   >>> np.round(np.asarray(r), 3).tolist()
   [[1.0, 3.0, 2.0]]
   """
-  return _forward(u)[0]
+  return _forward(u, row_block, scan)[0]
 
 
-def _forward(u):
-  n = u.shape[1]
+def _check_scan(scan: str) -> None:
+  if scan not in SCANS:
+    raise ValueError(f"scan must be one of {SCANS}, got {scan!r}.")
+
+
+def check_candidates(n: int) -> None:
+  """Raises if N is too large for the packed int32 sort key."""
   if n > MAX_CANDIDATES:
     raise ValueError(
         f'rank_method="sorted" supports at most {MAX_CANDIDATES} candidates per '
         f'row, got {n}; use rank_method="chunked".')
-  lambdas, g_coef, _ = _fit(u.dtype)
-  v, perm = sort_rows(u)
+
+
+def _affine_scan(factor, offset, reverse):
+  """x_p = factor_p * x_{p-1} + offset_p (x_{-1} = 0) along axis 0, all p.
+
+  `lax.associative_scan` over the affine maps: O(log N) depth instead of N
+  sequential steps, at the price of materialising [N - 1, Q, M] states.
+  """
+  def compose(first, then):
+    return first[0] * then[0], then[0] * first[1] + then[1]
+
+  return jax.lax.associative_scan(compose, (factor, offset), reverse=reverse)[1]
+
+
+def _with_ends(up, down):
+  """[N - 1, Q] scan outputs -> [N, Q]: no candidate below row 0 / above N - 1."""
+  zero = jnp.zeros_like(up[:1])
+  return jnp.concatenate([zero, up]), jnp.concatenate([down, zero])
+
+
+def ranks_in_sorted_order(v: jax.Array, scan: str = "sequential") -> jax.Array:
+  """Smooth ranks [Q, N] of the ascending rows v [Q, N], in that order.
+
+  `scan` (see `SCANS`) only changes how the recurrences are evaluated.
+  """
+  _check_scan(scan)
+  n = v.shape[1]
+  lambdas, g_coef, _ = _fit(v.dtype)
   gaps = (v[:, 1:] - v[:, :-1]).T  # [N - 1, Q], >= 0
 
   def step(state, gap):  # state [Q, M]: sum over one side of e^{-lambda dist}
     state = jnp.exp(-gap[:, None] * lambdas) * (state + 1.0)
     return state, state @ g_coef
 
-  lo, hi = _scan_both_ways(step, _zero_state(v, lambdas.size), gaps, gaps)
-  position = jnp.arange(n, dtype=u.dtype)[:, None]
+  if scan == "sequential":
+    lo, hi = _scan_both_ways(step, _zero_state(v, lambdas.size), gaps, gaps)
+  else:
+    factor = jnp.exp(-gaps[..., None] * lambdas)  # [N - 1, Q, M]
+    lo, hi = _with_ends(_affine_scan(factor, factor, False) @ g_coef,
+                        _affine_scan(factor, factor, True) @ g_coef)
+  position = jnp.arange(n, dtype=v.dtype)[:, None]
   ranks = (n - position) - hi + lo  # [N, Q]
   # sigma(x) + sigma(-x) = 1 makes the exact ranks of a row sum to N (N + 1) / 2;
   # restoring that removes the common part of the rounding error.
-  ranks = ranks - jnp.mean(ranks, axis=0) + (n + 1) / 2
-  return _unsort(ranks.T, perm), (v, perm)
+  return (ranks - jnp.mean(ranks, axis=0) + (n + 1) / 2).T
 
 
-def _backward(residuals, a):
-  v, perm = residuals
+def grad_in_sorted_order(v: jax.Array, a: jax.Array,
+                         scan: str = "sequential") -> jax.Array:
+  """dL/dv [Q, N] for ascending rows v and a = dL/dranks, both in sorted order."""
+  _check_scan(scan)
   lambdas, _, h_coef = _fit(v.dtype)
-  a = jnp.take_along_axis(a.astype(v.dtype), perm, axis=1)
   gaps = (v[:, 1:] - v[:, :-1]).T
   steps = (a[:, :-1] - a[:, 1:]).T  # a_{p-1} - a_p at gap p - 1
 
@@ -154,13 +233,44 @@ def _backward(residuals, a):
     below = factor * (below + 1.0)
     return (below, diff), diff @ h_coef
 
-  zero = _zero_state(v, lambdas.size)
-  lo, hi = _scan_both_ways(step, (zero, zero), (gaps, steps), (gaps, -steps))
+  if scan == "sequential":
+    zero = _zero_state(v, lambdas.size)
+    lo, hi = _scan_both_ways(step, (zero, zero), (gaps, steps), (gaps, -steps))
+  else:
+    factor = jnp.exp(-gaps[..., None] * lambdas)  # [N - 1, Q, M]
+    zero = jnp.zeros_like(factor[:1])
+    # D_p = f_p D_{p-1} + f_p (B_{p-1} + 1) step_p, with B the ranks' states.
+    below = jnp.concatenate([zero, _affine_scan(factor, factor, False)[:-1]])
+    above = jnp.concatenate([_affine_scan(factor, factor, True)[1:], zero])
+    lo, hi = _with_ends(
+        _affine_scan(factor, factor * (below + 1.0) * steps[..., None], False) @ h_coef,
+        _affine_scan(factor, factor * (above + 1.0) * -steps[..., None], True) @ h_coef)
   # Ranks do not change when a row is shifted, so the exact gradient sums to 0
   # over the row; projecting onto that removes the rounding error that the
   # gradient w.r.t. tau (sum_p du_p * u_p / tau, |u| up to 1 / tau) magnifies.
   grad = lo + hi
-  return (_unsort((grad - jnp.mean(grad, axis=0)).T, perm),)
+  return (grad - jnp.mean(grad, axis=0)).T
+
+
+def _forward(u, row_block, scan):
+  check_candidates(u.shape[1])
+
+  def rows(u):
+    v, perm = sort_rows(u)
+    return unsort(ranks_in_sorted_order(v, scan), perm), v, perm
+
+  ranks, v, perm = row_blocks(rows, u, row_block=row_block)
+  return ranks, (v, perm)
+
+
+def _backward(row_block, scan, residuals, a):
+  v, perm = residuals
+
+  def rows(v, perm, a):
+    return unsort(grad_in_sorted_order(v, jnp.take_along_axis(a, perm, axis=1), scan),
+                  perm)
+
+  return (row_blocks(rows, v, perm, a.astype(v.dtype), row_block=row_block),)
 
 
 sorted_smooth_ranks.defvjp(_forward, _backward)
