@@ -1,0 +1,81 @@
+"""Every run path on gs://, against a local Cloud Storage emulator (tests/gcs_emulator.py).
+
+The trainer is a real `python -m itr_jax.train` subprocess with
+`--workdir=gs://...`, killed (SIGKILL) mid-run and resumed: its parameters
+must equal, bit for bit, those of the same run on local disk (`tiny_run`).
+Then the run is evaluated from gs://. Data stays local: .npy features are
+memory-mapped, which an object store cannot do (see the data error test).
+"""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from itr_jax import evaluate as evaluate_cli
+from itr_jax import filesystem as fs
+from itr_jax.training import reporting
+from itr_jax.training import workdir as workdir_lib
+from test_reliability import _comparable, _start_training, _wait_for_train_step
+from tiny_config import TOTAL_STEPS, params_at, tiny_config
+
+
+@pytest.fixture(scope="module")
+def gcs_run(gcs, tiny_run):
+  """The tiny run trained on gs:// (killed once, resumed): (workdir, tiny_run)."""
+  _, _, _, data_dir = tiny_run
+  workdir = f"gs://{gcs.bucket}/runs/tiny"
+  proc = _start_training(data_dir, workdir)
+  killed_at = _wait_for_train_step(workdir, 15, proc, timeout=400)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert killed_at >= 15
+  # The dead trainer's lock is left behind; the restart takes it over.
+  assert fs.exists(fs.join(workdir, workdir_lib.LOCK_FILE))
+  proc = _start_training(data_dir, workdir)
+  output, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, output
+  return workdir, tiny_run
+
+
+def test_killed_and_resumed_on_gcs_equals_the_local_run(gcs_run):
+  workdir, (_, reference_dir, _, _) = gcs_run
+  jax.tree.map(np.testing.assert_array_equal,
+               params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
+  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
+      reporting.read_metrics(reference_dir))
+  names = fs.listdir(workdir)
+  for name in ("config.json", "metrics.jsonl", "vocab.json", "tensorboard", "checkpoints"):
+    assert name in names, names
+  assert workdir_lib.LOCK_FILE not in names  # released at the end
+  assert any("tfevents" in n for n in fs.listdir(fs.join(workdir, "tensorboard")))
+
+
+def test_evaluate_from_gcs_matches_local(gcs_run):
+  workdir, (_, reference_dir, _, _) = gcs_run
+  remote = evaluate_cli.evaluate_run(workdir, "dev")
+  local = evaluate_cli.evaluate_run(reference_dir, "dev")
+  assert remote["full"] == local["full"]
+  with fs.open(fs.join(workdir, "eval_dev.json")) as f:
+    assert json.load(f)["full"] == remote["full"]
+
+
+def test_a_live_trainer_holds_the_gcs_workdir(gcs):
+  workdir = f"gs://{gcs.bucket}/runs/locked"
+  with workdir_lib.WorkdirLock(workdir):
+    assert workdir_lib.lock_holder(workdir)["pid"] == os.getpid()
+    with pytest.raises(workdir_lib.WorkdirLockedError, match="in use by another"):
+      workdir_lib.WorkdirLock(workdir).acquire()
+  assert workdir_lib.lock_holder(workdir) is None
+  with workdir_lib.WorkdirLock(workdir):  # released: can be taken again
+    pass
+
+
+def test_npy_data_on_gcs_is_refused_with_what_to_do(gcs, tmp_path):
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  config = tiny_config(f"gs://{gcs.bucket}/data")
+  with pytest.raises(ValueError, match="memory-mapped"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
