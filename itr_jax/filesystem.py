@@ -213,20 +213,43 @@ def mtime(path: str) -> float:
   return os.path.getmtime(path)
 
 
-def make_new_dir(path: str) -> bool:
-  """Creates directory `path`; False if it already exists. Atomic: of two
-  callers, one gets True (locally mkdir; on GCS TensorFlow uploads the
-  `path/` marker with an if-generation-match-0 precondition)."""
-  if is_remote(path):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+def create_exclusive(path: str, text: str) -> bool:
+  """Writes `text` to a new file `path`; False if `path` already exists.
+
+  Atomic: of two callers, one gets True. Locally an O_EXCL create; on gs://
+  an upload with the precondition if-generation-match=0 (google-cloud-storage;
+  tf.io.gfile has no conditional write). Other URL schemes: an exists check
+  then a write, not atomic.
+  """
+  if path.startswith("gs://"):
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     try:
-      _gfile().mkdir(path)
+      _gcs_blob(path).upload_from_string(text, if_generation_match=0)
       return True
-    except tf.errors.AlreadyExistsError:
+    except exceptions.PreconditionFailed:
       return False
-  try:
-    os.mkdir(path)
+  if is_remote(path):
+    if exists(path):
+      return False
+    atomic_write_text(path, text)
     return True
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
   except FileExistsError:
     return False
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  return True
 
+
+_client = None
+
+
+def _gcs_blob(path: str):
+  # google-cloud-storage honours STORAGE_EMULATOR_HOST (tests/gcs_emulator.py).
+  global _client  # pylint: disable=global-statement
+  from google.cloud import storage  # pylint: disable=import-outside-toplevel
+  if _client is None:
+    _client = storage.Client()
+  bucket, _, name = path[len("gs://"):].partition("/")
+  return _client.bucket(bucket).blob(name)

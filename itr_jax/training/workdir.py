@@ -122,17 +122,13 @@ def _move_aside(workdir: str) -> None:
     raise FileExistsError(f"{target} exists; start again in a second.")
   fs.makedirs(target)
   for name in fs.listdir(workdir):
-    if name not in ("previous_runs", LOCK_FILE, LOCK_CLAIM):
+    if name not in ("previous_runs", LOCK_FILE):
       fs.rename_tree(fs.join(workdir, name), fs.join(target, name))
 
 
 # --- one trainer per workdir --------------------------------------------------
 
 LOCK_FILE = "LOCK"
-# On object stores (no exclusive create of a file) the lock is claimed by
-# creating this directory marker, which GCS does with a generation-match
-# precondition: of two trainers, one succeeds.
-LOCK_CLAIM = "LOCK.claim"
 # A lock whose holder runs on another host is stale once its heartbeat (the
 # file's mtime, refreshed every HEARTBEAT_SECONDS) is this old.
 HEARTBEAT_SECONDS = 60
@@ -192,12 +188,11 @@ class WorkdirLock:
   refreshes the file's mtime as a heartbeat. Only process 0 of a multi-host
   run takes it. Usable as a context manager.
 
-  On gs:// the exclusive create is the creation of the `LOCK.claim/` marker
-  (generation-match precondition), the heartbeat rewrites LOCK, and a stale
-  lock is taken over by deleting the claim and claiming again: two trainers
-  taking over the same stale lock at once could both succeed (no
-  compare-and-delete through tf.io.gfile), which needs a crashed run and two
-  restarts within the same second.
+  On gs:// the exclusive create is an upload with the precondition
+  if-generation-match=0 (of two trainers, one succeeds), the heartbeat
+  rewrites LOCK, and a stale lock is taken over by deleting it and creating
+  it again: two trainers taking over the same stale lock at the same moment
+  could both delete and one then create; the other is refused.
   """
 
   def __init__(self, workdir: str):
@@ -227,9 +222,7 @@ class WorkdirLock:
               f"stop it, or use another --workdir.") from None
         self._take_over_stale()
         continue
-      if fd is None:
-        fs.atomic_write_text(self.path, json.dumps(self.record))
-      else:
+      if fd is not None:
         with os.fdopen(fd, "w") as f:
           json.dump(self.record, f)
       self._held = True
@@ -243,7 +236,7 @@ class WorkdirLock:
     """A new lock file's descriptor (locally), None on gs:// (claim made);
     FileExistsError if the lock is taken."""
     if self.remote:
-      if not fs.make_new_dir(fs.join(self.workdir, LOCK_CLAIM)):
+      if not fs.create_exclusive(self.path, json.dumps(self.record)):
         raise FileExistsError(self.path)
       return None
     return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -252,7 +245,10 @@ class WorkdirLock:
     if self.remote:
       logging.warning("Took over the stale lock of a stopped trainer in %s.",
                       self.workdir)
-      fs.rmtree(fs.join(self.workdir, LOCK_CLAIM))
+      try:
+        fs.remove(self.path)
+      except FileNotFoundError:
+        pass
       return
     # Renaming is atomic: of two processes taking over, one wins the rename.
     stale = f"{self.path}.stale-{os.getpid()}"
@@ -291,8 +287,6 @@ class WorkdirLock:
       mine = False
     if mine:
       fs.remove(self.path)
-      if self.remote:
-        fs.rmtree(fs.join(self.workdir, LOCK_CLAIM))
 
   def __enter__(self) -> "WorkdirLock":
     return self.acquire()
