@@ -14,7 +14,6 @@ overrides apply to every member (not part of their names). With several hosts, s
 With --population the members train together in one process (one vmapped
 program; see itr_jax.sweeps.population for what may vary and what differs).
 """
-import os
 import signal
 import sys
 import time
