@@ -10,7 +10,6 @@ Shared by itr_jax.evaluate, itr_jax.retrieve and itr_jax.report.examples.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from absl import logging
 
