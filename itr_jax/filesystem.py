@@ -253,3 +253,11 @@ def _gcs_blob(path: str):
     _client = storage.Client()
   bucket, _, name = path[len("gs://"):].partition("/")
   return _client.bucket(bucket).blob(name)
+
+
+def copy(src: str, dst: str) -> None:
+  """Copies file `src` to `dst`, replacing it (local or URL on either side)."""
+  if is_remote(src) or is_remote(dst):
+    _gfile().copy(src, dst, overwrite=True)
+  else:
+    shutil.copyfile(src, dst)

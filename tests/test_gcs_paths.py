@@ -79,3 +79,28 @@ def test_npy_data_on_gcs_is_refused_with_what_to_do(gcs, tmp_path):
   with pytest.raises(ValueError, match="memory-mapped"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_sweep_and_report_on_gcs(gcs, tiny_run, tmp_path):
+  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report."""
+  from test_sweep_end_to_end import REPO, _sweep  # pylint: disable=import-outside-toplevel
+  _, _, _, data_dir = tiny_run
+  config = tmp_path / "one_member.py"
+  config.write_text(
+      "from itr_jax.sweeps import declaration\n"
+      "def get_config(arg=None):\n"
+      f"  return declaration.load_config_file({os.path.join(REPO, 'configs', 'synthetic_scenes.py')!r})\n"
+      "def get_hyper(h):\n"
+      "  return h.sweep('loss.weight', [1.0])\n")
+  sweep_dir = f"gs://{gcs.bucket}/sweeps/one"
+  result = _sweep(str(config), sweep_dir, data_dir, "--report")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "1 ok, 0 failed" in result.stdout
+  member = fs.join(sweep_dir, "loss.weight=1.0")
+  for name in ("DONE", "config.json", "eval_test.json", "sweep.log"):
+    assert fs.exists(fs.join(member, name)), fs.listdir(member)
+  with fs.open(fs.join(member, "sweep.log")) as f:
+    assert "itr_jax.evaluate" in f.read()  # both steps' output appended
+  with fs.open(fs.join(sweep_dir, "report", "report.md")) as f:
+    assert "## Test split" in f.read()
+  assert fs.glob(fs.join(sweep_dir, "report", "plots", "*.png"))
