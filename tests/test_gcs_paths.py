@@ -62,6 +62,51 @@ def test_evaluate_from_gcs_matches_local(gcs_run):
     assert json.load(f)["full"] == remote["full"]
 
 
+@pytest.fixture(params=["local", "gcs"])
+def root(request, tmp_path):
+  """A fresh directory on local disk and one on the emulator: the layer must
+  behave the same on both."""
+  if request.param == "local":
+    return str(tmp_path)
+  gcs = request.getfixturevalue("gcs")
+  return f"gs://{gcs.bucket}/fs/{request.node.originalname}"
+
+
+def test_filesystem_layer_behaves_the_same_locally_and_on_gcs(root):
+  from itr_jax.training import integrity  # pylint: disable=import-outside-toplevel
+  run = fs.join(root, "run")
+  fs.makedirs(fs.join(run, "a", "b"))
+  fs.atomic_write_text(fs.join(run, "a", "b", "x.json"), "[1]")
+  with fs.open(fs.join(run, "a", "log"), "a") as f:
+    f.write("one\n")
+  with fs.open(fs.join(run, "a", "log"), "a") as f:
+    f.write("two\n")
+  with fs.open(fs.join(run, "a", "log")) as f:
+    assert f.read() == "one\ntwo\n"
+  assert sorted(fs.listdir(run)) == ["a"] and fs.isdir(fs.join(run, "a"))
+  assert sorted(fs.walk_files(run)) == ["a/b/x.json", "a/log"]
+  assert fs.glob(fs.join(run, "a", "*", "*.json")) == [fs.join(run, "a", "b", "x.json")]
+  assert fs.create_exclusive(fs.join(run, "LOCK"), "me")
+  assert not fs.create_exclusive(fs.join(run, "LOCK"), "you")
+  with fs.open(fs.join(run, "LOCK")) as f:
+    assert f.read() == "me"
+  fs.replace(fs.join(run, "a", "log"), fs.join(run, "log"))
+  assert not fs.exists(fs.join(run, "a", "log")) and fs.getsize(fs.join(run, "log")) == 8
+  with pytest.raises(FileNotFoundError):
+    fs.open(fs.join(run, "missing"))
+  with pytest.raises(FileNotFoundError):
+    fs.remove(fs.join(run, "missing"))
+  # Integrity records catch one changed byte, on either store.
+  integrity.write_record(fs.join(run, "a"))
+  assert integrity.verify(fs.join(run, "a")) is None
+  fs.atomic_write_text(fs.join(run, "a", "b", "x.json"), "[2]")
+  assert integrity.verify(fs.join(run, "a")) == "file 'b/x.json' does not match its checksum"
+  moved = integrity.move_aside(fs.join(run, "a"), fs.join(root, "aside"))
+  assert not fs.exists(fs.join(run, "a")) and fs.exists(fs.join(moved, "b", "x.json"))
+  fs.rmtree(root)
+  assert not fs.exists(fs.join(root, "aside", fs.basename(moved), "b", "x.json"))
+
+
 def test_a_live_trainer_holds_the_gcs_workdir(gcs):
   workdir = f"gs://{gcs.bucket}/runs/locked"
   with workdir_lib.WorkdirLock(workdir):
