@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax import metrics
 from itr_jax.data import synthetic_scenes
 
@@ -280,8 +281,8 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
                                  f"the {num_queries} worst queries by NDCG@{k}")
                              + f" per direction, top {k}.",
                      split_metrics=split_metrics)
-  out = out or os.path.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
-  with open(out, "w", encoding="utf-8") as f:
+  out = out or fs.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
+  with fs.open(out, "w", encoding="utf-8") as f:
     f.write(page)
   return out
 
