@@ -126,10 +126,11 @@ def test_npy_data_on_gcs_is_refused_with_what_to_do(gcs, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_sweep_and_report_on_gcs(gcs, tiny_run, tmp_path):
+def test_sweep_and_report_on_gcs(gcs, tmp_path):
   """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report."""
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
   from test_sweep_end_to_end import REPO, _sweep  # pylint: disable=import-outside-toplevel
-  _, _, _, data_dir = tiny_run
+  data_dir = experiment_data.data_dir(tiny_config(str(tmp_path / "data")))
   config = tmp_path / "one_member.py"
   config.write_text(
       "from itr_jax.sweeps import declaration\n"
