@@ -103,6 +103,11 @@ def test_filesystem_layer_behaves_the_same_locally_and_on_gcs(root):
   assert integrity.verify(fs.join(run, "a")) == "file 'b/x.json' does not match its checksum"
   moved = integrity.move_aside(fs.join(run, "a"), fs.join(root, "aside"))
   assert not fs.exists(fs.join(run, "a")) and fs.exists(fs.join(moved, "b", "x.json"))
+  # A vocabulary (config.data.vocab_path) round-trips.
+  from itr_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  words = vocab_lib.Vocabulary.build(["a dog runs", "a cat"])
+  words.save(fs.join(run, "vocab.json"))
+  assert vocab_lib.Vocabulary.load(fs.join(run, "vocab.json")).word2idx == words.word2idx
   fs.rmtree(root)
   assert not fs.exists(fs.join(root, "aside", fs.basename(moved), "b", "x.json"))
 
