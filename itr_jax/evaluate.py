@@ -52,6 +52,7 @@ from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax import cli
 from itr_jax import metrics
 from itr_jax.evaluation import evaluate
@@ -111,7 +112,7 @@ def output_stem(workdir: str, split_name: str, step: int, *, best: bool,
   'w/eval_test_step400_data-f30k'
   """
   name = f"eval_{split_name}" + ("" if best else f"_step{step}") + (f"_{tag}" if tag else "")
-  return os.path.join(workdir, name)
+  return fs.join(workdir, name)
 
 
 def run_tag(recorded_data_dir: str, data_dir: str | None, overrides: dict | None) -> str:
@@ -124,7 +125,7 @@ def run_tag(recorded_data_dir: str, data_dir: str | None, overrides: dict | None
   """
   parts = []
   if data_dir and paths.absolute(data_dir) != paths.absolute(recorded_data_dir):
-    base = os.path.basename(os.path.normpath(data_dir))
+    base = fs.basename(data_dir if fs.is_remote(data_dir) else os.path.normpath(data_dir))
     parts.append("data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base))
   if overrides:
     digest = hashlib.sha256(json.dumps(sorted(overrides.items()), default=str)
@@ -166,7 +167,8 @@ def score(run: runs.LoadedRun, sims, *, protocol: str = "auto",
     report["coco_1k_folds"] = folds
     report["coco_5k"] = whole
     if coco_ids:
-      ids = np.load(coco_ids)
+      with fs.open(coco_ids, "rb") as f:
+        ids = dict(np.load(f))
       report["eccv"] = metrics.eccv_caption_metrics(sims, ids["image_ids"], ids["caption_ids"])
   else:
     if coco_ids:
@@ -230,7 +232,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
     arrays[stem + "_image_emb.npy"] = image_emb
     arrays[stem + "_caption_emb.npy"] = caption_emb
   report["files"] = {"report": stem + ".json",
-                     **{os.path.basename(f)[len(os.path.basename(stem)) + 1:-4]: f
+                     **{fs.basename(f)[len(fs.basename(stem)) + 1:-4]: f
                         for f in arrays}}
   if echo:
     # Printed first: a read-only workdir must not lose the results.
@@ -248,7 +250,8 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
 
 def _write_outputs(workdir: str, run, stem: str, report: dict, arrays: dict) -> None:
   for path, array in arrays.items():
-    np.save(path, np.asarray(array, np.float32))
+    with fs.open(path, "wb") as f:
+      np.save(f, np.asarray(array, np.float32))
   integrity.atomic_write_text(stem + ".json", json.dumps(report, indent=2))
   if stem == output_stem(workdir, run.split_name, run.step, best=True):
     # The run's own result: beside its training curves in TensorBoard.

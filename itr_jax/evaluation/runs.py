@@ -10,10 +10,10 @@ Shared by itr_jax.evaluate, itr_jax.retrieve and itr_jax.report.examples.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from absl import logging
 
+from itr_jax import filesystem as fs
 from itr_jax import sharding
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
@@ -59,7 +59,7 @@ def restore_params(config, workdir: str, model, split, which: str):
   damaged or unrestorable checkpoint is skipped with a warning naming it and
   the next newest is used; an explicit step fails with one sentence.
   """
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not fs.isdir(fs.join(workdir, "checkpoints")):
     raise ValueError(f"No checkpoints in {workdir!r}; train first with "
                      "`python -m itr_jax.train`.")
   checkpoints = checkpointing.Checkpoints(

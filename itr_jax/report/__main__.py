@@ -8,6 +8,7 @@ retrieval examples of one trained run, see `python -m itr_jax.report.examples`.
 from absl import app
 from absl import flags
 
+from itr_jax import filesystem as fs
 from itr_jax import cli
 from itr_jax.report import build
 
@@ -19,7 +20,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError("Usage: python -m itr_jax.report <sweep_dir> [--out_dir=DIR]")
   paths = build.write_report(argv[1], _OUT_DIR.value, curves=_CURVES.value)
-  with open(paths["markdown"]) as f:
+  with fs.open(paths["markdown"]) as f:
     print(f.read())
   print("\n".join(f"{k}: {v}" for k, v in sorted(paths.items()) if k != "markdown"))
   print(f"markdown: {paths['markdown']}")

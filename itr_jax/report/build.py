@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Sequence
 
+from itr_jax import filesystem as fs
 from itr_jax.report import aggregate
 from itr_jax.report import collect
 from itr_jax.report import plots
@@ -43,12 +45,12 @@ def _dataset(runs) -> str:
   names = set()
   for r in runs:
     try:
-      with open(os.path.join(r.workdir, "config.json")) as f:
+      with fs.open(fs.join(r.workdir, "config.json")) as f:
         data = json.load(f).get("data", {})
     except (OSError, ValueError):
       continue
     folder = data.get("data_dir") or ""
-    folder = os.path.basename(os.path.normpath(folder)) if folder else "?"
+    folder = fs.basename(folder.rstrip("/")) if folder else "?"
     names.add(f"{data.get('name', '?')} ({folder})")
   return " / ".join(sorted(names)) or "dataset unknown"
 
@@ -61,11 +63,27 @@ def _write(path: str, text: str) -> str:
 
 def write_report(sweep_dir: str, out_dir: str | None = None,
                  metrics: Sequence[str] = METRICS, *, curves: bool = True) -> dict[str, str]:
-  """Writes the report files; returns {what: path}. Raises if there are no runs."""
+  """Writes the report files; returns {what: path}. Raises if there are no runs.
+
+  On a gs:// `out_dir` (by default `<sweep_dir>/report`) the files are made
+  in a local temporary folder, then copied there (matplotlib writes files).
+  """
   runs = collect.collect_runs(sweep_dir)
   if not runs:
     raise ValueError(f"no runs (sub-directories with config.json) in {sweep_dir!r}")
-  out_dir = out_dir or os.path.join(sweep_dir, "report")
+  out_dir = out_dir or fs.join(sweep_dir, "report")
+  if fs.is_remote(out_dir):
+    with tempfile.TemporaryDirectory() as local:
+      paths = _write_report(runs, sweep_dir, local, metrics, curves)
+      for rel in fs.walk_files(local):
+        fs.makedirs(fs.dirname(fs.join(out_dir, rel)))
+        fs.copy(os.path.join(local, rel), fs.join(out_dir, rel))
+    return {k: fs.join(out_dir, os.path.relpath(v, local)) for k, v in paths.items()}
+  return _write_report(runs, sweep_dir, out_dir, metrics, curves)
+
+
+def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
+                  curves: bool) -> dict[str, str]:
   plot_dir = os.path.join(out_dir, "plots")
   os.makedirs(os.path.join(plot_dir, "curves"), exist_ok=True)
   names = [r.name for r in runs]

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+from itr_jax import filesystem as fs
 from itr_jax.sweeps import members as members_lib
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
@@ -46,10 +47,10 @@ class Run:
 
 def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
   """Metrics of eval_<split>.json: the 'full' protocol, else COCO's 5K."""
-  path = os.path.join(workdir, f"eval_{split}.json")
-  if not os.path.exists(path):
+  path = fs.join(workdir, f"eval_{split}.json")
+  if not fs.exists(path):
     return None
-  with open(path) as f:
+  with fs.open(path) as f:
     report = json.load(f)
   for protocol in ("full", "coco_5k"):
     if protocol in report:
@@ -67,11 +68,11 @@ def varying_fields(configs: dict[str, dict]) -> list[str]:
 
 def collect_runs(sweep_dir: str) -> list[Run]:
   """Every run under `sweep_dir`, in sweep order (else by name)."""
-  if not os.path.isdir(sweep_dir):
+  if not fs.isdir(sweep_dir):
     raise ValueError(f"sweep_dir {sweep_dir!r} is not a directory; pass the "
                      "--sweep_dir given to `python -m itr_jax.sweep`")
-  names = sorted(n for n in os.listdir(sweep_dir)
-                 if os.path.exists(os.path.join(sweep_dir, n, workdir_lib.CONFIG_FILE)))
+  names = sorted(n for n in fs.listdir(sweep_dir)
+                 if fs.exists(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)))
   manifest = members_lib.read_manifest(sweep_dir)
   declared = {m["name"]: m["overrides"] for m in (manifest or {}).get("members", [])}
   if declared:
@@ -79,12 +80,12 @@ def collect_runs(sweep_dir: str) -> list[Run]:
     names.sort(key=lambda n: order.get(n, len(order)))
   configs = {}
   for n in names:
-    with open(os.path.join(sweep_dir, n, workdir_lib.CONFIG_FILE)) as f:
+    with fs.open(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)) as f:
       configs[n] = json.load(f)
   fields = varying_fields(configs)
   runs = []
   for n in names:
-    workdir = os.path.join(sweep_dir, n)
+    workdir = fs.join(sweep_dir, n)
     if n in declared:
       overrides = dict(declared[n])
     else:
@@ -92,5 +93,5 @@ def collect_runs(sweep_dir: str) -> list[Run]:
       overrides = {k: flat.get(k) for k in fields}
     runs.append(Run(n, workdir, overrides, reporting.read_metrics(workdir),
                     read_test(workdir),
-                    os.path.exists(os.path.join(workdir, members_lib.DONE_FILE))))
+                    fs.exists(fs.join(workdir, members_lib.DONE_FILE))))
   return runs

@@ -33,6 +33,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax import metrics
 from itr_jax.data import synthetic_scenes
 
@@ -175,12 +176,12 @@ def read_image_ids(path: str, num_images: int, captions_per_image: int) -> list:
   an image's id for each of its captions). Ids that are integers become ints.
   """
   if path.endswith(".npz"):
-    with np.load(path) as z:
+    with fs.open(path, "rb") as f, np.load(f) as z:
       if "image_ids" not in z:
         raise ValueError(f"{path} has no 'image_ids' array (made by itr-coco-ids?)")
       ids = z["image_ids"].tolist()
   else:
-    with open(path, encoding="utf-8") as f:
+    with fs.open(path, encoding="utf-8") as f:
       ids = [line.strip() for line in f if line.strip()]
     ids = [int(i) if i.lstrip("-").isdigit() else i for i in ids]
   if len(ids) == num_images * captions_per_image and captions_per_image > 1:
@@ -199,7 +200,7 @@ def thumbnail_html(path: str, size: int = 160) -> str:
   import io  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
-    with Image.open(path) as image:
+    with fs.open(path, "rb") as f, Image.open(f) as image:
       image = image.convert("RGB")
       image.thumbnail((size, size))
       buffer = io.BytesIO()
@@ -221,7 +222,7 @@ def image_thumbnails(image_dir: str, pattern: str, ids: Sequence | None,
     except (KeyError, ValueError, IndexError) as e:
       raise ValueError(f"--image_pattern {pattern!r} does not fit image id "
                        f"{image_id!r} ({e}); use {{id}} and/or {{row}}") from e
-    thumbs[row] = thumbnail_html(os.path.join(image_dir, name))
+    thumbs[row] = thumbnail_html(fs.join(image_dir, name))
   return thumbs
 
 
@@ -359,8 +360,8 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
                                  f"the {num_queries} worst queries by NDCG@{k}")
                              + f" per direction, top {k}.",
                      split_metrics=split_metrics, thumbnails=thumbnails)
-  out = out or os.path.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
-  with open(out, "w", encoding="utf-8") as f:
+  out = out or fs.join(workdir, f"examples_{split}{'_worst' if mode == 'worst' else ''}.html")
+  with fs.open(out, "w", encoding="utf-8") as f:
     f.write(page)
   return out
 

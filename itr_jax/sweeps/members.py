@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import sys
 import time
 from typing import Any, Mapping, Sequence
+
+from itr_jax import filesystem as fs
 
 DONE_FILE = "DONE"
 SWEEP_FILE = "sweep.json"
@@ -55,7 +56,7 @@ class Member:
 
   @property
   def done(self) -> bool:
-    return os.path.exists(os.path.join(self.workdir, DONE_FILE))
+    return fs.exists(fs.join(self.workdir, DONE_FILE))
 
 
 def expand(sweep_dir: str, overrides_list: Sequence[Mapping[str, Any]]) -> list[Member]:
@@ -68,7 +69,7 @@ def expand(sweep_dir: str, overrides_list: Sequence[Mapping[str, Any]]) -> list[
                        f"({name}); remove the duplicate or add a distinguishing "
                        "field such as seed")
     seen[name] = i
-    members.append(Member(i, name, dict(overrides), os.path.join(sweep_dir, name)))
+    members.append(Member(i, name, dict(overrides), fs.join(sweep_dir, name)))
   return members
 
 
@@ -97,29 +98,24 @@ def eval_command(member: Member, python: str = sys.executable) -> list[str]:
 
 
 def mark_done(member: Member, info: Mapping[str, Any]) -> None:
-  path = os.path.join(member.workdir, DONE_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump({"finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, f, indent=2)
-  os.replace(path + ".tmp", path)
+  fs.atomic_write_text(fs.join(member.workdir, DONE_FILE), json.dumps(
+      {"finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, indent=2))
 
 
 def write_manifest(sweep_dir: str, config_flag: str, common: Mapping[str, Any],
                    members: Sequence[Member]) -> str:
   """Records the sweep (config, common overrides, members) in sweep.json."""
-  os.makedirs(sweep_dir, exist_ok=True)
-  path = os.path.join(sweep_dir, SWEEP_FILE)
+  fs.makedirs(sweep_dir)
+  path = fs.join(sweep_dir, SWEEP_FILE)
   manifest = {"config": config_flag, "common_overrides": dict(common),
               "members": [{"name": m.name, "overrides": m.overrides} for m in members]}
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=2, default=repr)
-  os.replace(tmp, path)
+  fs.atomic_write_text(path, json.dumps(manifest, indent=2, default=repr))
   return path
 
 
 def read_manifest(sweep_dir: str) -> dict | None:
-  path = os.path.join(sweep_dir, SWEEP_FILE)
-  if not os.path.exists(path):
+  path = fs.join(sweep_dir, SWEEP_FILE)
+  if not fs.exists(path):
     return None
-  with open(path) as f:
+  with fs.open(path) as f:
     return json.load(f)

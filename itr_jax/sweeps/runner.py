@@ -18,10 +18,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from itr_jax import filesystem as fs
 from itr_jax.sweeps import members as members_lib
 
 LOG_FILE = "sweep.log"
@@ -52,6 +54,16 @@ def stop_all(sig: int = signal.SIGTERM) -> None:
 
 def _run_logged(cmd: Sequence[str], log_path: str, env) -> int | None:
   """The command's exit status, or None if stop_all() came first."""
+  if fs.is_remote(log_path):
+    # A subprocess needs a local file for its output: the object gets it
+    # appended when the command ends.
+    with tempfile.TemporaryDirectory() as tmp:
+      local = os.path.join(tmp, LOG_FILE)
+      try:
+        return _run_logged(cmd, local, env)
+      finally:
+        with open(local, encoding="utf-8") as f, fs.open(log_path, "a") as out:
+          out.write(f.read())
   with open(log_path, "a") as log:
     log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
     log.flush()
@@ -79,8 +91,8 @@ def run_member(member: members_lib.Member, config_flag: str,
     return Outcome(member, "skipped")
   if _Running.stop.is_set():
     return Outcome(member, "stopped")
-  os.makedirs(member.workdir, exist_ok=True)
-  log = os.path.join(member.workdir, LOG_FILE)
+  fs.makedirs(member.workdir)
+  log = fs.join(member.workdir, LOG_FILE)
   env = dict(os.environ if env is None else env)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   t0 = time.time()

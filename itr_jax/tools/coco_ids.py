@@ -34,6 +34,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax import cli
 
 CAPTIONS_PER_IMAGE = 5
@@ -120,7 +121,7 @@ def write_ids(out: str, *, karpathy_json: str | None = None,
               coco_captions: str | None = None,
               check_captions_path: str | None = None) -> str:
   """Writes the .npz (see the module docstring); returns a one-line summary."""
-  if os.path.exists(out):
+  if fs.exists(out):
     raise FileExistsError(f"{out} exists; remove it or choose another --out")
   if karpathy_json and not coco_captions:
     raise ValueError("--karpathy_json needs --coco_captions")
@@ -135,7 +136,8 @@ def write_ids(out: str, *, karpathy_json: str | None = None,
   if check_captions_path:
     differ = check_captions(caption_ids, check_captions_path, coco)
     checked = f"; {len(caption_ids) - differ} of {len(caption_ids)} captions match their ids' text"
-  np.savez(out, image_ids=image_ids, caption_ids=caption_ids)
+  with fs.open(out, "wb") as f:  # local or gs://
+    np.savez(f, image_ids=image_ids, caption_ids=caption_ids)
   return f"{out}: {len(image_ids)} image ids, {len(caption_ids)} caption ids{checked}"
 
 

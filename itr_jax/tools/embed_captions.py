@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 SIDECAR_FORMAT = "itr_jax.caption_embeddings/1"
@@ -204,6 +205,13 @@ def embed_captions_file(
   if batch_size < 1 or chunk_size < 1:
     raise ValueError(f"batch_size ({batch_size}) and chunk_size "
                      f"({chunk_size}) must be >= 1")
+  for what, path in (("captions", captions_path), ("out", out_path)):
+    if path and fs.is_remote(path):
+      raise ValueError(
+          f"--{what}={path!r}: caption embeddings are assembled in a "
+          "memory-mapped file and training memory-maps them, which an object "
+          "store cannot do; embed into a local folder (then copy it to each "
+          "host, or convert it to TFDS records with itr_jax.data.tfds_builder).")
   captions = _read_captions(captions_path)
   out_path = out_path or default_output_path(captions_path)
   if not out_path.endswith(".npy"):

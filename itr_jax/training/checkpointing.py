@@ -20,7 +20,6 @@ import contextlib
 import gc
 import json
 import logging
-import os
 from typing import Any, Optional
 
 import jax
@@ -28,12 +27,13 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
+from itr_jax import filesystem as fs
 from itr_jax.training import integrity
 
 CORRUPTED_DIR = "checkpoints_corrupted"
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # What a complete orbax step directory holds (StandardSave as item "default").
-_REQUIRED = ("_CHECKPOINT_METADATA", os.path.join("default", "_METADATA"))
+_REQUIRED = ("_CHECKPOINT_METADATA", "default/_METADATA")
 
 
 class CheckpointWriteError(OSError):
@@ -98,19 +98,19 @@ def inspect_step(step_dir: str) -> tuple[str, Optional[str]]:
   "unverified": complete by orbax's markers but without an integrity record
   (written by an older itr_jax, or killed between the save and the record).
   """
-  if not os.path.isdir(step_dir):
+  if not fs.isdir(step_dir):
     return "damaged", "it is a file, not a checkpoint directory"
   if integrity.has_record(step_dir):
     problem = integrity.verify(step_dir)
     return ("damaged", problem) if problem else ("verified", None)
   for rel in _REQUIRED:
-    if not os.path.isfile(os.path.join(step_dir, rel)):
+    if not fs.isfile(fs.join(step_dir, rel)):
       return "damaged", f"it is incomplete ({rel} is missing)"
-  for rel in ("_CHECKPOINT_METADATA", os.path.join("metrics", "metrics")):
-    path = os.path.join(step_dir, rel)
-    if os.path.exists(path):
+  for rel in ("_CHECKPOINT_METADATA", "metrics/metrics"):
+    path = fs.join(step_dir, rel)
+    if fs.exists(path):
       try:
-        with open(path) as f:
+        with fs.open(path) as f:
           json.load(f)
       except (OSError, ValueError) as e:
         return "damaged", f"{rel} is unreadable ({e})"
@@ -129,8 +129,8 @@ class Checkpoints:
       raise ValueError(f"train.keep_checkpoints must be >= 1, got {keep}.")
     self.keep = keep
     self.read_only = read_only
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.corrupted_dir = os.path.join(os.path.dirname(self.directory), CORRUPTED_DIR)
+    self.directory = fs.join(fs.absolute(workdir), "checkpoints")
+    self.corrupted_dir = fs.join(fs.dirname(self.directory), CORRUPTED_DIR)
     self.status: dict[int, str] = {}
     self.damaged: dict[int, str] = {}
     self._scan()
@@ -157,12 +157,12 @@ class Checkpoints:
 
   def _scan(self) -> None:
     """Classifies every step entry; sets damaged ones aside (unless read-only)."""
-    names = sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else []
+    names = sorted(fs.listdir(self.directory)) if fs.isdir(self.directory) else []
     for name in names:
       if not name.isdigit():
         continue  # orbax ignores other names (its tmp dirs are cleaned up)
       step = int(name)
-      status, reason = inspect_step(os.path.join(self.directory, name))
+      status, reason = inspect_step(fs.join(self.directory, name))
       self.status[step] = status
       if status == "damaged":
         self.damaged[step] = reason
@@ -174,7 +174,7 @@ class Checkpoints:
 
   def _set_aside(self, step: int, reason: str) -> None:
     if jax.process_index() == 0:
-      target = integrity.move_aside(os.path.join(self.directory, str(step)),
+      target = integrity.move_aside(fs.join(self.directory, str(step)),
                                     self.corrupted_dir)
       logging.warning("Checkpoint step %d in %s is damaged (%s); moved it to "
                       "%s and using the previous one.", step, self.directory,
@@ -216,7 +216,7 @@ class Checkpoints:
 
   def extra(self, step: int) -> dict:
     """The `extra` dict saved with `step` ({} if none or unverified)."""
-    step_dir = os.path.join(self.directory, str(step))
+    step_dir = fs.join(self.directory, str(step))
     if not integrity.has_record(step_dir):
       return {}
     try:
@@ -237,7 +237,7 @@ class Checkpoints:
                           metrics=metrics, force=True)
         self.manager.wait_until_finished()
       if jax.process_index() == 0:
-        integrity.write_record(os.path.join(self.directory, str(step)), extra)
+        integrity.write_record(fs.join(self.directory, str(step)), extra)
     except Exception as e:  # pylint: disable=broad-except
       self._write_failed(step, e, state)
     if jax.process_count() > 1:
@@ -245,9 +245,9 @@ class Checkpoints:
 
   def _write_failed(self, step: int, error: Exception, state: Any):
     if jax.process_index() == 0:
-      for name in os.listdir(self.directory):
+      for name in fs.listdir(self.directory):
         if name == str(step) or name.startswith(f"{step}{_TMP_MARK}"):
-          integrity.remove_tree(os.path.join(self.directory, name))
+          integrity.remove_tree(fs.join(self.directory, name))
     self.manager.reload()
     previous = self.latest_step()
     kept = (f"the previous checkpoint (step {previous}) is intact"
@@ -256,7 +256,7 @@ class Checkpoints:
       # About what one more checkpoint takes: the state's bytes, or the
       # previous checkpoint's if larger (metadata).
       need = max(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(state)),
-                 integrity.tree_bytes(os.path.join(self.directory, str(previous)))
+                 integrity.tree_bytes(fs.join(self.directory, str(previous)))
                  if previous is not None else 0)
       free = integrity.free_bytes(self.directory)
       raise CheckpointWriteError(
@@ -308,7 +308,7 @@ class Checkpoints:
     """None if `step` passes its integrity check (read-only callers); else why not."""
     if step in self.damaged:
       return self.damaged[step]
-    status, reason = inspect_step(os.path.join(self.directory, str(step)))
+    status, reason = inspect_step(fs.join(self.directory, str(step)))
     if status == "damaged":
       self.damaged[step] = reason
     else:

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax.data import pipeline
 from itr_jax.data import precomputed
 from itr_jax.data import synthetic_scenes
@@ -62,10 +63,10 @@ class ExperimentData:
 
   def save_vocab(self, workdir: str) -> None:
     """Keeps the run's vocabulary in its workdir, so resuming reuses it."""
-    path = os.path.join(workdir, VOCAB_FILE)
+    path = fs.join(workdir, VOCAB_FILE)
     # WordPiece ids are fixed by config.model.bert_path: nothing to keep.
     if (isinstance(self.vocab, vocab_lib.Vocabulary)
-        and jax.process_index() == 0 and not os.path.exists(path)):
+        and jax.process_index() == 0 and not fs.exists(path)):
       self.vocab.save(path)
 
   def train_batches(self, start_step: int = 0,
@@ -98,6 +99,14 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
         "config.data.data_dir is empty: set it to the folder holding "
         "{split}_ims.npy and {split}_caps.txt, e.g. "
         "--config.data.data_dir=/path/to/f30k_precomp")
+  for field in ("data_dir", "caption_emb_path"):
+    if data.name in ("precomputed", "synthetic_scenes") and fs.is_remote(
+        data.get(field) or ""):
+      raise ValueError(
+          f"config.data.{field}={data[field]!r}: .npy features and caption "
+          "embeddings are memory-mapped, which an object store cannot do. Copy "
+          "the folder to a local disk on every host, or convert it to TFDS "
+          "records (python -m itr_jax.data.tfds_builder), which train from gs://.")
   if data.name == "synthetic_scenes":
     if not generate and not os.path.exists(
         os.path.join(data.data_dir, synthetic_scenes.MANIFEST)):
@@ -169,8 +178,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *,
     load_split(config, directory, config.data.test_split)
   vocab = resolve_tokenizer(
       config, directory,
-      workdir=workdir if reuse_workdir_vocab and os.path.exists(
-          os.path.join(workdir, VOCAB_FILE)) else None)
+      workdir=workdir if reuse_workdir_vocab and fs.exists(
+          fs.join(workdir, VOCAB_FILE)) else None)
   result = ExperimentData(config, directory, train, dev, vocab)
   _ = result.steps_per_epoch  # fails early if the batch exceeds the split
   return result

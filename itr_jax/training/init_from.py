@@ -7,19 +7,18 @@ the new run's optimizer state, step and learning-rate schedule start fresh.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from itr_jax import filesystem as fs
 from itr_jax.training import checkpointing
 
 
 def resolve(path: str) -> tuple[str, int]:
   """(checkpoints directory, step) that `path` (workdir or step dir) names."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
+  path = fs.absolute(path)
+  if fs.isdir(fs.join(path, "checkpoints")):
     source = checkpointing.Checkpoints(path, read_only=True)
     step = source.best_step() or source.latest_step()
     directory = source.directory
@@ -28,9 +27,9 @@ def resolve(path: str) -> tuple[str, int]:
       raise FileNotFoundError(
           f"config.train.init_from={path!r}: that workdir has no checkpoint yet.")
     return directory, step
-  name = os.path.basename(path)
-  if name.isdigit() and os.path.isdir(os.path.join(path, "default")):
-    return os.path.dirname(path), int(name)
+  name = fs.basename(path)
+  if name.isdigit() and fs.isdir(fs.join(path, "default")):
+    return fs.dirname(path.rstrip("/")), int(name)
   raise FileNotFoundError(
       f"config.train.init_from={path!r} is neither a workdir with checkpoints/ "
       "nor a checkpoint step directory (<workdir>/checkpoints/<step>).")

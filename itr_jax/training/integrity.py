@@ -8,8 +8,8 @@ written atomically after orbax has finalised the step:
 ``verify(step_dir)`` recomputes it, so a single flipped byte in any array or
 metadata file, a missing or truncated file, or a garbled record is detected
 before the checkpoint is restored. All file-system access of the checkpoint
-machinery goes through the small functions here, so it can later be routed
-through another file-system layer (gfile / epath) in one place.
+machinery goes through the small functions here, and they go through
+`itr_jax.filesystem`, so checkpoints may live on gs://.
 
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
@@ -30,6 +30,7 @@ import shutil
 import time
 from typing import Optional
 
+from itr_jax import filesystem as fs
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 RECORD_FILE = "itr_integrity.json"
@@ -41,46 +42,29 @@ class IntegrityError(ValueError):
 
 def list_files(directory: str) -> list[str]:
   """Relative paths of every file under `directory` but the record, sorted."""
-  found = []
-  for root, _, names in os.walk(directory):
-    for name in names:
-      rel = os.path.relpath(os.path.join(root, name), directory)
-      if rel != RECORD_FILE:
-        found.append(rel)
-  return sorted(found)
+  return sorted(rel for rel in fs.walk_files(directory) if rel != RECORD_FILE)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so that readers see the old or the new file, never a part."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+atomic_write_text = fs.atomic_write_text
 
 
 def write_record(directory: str, extra: Optional[dict] = None) -> None:
   """Records size and SHA-256 of every file under `directory` (+ `extra`)."""
-  files = {rel: {"bytes": os.path.getsize(os.path.join(directory, rel)),
-                 "sha256": file_sha256(os.path.join(directory, rel))}
+  files = {rel: {"bytes": fs.getsize(fs.join(directory, rel)),
+                 "sha256": file_sha256(fs.join(directory, rel))}
            for rel in list_files(directory)}
-  atomic_write_text(os.path.join(directory, RECORD_FILE), json.dumps(
+  atomic_write_text(fs.join(directory, RECORD_FILE), json.dumps(
       {"version": 1, "files": files, "extra": extra or {}}, indent=1))
 
 
 def has_record(directory: str) -> bool:
-  return os.path.isfile(os.path.join(directory, RECORD_FILE))
+  return fs.isfile(fs.join(directory, RECORD_FILE))
 
 
 def read_record(directory: str) -> dict:
   """The parsed record; IntegrityError if it is unreadable or malformed."""
   try:
-    with open(os.path.join(directory, RECORD_FILE)) as f:
+    with fs.open(fs.join(directory, RECORD_FILE)) as f:
       record = json.load(f)
     if not isinstance(record.get("files"), dict):
       raise ValueError("no 'files' table")
@@ -101,10 +85,10 @@ def verify(directory: str) -> Optional[str]:
   except IntegrityError as e:
     return str(e)
   for rel, expected in sorted(record["files"].items()):
-    path = os.path.join(directory, rel)
-    if not os.path.isfile(path):
+    path = fs.join(directory, rel)
+    if not fs.isfile(path):
       return f"file {rel!r} is missing"
-    if (os.path.getsize(path) != expected.get("bytes")
+    if (fs.getsize(path) != expected.get("bytes")
         or file_sha256(path) != expected.get("sha256")):
       return f"file {rel!r} does not match its checksum"
   return None
@@ -112,28 +96,30 @@ def verify(directory: str) -> Optional[str]:
 
 def move_aside(path: str, target_dir: str) -> str:
   """Moves `path` into `target_dir` under a timestamped name; returns the new path."""
-  os.makedirs(target_dir, exist_ok=True)
-  base = f"{os.path.basename(path)}-{time.strftime('%Y%m%d-%H%M%S')}"
-  target, n = os.path.join(target_dir, base), 1
-  while os.path.lexists(target):
-    target, n = os.path.join(target_dir, f"{base}.{n}"), n + 1
-  shutil.move(path, target)
+  fs.makedirs(target_dir)
+  base = f"{fs.basename(path)}-{time.strftime('%Y%m%d-%H%M%S')}"
+  target, n = fs.join(target_dir, base), 1
+  while (os.path.lexists(target) if not fs.is_remote(target) else fs.exists(target)):
+    target, n = fs.join(target_dir, f"{base}.{n}"), n + 1
+  fs.rename_tree(path, target)
   return target
 
 
-def remove_tree(path: str) -> None:
-  shutil.rmtree(path, ignore_errors=True)
+remove_tree = fs.rmtree
 
 
 def tree_bytes(path: str) -> int:
   """Total size of the files under `path` (0 if it does not exist)."""
-  if not os.path.isdir(path):
+  if not fs.isdir(path):
     return 0
-  return sum(os.path.getsize(os.path.join(path, rel)) for rel in list_files(path))
+  return sum(fs.getsize(fs.join(path, rel)) for rel in list_files(path))
 
 
 def free_bytes(path: str) -> int:
-  """Free space on the file system holding `path` (or its nearest existing parent)."""
+  """Free space on the file system holding `path` (or its nearest existing
+  parent); -1 for a URL (object stores report none)."""
+  if fs.is_remote(path):
+    return -1
   while path and not os.path.exists(path):
     path = os.path.dirname(path)
   return shutil.disk_usage(path or ".").free

@@ -4,11 +4,12 @@ A run records its config in `<workdir>/config.json`; a relative data path in
 it would later be read against whatever directory `itr_jax.evaluate` (or a
 resumed run) starts in, and could silently point at another dataset or, for
 synthetic scenes, generate a new one there. So paths are resolved against the
-directory the run starts in and stored absolute.
+directory the run starts in and stored absolute. URLs (gs://...) are kept
+as they are.
 """
 from __future__ import annotations
 
-import os
+from itr_jax import filesystem as fs
 
 # Dotted config fields holding a path ('' = unset, left as is).
 PATH_FIELDS = ("data.data_dir", "data.vocab_path", "data.caption_emb_path",
@@ -16,14 +17,14 @@ PATH_FIELDS = ("data.data_dir", "data.vocab_path", "data.caption_emb_path",
 
 
 def absolute(path: str) -> str:
-  """`path` made absolute against the current directory; '' stays ''.
+  """`path` made absolute against the current directory; '' and URLs stay.
 
   >>> absolute("")
   ''
-  >>> absolute("/data/f30k_precomp")
-  '/data/f30k_precomp'
+  >>> absolute("/data/f30k_precomp"), absolute("gs://bucket/f30k")
+  ('/data/f30k_precomp', 'gs://bucket/f30k')
   """
-  return os.path.abspath(os.path.expanduser(path)) if path else path
+  return fs.absolute(path)
 
 
 def resolve_config_paths(config) -> None:

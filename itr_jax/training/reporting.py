@@ -1,19 +1,22 @@
 """Where training metrics go: TensorBoard (via clu), `metrics.jsonl`, the console.
 
 Only process 0 writes; other processes get a writer that drops everything, so
-multi-host runs do not produce duplicate logs.
+multi-host runs do not produce duplicate logs. The workdir may be on gs://:
+TensorBoard writes there natively (TensorFlow's file system), and
+metrics.jsonl is appended through `itr_jax.filesystem`, which on GCS
+re-uploads the object each time (a few KB; one record per log step).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Mapping
 
 import jax
 from clu import metric_writers
 
+from itr_jax import filesystem as fs
 from itr_jax.training import workdir as workdir_lib
 
 
@@ -22,9 +25,9 @@ class MetricsLog:
 
   def __init__(self, workdir: str):
     self.is_main = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = fs.join(workdir, "metrics.jsonl")
     self._writer = metric_writers.create_default_writer(
-        os.path.join(workdir, "tensorboard"), just_logging=not self.is_main,
+        fs.join(workdir, "tensorboard"), just_logging=not self.is_main,
         asynchronous=False)
 
   def write(self, step: int, kind: str, metrics: Mapping[str, float], *,
@@ -41,7 +44,7 @@ class MetricsLog:
       return
     record = {"step": int(step), "kind": kind, "time": time.time()}
     record.update({k: _json_number(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
+    with fs.open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
 
   def write_hparams(self, config) -> None:
@@ -68,11 +71,11 @@ def read_metrics(workdir: str) -> list[dict]:
 
   Lines that do not parse (a record cut short by a kill) are skipped.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = fs.join(workdir, "metrics.jsonl")
+  if not fs.exists(path):
     return []
   records = []
-  with open(path) as f:
+  with fs.open(path) as f:
     for line in f:
       try:
         records.append(json.loads(line))
@@ -89,17 +92,14 @@ def truncate_after(workdir: str, step: int) -> None:
   TensorBoard one point per step (`truncate_tensorboard`).
   """
   truncate_tensorboard(workdir, step)
-  path = os.path.join(workdir, "metrics.jsonl")
-  if jax.process_index() != 0 or not os.path.exists(path):
+  path = fs.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not fs.exists(path):
     return
   records = read_metrics(workdir)
   kept = [r for r in records if step and r["step"] <= step]
   if len(kept) == len(records):
     return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in kept)
-  os.replace(tmp, path)
+  fs.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def truncate_tensorboard(workdir: str, step: int) -> None:
@@ -110,13 +110,13 @@ def truncate_tensorboard(workdir: str, step: int) -> None:
   `Event` protos: each is rewritten without the later events (atomically),
   keeping a partly written last record of a killed run out as well.
   """
-  directory = os.path.join(workdir, "tensorboard")
-  if jax.process_index() != 0 or not os.path.isdir(directory):
+  directory = fs.join(workdir, "tensorboard")
+  if jax.process_index() != 0 or not fs.isdir(directory):
     return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for name in sorted(os.listdir(directory)):
-    path = os.path.join(directory, name)
-    if "tfevents" not in name or not os.path.isfile(path):
+  for name in sorted(fs.listdir(directory)):
+    path = fs.join(directory, name)
+    if "tfevents" not in name or not fs.isfile(path):
       continue
     kept, dropped = [], False
     try:
@@ -134,7 +134,7 @@ def truncate_tensorboard(workdir: str, step: int) -> None:
     with tf.io.TFRecordWriter(tmp) as writer:
       for raw in kept:
         writer.write(raw)
-    os.replace(tmp, path)
+    fs.replace(tmp, path)
 
 
 def format_metrics(metrics: Mapping[str, float], keys=None) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 
 
@@ -24,6 +23,7 @@ import numpy as np
 import tqdm
 from flax.training import train_state
 
+from itr_jax import filesystem as fs
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
@@ -171,8 +171,8 @@ def _source_vocab(config: ml_collections.ConfigDict) -> None:
   if config.model.get("text_tower", "gru") == "bert" or config.data.vocab_path:
     return
   directory, _ = init_from_lib.resolve(config.train.init_from)
-  vocab = os.path.join(os.path.dirname(directory), experiment_data.VOCAB_FILE)
-  if os.path.exists(vocab):
+  vocab = fs.join(fs.dirname(directory), experiment_data.VOCAB_FILE)
+  if fs.exists(vocab):
     config.data.vocab_path = vocab
 
 

@@ -22,6 +22,7 @@ import os
 
 import ml_collections
 
+from itr_jax import filesystem as fs
 from itr_jax.models import registry
 from itr_jax.training import defaults
 from itr_jax.training import optimizer as optimizer_lib
@@ -112,6 +113,13 @@ def check_workdir(workdir: str) -> None:
   """Raises ValueError if `workdir` is a file or cannot be written; writes nothing."""
   if not workdir:
     raise ValueError("--workdir is empty; give the directory for this run.")
+  if fs.is_remote(workdir):
+    # Object stores have no permission bits to read; access errors surface
+    # on the first write, from TensorFlow's file system, naming the URL.
+    if fs.exists(workdir) and not fs.isdir(workdir):
+      raise ValueError(f"--workdir {workdir!r} is a file, not a directory; "
+                       "give a directory URL (it is created if missing).")
+    return
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ValueError(f"--workdir {workdir!r} is a file, not a directory; "

@@ -3,7 +3,8 @@
 A workdir belongs to one run. Restarting with the same config resumes it;
 restarting with a config that changes what is trained (model, loss, data,
 optimizer) is refused unless the user asks for a fresh start, in which case
-the old run is moved aside, never deleted.
+the old run is moved aside, never deleted. The workdir may be a gs:// URL
+(all access goes through `itr_jax.filesystem`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Optional
 import jax
 import ml_collections
 
+from itr_jax import filesystem as fs
 from itr_jax.training import paths
 
 CONFIG_FILE = "config.json"
@@ -46,7 +48,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def _read_config_json(path: str) -> dict:
   try:
-    with open(path) as f:
+    with fs.open(path) as f:
       return json.load(f)
   except ValueError as e:
     raise ValueError(
@@ -56,8 +58,8 @@ def _read_config_json(path: str) -> dict:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = fs.join(workdir, CONFIG_FILE)
+  if not fs.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
         "`python -m itr_jax.train`?")
@@ -83,8 +85,8 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   Writes nothing. With `fresh`, any earlier run is acceptable (it will be
   moved aside by `prepare`).
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if fresh or not os.path.exists(path):
+  path = fs.join(workdir, CONFIG_FILE)
+  if fresh or not fs.exists(path):
     return
   old = _read_config_json(path)
   # Runs recorded before paths were stored absolute resume from where they
@@ -105,24 +107,23 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *,
             fresh: bool = False) -> None:
   """Checks `workdir` against `config`, then records the resolved config."""
   check(workdir, config, fresh=fresh)
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  if fresh and os.path.exists(path) and jax.process_index() == 0:
+  fs.makedirs(workdir)
+  path = fs.join(workdir, CONFIG_FILE)
+  if fresh and fs.exists(path) and jax.process_index() == 0:
     _move_aside(workdir)
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(config.to_json(indent=2))
-    os.replace(tmp, path)
+    fs.atomic_write_text(path, config.to_json(indent=2))
 
 
 def _move_aside(workdir: str) -> None:
   """Moves the previous run's files into previous_runs/<timestamp>/."""
-  target = os.path.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(target)
-  for name in os.listdir(workdir):
+  target = fs.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
+  if fs.exists(target):
+    raise FileExistsError(f"{target} exists; start again in a second.")
+  fs.makedirs(target)
+  for name in fs.listdir(workdir):
     if name not in ("previous_runs", LOCK_FILE):
-      os.rename(os.path.join(workdir, name), os.path.join(target, name))
+      fs.rename_tree(fs.join(workdir, name), fs.join(target, name))
 
 
 # --- one trainer per workdir --------------------------------------------------
@@ -160,15 +161,17 @@ def _pid_alive(pid: int, start_ticks: Optional[int]) -> bool:
 
 def lock_holder(workdir: str) -> Optional[dict]:
   """The lock's record ({host, pid, start_time, ...}) if a live process holds it."""
-  path = os.path.join(workdir, LOCK_FILE)
+  path = fs.join(workdir, LOCK_FILE)
   try:
-    with open(path) as f:
+    with fs.open(path) as f:
       holder = json.load(f)
-    age = time.time() - os.path.getmtime(path)
+    age = time.time() - fs.mtime(path)
   except FileNotFoundError:
     return None
-  except (OSError, ValueError):
-    return None  # unreadable: a half-written lock of a killed process
+  except Exception:  # pylint: disable=broad-except
+    # Unreadable (a half-written lock of a killed process) or gone (a
+    # NotFoundError of tf.io.gfile on gs://).
+    return None
   if holder.get("host") == socket.gethostname():
     alive = _pid_alive(int(holder.get("pid", -1)), holder.get("pid_start_ticks"))
   else:
@@ -184,10 +187,18 @@ class WorkdirLock:
   STALE_AFTER_SECONDS) is taken over with a warning. A daemon thread
   refreshes the file's mtime as a heartbeat. Only process 0 of a multi-host
   run takes it. Usable as a context manager.
+
+  On gs:// the exclusive create is an upload with the precondition
+  if-generation-match=0 (of two trainers, one succeeds), the heartbeat
+  rewrites LOCK, and a stale lock is taken over by deleting it and creating
+  it again: two trainers taking over the same stale lock at the same moment
+  could both delete and one then create; the other is refused.
   """
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_FILE)
+    self.path = fs.join(workdir, LOCK_FILE)
+    self.workdir = workdir
+    self.remote = fs.is_remote(workdir)
     self.record = {"host": socket.gethostname(), "pid": os.getpid(),
                    "pid_start_ticks": _process_start_ticks(os.getpid()),
                    "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -197,22 +208,23 @@ class WorkdirLock:
   def acquire(self) -> "WorkdirLock":
     if jax.process_index() != 0:
       return self
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    fs.makedirs(self.workdir)
     for _ in range(3):
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = self._create_exclusive()
       except FileExistsError:
-        holder = lock_holder(os.path.dirname(self.path))
+        holder = lock_holder(self.workdir)
         if holder is not None:
           raise WorkdirLockedError(
-              f"Workdir {os.path.dirname(self.path)!r} is in use by another "
+              f"Workdir {self.workdir!r} is in use by another "
               f"trainer (host {holder.get('host')}, pid {holder.get('pid')}, "
               f"started {holder.get('start_time')}); wait for it to finish or "
               f"stop it, or use another --workdir.") from None
         self._take_over_stale()
         continue
-      with os.fdopen(fd, "w") as f:
-        json.dump(self.record, f)
+      if fd is not None:
+        with os.fdopen(fd, "w") as f:
+          json.dump(self.record, f)
       self._held = True
       threading.Thread(target=self._heartbeat, daemon=True,
                        name="workdir-lock-heartbeat").start()
@@ -220,7 +232,24 @@ class WorkdirLock:
     raise WorkdirLockedError(f"Could not take the lock {self.path!r}; another "
                              "trainer is starting in this workdir.")
 
+  def _create_exclusive(self) -> Optional[int]:
+    """A new lock file's descriptor (locally), None on gs:// (claim made);
+    FileExistsError if the lock is taken."""
+    if self.remote:
+      if not fs.create_exclusive(self.path, json.dumps(self.record)):
+        raise FileExistsError(self.path)
+      return None
+    return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+
   def _take_over_stale(self) -> None:
+    if self.remote:
+      logging.warning("Took over the stale lock of a stopped trainer in %s.",
+                      self.workdir)
+      try:
+        fs.remove(self.path)
+      except FileNotFoundError:
+        pass
+      return
     # Renaming is atomic: of two processes taking over, one wins the rename.
     stale = f"{self.path}.stale-{os.getpid()}"
     try:
@@ -239,8 +268,11 @@ class WorkdirLock:
   def _heartbeat(self) -> None:
     while not self._stop.wait(HEARTBEAT_SECONDS):
       try:
-        os.utime(self.path)
-      except OSError:
+        if self.remote:
+          fs.atomic_write_text(self.path, json.dumps(self.record))
+        else:
+          os.utime(self.path)
+      except Exception:  # pylint: disable=broad-except
         return
 
   def release(self) -> None:
@@ -249,12 +281,12 @@ class WorkdirLock:
       return
     self._held = False
     try:
-      with open(self.path) as f:
+      with fs.open(self.path) as f:
         mine = json.load(f).get("pid") == os.getpid()
-    except (OSError, ValueError):
+    except Exception:  # pylint: disable=broad-except
       mine = False
     if mine:
-      os.remove(self.path)
+      fs.remove(self.path)
 
   def __enter__(self) -> "WorkdirLock":
     return self.acquire()

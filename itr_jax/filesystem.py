@@ -1,0 +1,263 @@
+"""One file-system layer: local paths through `os`, URLs (gs://, ...) through tf.io.gfile.
+
+Every file itr_jax reads or writes outside orbax goes through here, so any
+path may be a `gs://bucket/...` URL (or another scheme TensorFlow's file
+system supports). Local paths take the plain `os` calls they always took
+(same speed, same atomic rename, same fsync). tf.io.gfile is the layer
+orbax (via etils.epath), TensorBoard summaries and tf.data already use for
+gs://, so one client and one set of credentials serve all of them.
+
+Semantics on Cloud Storage differ from a POSIX disk:
+
+* `replace` is a copy then a delete (GCS has no rename): a reader sees the
+  old object or the complete new one, never a part, since each object is
+  written whole; but between the copy and the delete both names exist.
+* `open(path, "a")` re-uploads the whole object (TensorFlow's GCS file
+  system reads it back and appends); fine for metrics.jsonl's few KB.
+* Directories are name prefixes: `makedirs` writes an empty `dir/` marker.
+
+>>> is_remote("gs://bucket/run"), is_remote("/tmp/run"), is_remote("run")
+(True, False, False)
+>>> join("gs://bucket/run", "config.json")
+'gs://bucket/run/config.json'
+>>> absolute("gs://bucket/run")
+'gs://bucket/run'
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import IO, Iterator
+
+# URL schemes go to tf.io.gfile; a path without "://" is local.
+_SCHEME = "://"
+
+
+def is_remote(path: str) -> bool:
+  """Whether `path` is a URL (gs://, s3://, ...) rather than a local path."""
+  return _SCHEME in str(path)
+
+
+def _gfile():
+  # Imported on first remote use: local runs of the ranking core need no TF.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile
+
+
+def absolute(path: str) -> str:
+  """A local path made absolute (with ~ expanded); URLs and '' unchanged."""
+  if not path or is_remote(path):
+    return path
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def join(path: str, *names: str) -> str:
+  """`os.path.join`, also for URLs (always '/')."""
+  if is_remote(path):
+    return "/".join([path.rstrip("/"), *(n.strip("/") for n in names)])
+  return os.path.join(path, *names)
+
+
+def dirname(path: str) -> str:
+  if is_remote(path):
+    head = path.rstrip("/").rsplit("/", 1)[0]
+    return head if _SCHEME in head and not head.endswith(":/") else path
+  return os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+  return path.rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(path)
+
+
+def exists(path: str) -> bool:
+  return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def isfile(path: str) -> bool:
+  if is_remote(path):
+    return _gfile().exists(path) and not _gfile().isdir(path)
+  return os.path.isfile(path)
+
+
+def getsize(path: str) -> int:
+  return _gfile().stat(path).length if is_remote(path) else os.path.getsize(path)
+
+
+def makedirs(path: str) -> None:
+  """Creates `path` and its parents; no error if it exists."""
+  if is_remote(path):
+    _gfile().makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+  """Names in directory `path` (no trailing '/' on subdirectories)."""
+  if is_remote(path):
+    return [n.rstrip("/") for n in _gfile().listdir(path)]
+  return os.listdir(path)
+
+
+def walk_files(path: str) -> Iterator[str]:
+  """Paths relative to `path` ('/'-separated on URLs) of every file below it."""
+  if not is_remote(path):
+    for root, _, names in os.walk(path):
+      for name in names:
+        yield os.path.relpath(os.path.join(root, name), path)
+    return
+  base = path.rstrip("/") + "/"
+  for root, _, names in _gfile().walk(path):
+    prefix = root.rstrip("/") + "/"
+    for name in names:
+      yield (prefix + name)[len(base):]
+
+
+def glob(pattern: str) -> list[str]:
+  """Sorted paths matching `pattern` (shell wildcards)."""
+  if is_remote(pattern):
+    return sorted(_gfile().glob(pattern))
+  import glob as glob_lib  # pylint: disable=import-outside-toplevel
+  return sorted(glob_lib.glob(pattern))
+
+
+def open(path: str, mode: str = "r", encoding: str | None = None) -> IO:  # pylint: disable=redefined-builtin
+  """A file object; text modes read/write UTF-8 on URLs (gfile's only encoding).
+
+  A missing file raises FileNotFoundError on URLs too.
+  """
+  if is_remote(path):
+    if "r" in mode and not _gfile().exists(path):
+      raise FileNotFoundError(f"No such file: {path!r}")
+    return _gfile().GFile(path, mode)
+  import builtins  # pylint: disable=import-outside-toplevel
+  return builtins.open(path, mode, encoding=encoding)
+
+
+def replace(src: str, dst: str) -> None:
+  """Renames `src` to `dst`, replacing it: atomic locally, copy + delete on GCS."""
+  if is_remote(src) or is_remote(dst):
+    _gfile().rename(src, dst, overwrite=True)
+  else:
+    os.replace(src, dst)
+
+
+def rename_tree(src: str, dst: str) -> None:
+  """Moves file or directory `src` to `dst` (which must not exist).
+
+  Locally one rename; on GCS each object is copied and deleted.
+  """
+  if not (is_remote(src) or is_remote(dst)):
+    shutil.move(src, dst)
+    return
+  if not isdir(src):
+    _gfile().rename(src, dst, overwrite=False)
+    return
+  for rel in list(walk_files(src)):
+    target = join(dst, rel)
+    makedirs(dirname(target))
+    _gfile().rename(join(src, rel), target, overwrite=False)
+  _gfile().rmtree(src)
+
+
+def remove(path: str) -> None:
+  """Deletes file `path`; FileNotFoundError if it is missing."""
+  if is_remote(path):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    try:
+      _gfile().remove(path)
+    except tf.errors.NotFoundError as e:
+      raise FileNotFoundError(path) from e
+  else:
+    os.remove(path)
+
+
+def rmtree(path: str) -> None:
+  """Deletes directory `path` and everything below it; nothing if missing."""
+  if is_remote(path):
+    if _gfile().exists(path):
+      _gfile().rmtree(path)
+  else:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` so that readers see the old or the new file, never a part.
+
+  Locally: a temporary file, fsync, then an atomic rename. On GCS an object
+  upload is already all-or-nothing, so it is written in place.
+  """
+  if is_remote(path):
+    with _gfile().GFile(path, "w") as f:
+      f.write(text)
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def mtime(path: str) -> float:
+  """Last modification time of `path`, seconds since the epoch."""
+  if is_remote(path):
+    return _gfile().stat(path).mtime_nsec / 1e9
+  return os.path.getmtime(path)
+
+
+def create_exclusive(path: str, text: str) -> bool:
+  """Writes `text` to a new file `path`; False if `path` already exists.
+
+  Atomic: of two callers, one gets True. Locally an O_EXCL create; on gs://
+  an upload with the precondition if-generation-match=0 (google-cloud-storage;
+  tf.io.gfile has no conditional write). Other URL schemes: an exists check
+  then a write, not atomic.
+  """
+  if path.startswith("gs://"):
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    try:
+      _gcs_blob(path).upload_from_string(text, if_generation_match=0)
+      return True
+    except exceptions.PreconditionFailed:
+      return False
+  if is_remote(path):
+    if exists(path):
+      return False
+    atomic_write_text(path, text)
+    return True
+  try:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  return True
+
+
+_client = None
+
+
+def _gcs_blob(path: str):
+  # google-cloud-storage honours STORAGE_EMULATOR_HOST (tests/gcs_emulator.py).
+  global _client  # pylint: disable=global-statement
+  from google.cloud import storage  # pylint: disable=import-outside-toplevel
+  if _client is None:
+    _client = storage.Client()
+  bucket, _, name = path[len("gs://"):].partition("/")
+  return _client.bucket(bucket).blob(name)
+
+
+def copy(src: str, dst: str) -> None:
+  """Copies file `src` to `dst`, replacing it (local or URL on either side)."""
+  if is_remote(src) or is_remote(dst):
+    _gfile().copy(src, dst, overwrite=True)
+  else:
+    shutil.copyfile(src, dst)

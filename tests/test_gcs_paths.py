@@ -1,0 +1,157 @@
+"""Every run path on gs://, against a local Cloud Storage emulator (tests/gcs_emulator.py).
+
+The trainer is a real `python -m itr_jax.train` subprocess with
+`--workdir=gs://...`, killed (SIGKILL) mid-run and resumed: its parameters
+must equal, bit for bit, those of the same run on local disk (`tiny_run`).
+Then the run is evaluated from gs://. Data stays local: .npy features are
+memory-mapped, which an object store cannot do (see the data error test).
+"""
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from itr_jax import evaluate as evaluate_cli
+from itr_jax import filesystem as fs
+from itr_jax.training import reporting
+from itr_jax.training import workdir as workdir_lib
+from test_reliability import _comparable, _start_training, _wait_for_train_step
+from tiny_config import TOTAL_STEPS, params_at, tiny_config
+
+
+@pytest.fixture(scope="module")
+def gcs_run(gcs, tiny_run):
+  """The tiny run trained on gs:// (killed once, resumed): (workdir, tiny_run)."""
+  _, _, _, data_dir = tiny_run
+  workdir = f"gs://{gcs.bucket}/runs/tiny"
+  proc = _start_training(data_dir, workdir)
+  killed_at = _wait_for_train_step(workdir, 15, proc, timeout=400)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert killed_at >= 15
+  # The dead trainer's lock is left behind; the restart takes it over.
+  assert fs.exists(fs.join(workdir, workdir_lib.LOCK_FILE))
+  proc = _start_training(data_dir, workdir)
+  output, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, output
+  return workdir, tiny_run
+
+
+def test_killed_and_resumed_on_gcs_equals_the_local_run(gcs_run):
+  workdir, (_, reference_dir, _, _) = gcs_run
+  jax.tree.map(np.testing.assert_array_equal,
+               params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
+  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
+      reporting.read_metrics(reference_dir))
+  names = fs.listdir(workdir)
+  for name in ("config.json", "metrics.jsonl", "vocab.json", "tensorboard", "checkpoints"):
+    assert name in names, names
+  assert workdir_lib.LOCK_FILE not in names  # released at the end
+  assert any("tfevents" in n for n in fs.listdir(fs.join(workdir, "tensorboard")))
+
+
+def test_evaluate_from_gcs_matches_local(gcs_run):
+  workdir, (_, reference_dir, _, _) = gcs_run
+  remote = evaluate_cli.evaluate_run(workdir, "dev")
+  local = evaluate_cli.evaluate_run(reference_dir, "dev")
+  assert remote["full"] == local["full"]
+  with fs.open(fs.join(workdir, "eval_dev.json")) as f:
+    assert json.load(f)["full"] == remote["full"]
+
+
+@pytest.fixture(params=["local", "gcs"])
+def root(request, tmp_path):
+  """A fresh directory on local disk and one on the emulator: the layer must
+  behave the same on both."""
+  if request.param == "local":
+    return str(tmp_path)
+  gcs = request.getfixturevalue("gcs")
+  return f"gs://{gcs.bucket}/fs/{request.node.originalname}"
+
+
+def test_filesystem_layer_behaves_the_same_locally_and_on_gcs(root):
+  from itr_jax.training import integrity  # pylint: disable=import-outside-toplevel
+  run = fs.join(root, "run")
+  fs.makedirs(fs.join(run, "a", "b"))
+  fs.atomic_write_text(fs.join(run, "a", "b", "x.json"), "[1]")
+  with fs.open(fs.join(run, "a", "log"), "a") as f:
+    f.write("one\n")
+  with fs.open(fs.join(run, "a", "log"), "a") as f:
+    f.write("two\n")
+  with fs.open(fs.join(run, "a", "log")) as f:
+    assert f.read() == "one\ntwo\n"
+  assert sorted(fs.listdir(run)) == ["a"] and fs.isdir(fs.join(run, "a"))
+  assert sorted(fs.walk_files(run)) == ["a/b/x.json", "a/log"]
+  assert fs.glob(fs.join(run, "a", "*", "*.json")) == [fs.join(run, "a", "b", "x.json")]
+  assert fs.create_exclusive(fs.join(run, "LOCK"), "me")
+  assert not fs.create_exclusive(fs.join(run, "LOCK"), "you")
+  with fs.open(fs.join(run, "LOCK")) as f:
+    assert f.read() == "me"
+  fs.replace(fs.join(run, "a", "log"), fs.join(run, "log"))
+  assert not fs.exists(fs.join(run, "a", "log")) and fs.getsize(fs.join(run, "log")) == 8
+  with pytest.raises(FileNotFoundError):
+    fs.open(fs.join(run, "missing"))
+  with pytest.raises(FileNotFoundError):
+    fs.remove(fs.join(run, "missing"))
+  # Integrity records catch one changed byte, on either store.
+  integrity.write_record(fs.join(run, "a"))
+  assert integrity.verify(fs.join(run, "a")) is None
+  fs.atomic_write_text(fs.join(run, "a", "b", "x.json"), "[2]")
+  assert integrity.verify(fs.join(run, "a")) == "file 'b/x.json' does not match its checksum"
+  moved = integrity.move_aside(fs.join(run, "a"), fs.join(root, "aside"))
+  assert not fs.exists(fs.join(run, "a")) and fs.exists(fs.join(moved, "b", "x.json"))
+  # A vocabulary (config.data.vocab_path) round-trips.
+  from itr_jax.data import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  words = vocab_lib.Vocabulary.build(["a dog runs", "a cat"])
+  words.save(fs.join(run, "vocab.json"))
+  assert vocab_lib.Vocabulary.load(fs.join(run, "vocab.json")).word2idx == words.word2idx
+  fs.rmtree(root)
+  assert not fs.exists(fs.join(root, "aside", fs.basename(moved), "b", "x.json"))
+
+
+def test_a_live_trainer_holds_the_gcs_workdir(gcs):
+  workdir = f"gs://{gcs.bucket}/runs/locked"
+  with workdir_lib.WorkdirLock(workdir):
+    assert workdir_lib.lock_holder(workdir)["pid"] == os.getpid()
+    with pytest.raises(workdir_lib.WorkdirLockedError, match="in use by another"):
+      workdir_lib.WorkdirLock(workdir).acquire()
+  assert workdir_lib.lock_holder(workdir) is None
+  with workdir_lib.WorkdirLock(workdir):  # released: can be taken again
+    pass
+
+
+def test_npy_data_on_gcs_is_refused_with_what_to_do(gcs, tmp_path):
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  config = tiny_config(f"gs://{gcs.bucket}/data")
+  with pytest.raises(ValueError, match="memory-mapped"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_sweep_and_report_on_gcs(gcs, tmp_path):
+  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report."""
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  from test_sweep_end_to_end import REPO, _sweep  # pylint: disable=import-outside-toplevel
+  data_dir = experiment_data.data_dir(tiny_config(str(tmp_path / "data")))
+  config = tmp_path / "one_member.py"
+  config.write_text(
+      "from itr_jax.sweeps import declaration\n"
+      "def get_config(arg=None):\n"
+      f"  return declaration.load_config_file({os.path.join(REPO, 'configs', 'synthetic_scenes.py')!r})\n"
+      "def get_hyper(h):\n"
+      "  return h.sweep('loss.weight', [1.0])\n")
+  sweep_dir = f"gs://{gcs.bucket}/sweeps/one"
+  result = _sweep(str(config), sweep_dir, data_dir, "--report")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "1 ok, 0 failed" in result.stdout
+  member = fs.join(sweep_dir, "loss.weight=1.0")
+  for name in ("DONE", "config.json", "eval_test.json", "sweep.log"):
+    assert fs.exists(fs.join(member, name)), fs.listdir(member)
+  with fs.open(fs.join(member, "sweep.log")) as f:
+    assert "itr_jax.evaluate" in f.read()  # both steps' output appended
+  with fs.open(fs.join(sweep_dir, "report", "report.md")) as f:
+    assert "## Test split" in f.read()
+  assert fs.glob(fs.join(sweep_dir, "report", "plots", "*.png"))
