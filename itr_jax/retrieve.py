@@ -5,7 +5,9 @@ r"""Retrieve with a trained run: the top-k images for a text, or captions for an
 
 Text -> image: the query is tokenized like the training captions and
 encoded by the run's text tower; every image of the split (default
-config.data.test_split) is ranked by cosine similarity. Each hit shows its
+config.data.test_split) is ranked by the model's score (cosine similarity
+for two-tower models; SGR/SAF score each image-query pair with their
+cross-attention networks). Each hit shows its
 image id (its row in {split}_ims.npy), the score and its ground-truth
 captions. Image -> text (--image=ROW): every caption of the split is ranked
 for that image; each hit shows the caption, the image it describes and
@@ -22,7 +24,6 @@ from itr_jax import cli
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import retrieval
 from itr_jax.evaluation import runs
-from itr_jax.models import scorer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _QUERY = flags.DEFINE_multi_string("query", [], "Text query (text -> image); repeatable.")
@@ -44,19 +45,16 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   run = runs.load_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
                       data_dir=_DATA_DIR.value)
-  if not scorer.is_two_tower(run.model):
-    raise ValueError(f"itr_jax.retrieve ranks by embeddings; {_WORKDIR.value!r} is a "
-                     f"cross-attention scorer ({run.config.model.name}). Use "
-                     "`itr_jax.evaluate --save_sims` and rank the saved matrix.")
-  image_emb, caption_emb = evaluate.encode_eval_split(
+  image_repr, caption_repr = evaluate.encode_eval_split(
       run.model, run.params, run.split, run.vocab, run.config, progress=True)
   print(f"{_WORKDIR.value}: checkpoint step {run.step}, split {run.split_name!r} "
         f"({run.split.num_images} images, {run.split.num_captions} captions)")
-  for result in retrieval.text_to_image(run, image_emb, list(_QUERY.value), _K.value):
-    print(retrieval.format_text_to_image(result))
+  if _QUERY.value:
+    for result in retrieval.text_to_image(run, image_repr, list(_QUERY.value), _K.value):
+      print(retrieval.format_text_to_image(result))
   if _IMAGE.value is not None:
     print(retrieval.format_image_to_text(retrieval.image_to_text(
-        run, image_emb, caption_emb, _IMAGE.value, _K.value)))
+        run, image_repr, caption_repr, _IMAGE.value, _K.value)))
 
 
 def run():

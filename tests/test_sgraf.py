@@ -254,6 +254,22 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   assert report["full"] == pytest.approx(want)
   assert report["files"]["report"].endswith("_ensemble.json")
   assert os.path.exists(report["files"]["report"])
+  # itr_jax.retrieve on a cross-attention scorer: a split caption as free-text
+  # query, and an image query, score exactly like the split's own matrix.
+  from itr_jax.evaluation import retrieval  # pylint: disable=import-outside-toplevel
+  run = runs["sgr"]
+  image_repr, caption_repr = evaluate.encode_eval_split(run.model, run.params, split,
+                                                        run.vocab, run.config)
+  (result,) = retrieval.text_to_image(run, image_repr, [split.captions[3]], k=4)
+  hits = [h["image"] for h in result["hits"]]
+  np.testing.assert_allclose([h["score"] for h in result["hits"]], sgr_sims[hits, 3], rtol=1e-5)
+  np.testing.assert_allclose(sorted(sgr_sims[:, 3], reverse=True)[:4],
+                             [h["score"] for h in result["hits"]], rtol=1e-5)
+  result = retrieval.image_to_text(run, image_repr, caption_repr, 2, k=6)
+  hits = [h["caption"] for h in result["hits"]]
+  np.testing.assert_allclose([h["score"] for h in result["hits"]], sgr_sims[2, hits], rtol=1e-5)
+  np.testing.assert_allclose(sorted(sgr_sims[2], reverse=True)[:6],
+                             [h["score"] for h in result["hits"]], rtol=1e-5)
   # Training moved the BatchNorm running statistics, which are checkpointed.
   from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
   ckpt = checkpointing.Checkpoints(workdirs["saf"], keep=2)

@@ -1,21 +1,33 @@
 """Top-k retrieval for free-text queries and single images of a split.
 
 Library side of `python -m itr_jax.retrieve` (see there); `run` is a
-`runs.LoadedRun`, embeddings come from `evaluate.encode_eval_split`.
+`runs.LoadedRun`, the split's representations come from
+`evaluate.encode_eval_split`: embeddings for two-tower models, region and
+word features for cross-attention scorers (SGR, SAF), which score every
+(image, query) pair with `similarity.similarity_matrix`.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from itr_jax.evaluation import encode
+from itr_jax.evaluation import similarity
 
 
-def encode_texts(run, texts: list[str]) -> np.ndarray:
-  """L2-normalised embeddings [len(texts), E] of free texts."""
+def encode_texts(run, texts: list[str]):
+  """The model's representation of free texts: L2-normalised embeddings
+  [len(texts), E] for two-tower models, word features for cross-attention ones."""
   tokens, lengths = run.vocab.encode_batch(texts, run.config.data.max_len)
   encode_images, encode_texts_fn = encode._encoders(run.model)  # pylint: disable=protected-access
   del encode_images
-  return np.asarray(encode_texts_fn(run.params, tokens, lengths), np.float32)
+  return jax.tree.map(np.asarray, encode_texts_fn(run.params, tokens, lengths))
+
+
+def _scores(run, image_repr, caption_repr) -> np.ndarray:
+  """[N_images, N_captions] scores, in float64 for ranking."""
+  return np.asarray(similarity.similarity_matrix(run.model, run.params, image_repr,
+                                                 caption_repr, progress=False), np.float64)
 
 
 def unknown_words(vocab, text: str) -> list[str]:
@@ -36,12 +48,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
   return np.argsort(-scores, kind="stable")[:k]
 
 
-def text_to_image(run, image_emb: np.ndarray, queries: list[str], k: int) -> list[dict]:
+def text_to_image(run, image_repr, queries: list[str], k: int) -> list[dict]:
   """For each query: {query, unknown_words, hits: [{image, score, captions}]}."""
   cpi = run.split.captions_per_image
   results = []
-  for query, q in zip(queries, encode_texts(run, queries)):
-    scores = image_emb @ q
+  all_scores = _scores(run, image_repr, encode_texts(run, queries))  # [N_images, Q]
+  for query, scores in zip(queries, all_scores.T):
     hits = [{"image": int(i), "score": float(scores[i]),
              "captions": run.split.captions[i * cpi:(i + 1) * cpi]}
             for i in top_k(scores, k)]
@@ -50,15 +62,15 @@ def text_to_image(run, image_emb: np.ndarray, queries: list[str], k: int) -> lis
   return results
 
 
-def image_to_text(run, image_emb: np.ndarray, caption_emb: np.ndarray, image: int,
-                  k: int) -> dict:
+def image_to_text(run, image_repr, caption_repr, image: int, k: int) -> dict:
   """{image, own_captions, hits: [{caption, text, image, match, score}]}."""
-  n = image_emb.shape[0]
+  n = run.split.num_images
   if not 0 <= image < n:
     raise ValueError(f"--image={image} is not an image row of split "
                      f"{run.split_name!r} (0 .. {n - 1}).")
   cpi = run.split.captions_per_image
-  scores = caption_emb @ image_emb[image]
+  one_image = jax.tree.map(lambda x: x[image:image + 1], image_repr)
+  scores = _scores(run, one_image, caption_repr)[0]
   hits = [{"caption": int(c), "text": run.split.captions[c], "image": int(c) // cpi,
            "match": int(c) // cpi == image, "score": float(scores[c])}
           for c in top_k(scores, k)]
