@@ -375,6 +375,7 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
         progress.write(f"Preempted: saved a checkpoint at step {done}; run the "
                         "same command again to resume.")
         break
+    progress.close()  # before the input pipeline's shutdown, which is not training
     batches.close()
 
     return {"best_step": checkpoints.best_step(),
