@@ -144,11 +144,15 @@ class _TlsProxy:
 
   def _serve(self, conn) -> None:
     try:
+      # Small requests and replies: without TCP_NODELAY, Nagle's algorithm and
+      # delayed ACKs cost ~40 ms per request (measured: 46 -> 5 ms a request).
+      conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
       head, rest = _read_until(conn, b"", b"\r\n\r\n")
       if head.startswith(b"CONNECT "):
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         conn, head, rest = self.context.wrap_socket(conn, server_side=True), b"", b""
       upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+      upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
       threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
       while True:
         if not head:
