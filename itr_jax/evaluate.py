@@ -61,7 +61,6 @@ from itr_jax.evaluation import similarity
 from itr_jax.models import scorer
 from itr_jax.training import defaults
 from itr_jax.training import integrity
-from itr_jax.training import paths
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 
@@ -124,7 +123,7 @@ def run_tag(recorded_data_dir: str, data_dir: str | None, overrides: dict | None
   'data-f30k_precomp'
   """
   parts = []
-  if data_dir and paths.absolute(data_dir) != paths.absolute(recorded_data_dir):
+  if data_dir and fs.absolute(data_dir) != fs.absolute(recorded_data_dir):
     base = fs.basename(data_dir if fs.is_remote(data_dir) else os.path.normpath(data_dir))
     parts.append("data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", base))
   if overrides:

@@ -18,7 +18,6 @@ from itr_jax import sharding
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import paths
 from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
@@ -119,7 +118,7 @@ def apply_overrides(config, overrides: dict | None, data_dir: str | None):
         f"Evaluation can only override config fields under {OVERRIDABLE}, got "
         f"{bad}: the others are fixed by the trained checkpoint.")
   if data_dir:
-    overrides["data.data_dir"] = paths.absolute(data_dir)
+    overrides["data.data_dir"] = fs.absolute(data_dir)
   for field, value in overrides.items():
     *parents, leaf = field.split(".")
     node = config

@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 
 from itr_jax import cli
+from itr_jax import filesystem as fs
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.models import sgraf_weights
 from itr_jax.models import vse_infty_torch
@@ -47,7 +48,6 @@ from itr_jax.tools import torch_pickle
 from itr_jax.training import checkpointing
 from itr_jax.training import defaults
 from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import paths
 from itr_jax.training import trainer
 from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
@@ -240,7 +240,7 @@ def import_checkpoint(checkpoint: str, backbone: str, vocab_path: str, workdir: 
   opt = vars(opt) if isinstance(opt, (argparse.Namespace, types.SimpleNamespace)) else dict(opt)
   config = config_from_opt(opt, backbone)
   if data_dir:
-    config.data.data_dir = paths.absolute(data_dir)
+    config.data.data_dir = fs.absolute(data_dir)
   validation.check_config(config)
   vocab = vocab_lib.Vocabulary.load(vocab_path)
   variables = variables_from_state(ckpt["model"], backbone)

@@ -16,19 +16,15 @@ PATH_FIELDS = ("data.data_dir", "data.vocab_path", "data.caption_emb_path",
                "model.bert_path", "train.init_from")
 
 
-def absolute(path: str) -> str:
-  """`path` made absolute against the current directory; '' and URLs stay.
-
-  >>> absolute("")
-  ''
-  >>> absolute("/data/f30k_precomp"), absolute("gs://bucket/f30k")
-  ('/data/f30k_precomp', 'gs://bucket/f30k')
-  """
-  return fs.absolute(path)
-
-
 def resolve_config_paths(config) -> None:
-  """Makes every `PATH_FIELDS` field of `config` (ConfigDict or dict) absolute, in place."""
+  """Makes every `PATH_FIELDS` field of `config` (ConfigDict or dict) absolute
+  (`filesystem.absolute`: '' and URLs stay), in place.
+
+  >>> config = {"data": {"data_dir": "/data/f30k", "vocab_path": ""},
+  ...           "train": {"init_from": "gs://bucket/run"}}
+  >>> resolve_config_paths(config); config["train"]["init_from"]
+  'gs://bucket/run'
+  """
   for field in PATH_FIELDS:
     *parents, leaf = field.split(".")
     node = config
@@ -37,4 +33,4 @@ def resolve_config_paths(config) -> None:
       if node is None:
         break
     if node is not None and isinstance(node.get(leaf), str):
-      node[leaf] = absolute(node[leaf])
+      node[leaf] = fs.absolute(node[leaf])
