@@ -126,11 +126,13 @@ def test_coco_protocol_reports_each_fold_and_their_mean():
 def test_relative_paths_are_recorded_absolute(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   config = ml_collections.ConfigDict({
-      "data": {"data_dir": "data/x", "vocab_path": "", "caption_emb_path": "e/{split}.npy"},
+      "data": {"data_dir": "data/x", "vocab_path": "", "caption_emb_path": "e/{split}.npy",
+               "tfds_data_dir": "tfds"},
       "model": {"bert_path": ""}, "train": {"init_from": "../runs/a"}})
   paths.resolve_config_paths(config)
   assert config.data.data_dir == str(tmp_path / "data" / "x")
   assert config.data.caption_emb_path == str(tmp_path / "e" / "{split}.npy")
+  assert config.data.tfds_data_dir == str(tmp_path / "tfds")
   assert config.data.vocab_path == "" and config.model.bert_path == ""
   assert config.train.init_from == str(tmp_path.parent / "runs" / "a")
 
