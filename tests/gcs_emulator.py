@@ -19,6 +19,9 @@ follows (found by trying each):
   ignores it), and chunked bodies through a proxy.
 * tensorstore (orbax's array storage): its curl also goes through the proxy;
   ``TENSORSTORE_CA_BUNDLE`` trusts the certificate.
+* ArrayRecord's reader (TFDS records on gs://; array_record >= 0.8.6 bundles
+  google-cloud-cpp's storage client) honours
+  ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` and then skips authentication.
 
 Everything is in environment variables, so subprocesses (a trainer started
 with subprocess and killed) reach the same emulator.
@@ -214,10 +217,14 @@ class GcsEmulator:
     proxy = f"http://127.0.0.1:{self._proxy.port}"
     env = {
         "STORAGE_EMULATOR_HOST": self.url,
+        "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url,
         # Resumable-upload URLs come back as http:// (the emulator echoes
         # the scheme it was reached by): they take the same proxy.
         "https_proxy": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy,
         "CURL_CA_BUNDLE": cert, "TENSORSTORE_CA_BUNDLE": cert,
+        # google-cloud-storage's downloads follow the objects' mediaLink
+        # (https://www.googleapis.com/download/...): through the proxy too.
+        "REQUESTS_CA_BUNDLE": cert,
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
         # Fail fast instead of retrying for minutes if something breaks.
         "GCS_RETRY_CONFIG_MAX_RETRIES": "2",

@@ -3,8 +3,9 @@
 The trainer is a real `python -m itr_jax.train` subprocess with
 `--workdir=gs://...`, killed (SIGKILL) mid-run and resumed: its parameters
 must equal, bit for bit, those of the same run on local disk (`tiny_run`).
-Then the run is evaluated from gs://. Data stays local: .npy features are
-memory-mapped, which an object store cannot do (see the data error test).
+Then the run is evaluated from gs://. Data on gs:// (.npy folders, staged
+to a local cache; TFDS records, read directly) trains to the parameters of
+the same data on local disk.
 """
 import json
 import os
@@ -19,7 +20,7 @@ from itr_jax import filesystem as fs
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 from test_reliability import _comparable, _start_training, _wait_for_train_step
-from tiny_config import TOTAL_STEPS, params_at, tiny_config
+from tiny_config import STEPS_PER_EPOCH, TOTAL_STEPS, params_at, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +124,102 @@ def test_a_live_trainer_holds_the_gcs_workdir(gcs):
     pass
 
 
-def test_npy_data_on_gcs_is_refused_with_what_to_do(gcs, tmp_path):
+def test_synthetic_data_is_not_generated_into_a_bucket(gcs, tmp_path):
   from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
-  config = tiny_config(f"gs://{gcs.bucket}/data")
-  with pytest.raises(ValueError, match="memory-mapped"):
+  config = tiny_config(f"gs://{gcs.bucket}/nothing_here")
+  with pytest.raises(FileNotFoundError, match="generate it on a local disk"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def _upload_dir(local_dir, url):
+  for name in fs.walk_files(local_dir):
+    fs.copy(os.path.join(local_dir, name), fs.join(url, name))
+
+
+@pytest.fixture(scope="module")
+def gcs_data(gcs, tmp_path_factory):
+  """The tiny dataset on local disk, as a .npy folder on gs:// and as TFDS
+  records converted straight to gs:// (`tfds_builder --out=gs://...`):
+  (local_dir, npy_url, tfds_url, cache_dir)."""
+  from itr_jax.data import tfds_builder  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("gcs_data")
+  local = experiment_data.data_dir(tiny_config(str(root / "data")))
+  npy_url, tfds_url = f"gs://{gcs.bucket}/data/tiny", f"gs://{gcs.bucket}/tfds"
+  _upload_dir(local, npy_url)
+  assert tfds_builder.convert(local, tfds_url).startswith(tfds_url)
+  with pytest.raises(ValueError, match="already exists"):
+    tfds_builder.convert(local, tfds_url)  # nothing is overwritten
+  return local, npy_url, tfds_url, str(root / "cache")
+
+
+def _data_config(kind, gcs_data, num_epochs=1):
+  local, npy_url, tfds_url, cache = gcs_data
+  config = tiny_config({"local": local, "npy": npy_url}.get(kind, local),
+                       num_epochs=num_epochs)
+  config.data.local_cache_dir = cache
+  if kind == "tfds":
+    config.data.name, config.data.tfds_data_dir = "tfds", tfds_url
+  return config
+
+
+def test_batches_from_gcs_data_equal_local_ones_after_resume(gcs_data):
+  from itr_jax.data import check_record, pipeline, staging  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+
+  def batches(kind):
+    data = experiment_data.prepare(_data_config(kind, gcs_data), "/nonexistent")
+    it = pipeline.train_batches(data.train, data.vocab, batch_size=24, seed=3,
+                                max_len=16, start_step=13, num_steps=2)
+    out = list(it)
+    it.close()
+    return data, out
+
+  _, expected = batches("local")
+  for kind in ("npy", "tfds"):
+    data, got = batches(kind)
+    assert len(got) == 2
+    for want, have in zip(expected, got):
+      assert want.keys() == have.keys()
+      for key in want:
+        np.testing.assert_array_equal(want[key], have[key], err_msg=f"{kind} {key}")
+  # The staged copy: verified record, one-time value check recorded next to
+  # it, and re-used (not downloaded again) by the next start.
+  _, npy_url, _, cache = gcs_data
+  ims = staging.local_path(fs.join(npy_url, "train_ims.npy"), cache)
+  assert os.path.isfile(ims + staging.RECORD_SUFFIX)
+  assert os.path.isfile(check_record.record_path(ims))
+  before = os.stat(ims).st_mtime_ns
+  experiment_data.prepare(_data_config("npy", gcs_data), "/nonexistent")
+  assert os.stat(ims).st_mtime_ns == before
+  # A changed object is copied again; a damaged copy too.
+  with open(ims, "r+b") as f:
+    f.seek(-4, 2)
+    f.write(b"\0\0\0\1")
+  assert staging.crc32c(ims) != json.load(open(ims + staging.RECORD_SUFFIX))[
+      "source_state"]["crc32c"]
+  os.utime(ims, ns=(before + 10**9, before + 10**9))
+  staging.stage(fs.join(npy_url, "train_ims.npy"), cache)
+  assert staging.crc32c(ims) == json.load(open(ims + staging.RECORD_SUFFIX))[
+      "source_state"]["crc32c"]
+
+
+def test_training_from_gcs_data_equals_local_and_evaluates(gcs_data, tmp_path):
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  steps = STEPS_PER_EPOCH
+  runs = {}
+  for kind in ("local", "npy", "tfds"):
+    runs[kind] = str(tmp_path / kind)
+    trainer.train_and_evaluate(_data_config(kind, gcs_data), runs[kind])
+  for kind in ("npy", "tfds"):
+    jax.tree.map(np.testing.assert_array_equal, params_at(runs["local"], steps),
+                 params_at(runs[kind], steps))
+  with fs.open(fs.join(runs["npy"], "config.json")) as f:
+    assert json.load(f)["data"]["data_dir"] == gcs_data[1]  # the URL, not the cache
+  local = evaluate_cli.evaluate_run(runs["local"], "dev", write=False)
+  for kind in ("npy", "tfds"):
+    assert evaluate_cli.evaluate_run(runs[kind], "dev", write=False)["full"] == local["full"]
 
 
 def test_sweep_and_report_on_gcs(gcs, tmp_path):

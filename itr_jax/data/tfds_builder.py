@@ -17,10 +17,10 @@ validated and prepared once. Every split found there (``{split}_ims.npy`` +
 The dataset's metadata (``metadata.json``) holds every split's captions, so
 a reader tokenises them without reading the features; ``vocab.json`` of the
 source folder, if any, is copied next to it. Training reads the ArrayRecord
-format (random access, `tfds_source`); convert with
+format (random access, `tfds_source`; local or gs://); convert with
 
   python -m itr_jax.data.tfds_builder --data_dir=/path/to/f30k_precomp \
-      --out=~/tensorflow_datasets   # local: ArrayRecord opens local files only
+      --out=~/tensorflow_datasets   # or gs://bucket/tfds
 
 or from Python:
 
@@ -34,15 +34,20 @@ or from Python:
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
 from itr_jax import cli
+from itr_jax import filesystem as fs
 from itr_jax.data import precomputed
 
 VOCAB_FILE = "vocab.json"
+INFO_FILE = "dataset_info.json"  # TFDS's mark of a prepared dataset
 
 if __name__ == "__main__":  # python -m itr_jax.data.tfds_builder
   # TFDS finds a builder's files through its module's package, which
@@ -151,12 +156,36 @@ def convert(data_dir: str, out: str) -> str:
   if target.exists():
     raise ValueError(
         f"{target} already exists: itr_precomputed {ItrPrecomputed.VERSION} "
-        "is written once. Pass another --out, or delete that folder first.")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=data_dir, try_download_gcs=False))
-  if (src / VOCAB_FILE).exists():  # word ids the dataset's runs share
-    (src / VOCAB_FILE).copy(target / VOCAB_FILE)
+        "is written once (a folder without dataset_info.json is an "
+        "interrupted upload). Pass another --out, or delete that folder first.")
+  if not fs.is_remote(out):
+    _prepare(builder, src)
+    return str(target)
+  # The open-source ArrayRecord writer opens local files only: write into a
+  # local temporary folder ($TMPDIR), then upload.
+  with tempfile.TemporaryDirectory(prefix="itr_tfds_") as local_out:
+    local = ItrPrecomputed(data_dir=local_out, file_format="array_record")
+    _prepare(local, src)
+    _upload(str(local.data_dir), str(target))
   return str(target)
+
+
+def _prepare(builder: ItrPrecomputed, src) -> None:
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(src), try_download_gcs=False))
+  if (src / VOCAB_FILE).exists():  # word ids the dataset's runs share
+    (src / VOCAB_FILE).copy(epath.Path(builder.data_dir) / VOCAB_FILE)
+
+
+def _upload(local_dir: str, target: str) -> None:
+  """Copies `local_dir`'s files to `target`, dataset_info.json last: TFDS
+  sees a dataset as prepared once that file exists, so an interrupted upload
+  is never read as a dataset."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  names = sorted(fs.walk_files(local_dir), key=lambda n: n == INFO_FILE)
+  for name in tqdm(names, desc=f"uploading to {target}", unit="file"):
+    fs.copy(os.path.join(local_dir, name), fs.join(target, name))
 
 
 def main(argv):
@@ -177,7 +206,8 @@ def run():
       "{split}_caps.txt, optional {split}_caps_emb.npy / _relevance.npy).")
   flags.DEFINE_string(
       "out", None, "TFDS data dir to write itr_precomputed/<version> into "
-      "(a local folder); then train with --config.data.name=tfds "
+      "(a local folder, or gs://: written in $TMPDIR, then uploaded); then "
+      "train with --config.data.name=tfds "
       "--config.data.tfds_data_dir=<this>.")
   cli.run(main)
 

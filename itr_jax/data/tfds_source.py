@@ -173,8 +173,9 @@ def load_split(name: str, data_dir: str | None, split: str, *,
   Args:
     name: a TFDS dataset with the `tfds_builder` features, e.g.
       "itr_precomputed" (or "itr_precomputed:1.1.0").
-    data_dir: the TFDS data dir (local: ArrayRecord cannot open gs://); None or
-      "": TFDS's default.
+    data_dir: the TFDS data dir, local or gs:// (array_record >= 0.8.6 reads
+      gs:// objects directly, a range request per record); None or "": TFDS's
+      default.
     split: split name.
     max_images: keep only the first `max_images` images and their captions;
       None or 0 keeps all.

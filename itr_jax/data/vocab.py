@@ -212,11 +212,11 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
     return Vocabulary.load(vocab_path)
   if workdir is not None and fs.exists(fs.join(workdir, "vocab.json")):
     return Vocabulary.load(fs.join(workdir, "vocab.json"))
-  if os.path.exists(os.path.join(data_dir, "vocab.json")):
+  if fs.exists(fs.join(data_dir, "vocab.json")):  # gs:// TFDS datasets too
     if recipe != "itr_jax":
       logging.warning("data.vocab_recipe=%r is not used: the vocabulary is "
-                      "read from %s", recipe, os.path.join(data_dir, "vocab.json"))
-    return Vocabulary.load(os.path.join(data_dir, "vocab.json"))
+                      "read from %s", recipe, fs.join(data_dir, "vocab.json"))
+    return Vocabulary.load(fs.join(data_dir, "vocab.json"))
   if read_captions is None:
     from itr_jax.data import precomputed  # pylint: disable=g-import-not-at-top
     read_captions = lambda split: precomputed.read_captions(

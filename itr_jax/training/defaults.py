@@ -17,8 +17,8 @@ def base_config() -> ml_collections.ConfigDict:
   # "tfds": TFDS ArrayRecords (python -m itr_jax.data.tfds_builder).
   c.data.name = "precomputed"
   c.data.data_dir = ""
-  # Used when name == "tfds": the dataset and its TFDS data dir (a local
-  # folder or gcsfuse mount; empty: TFDS's default, ~/tensorflow_datasets).
+  # Used when name == "tfds": the dataset and its TFDS data dir (local or
+  # gs://; empty: TFDS's default, ~/tensorflow_datasets).
   c.data.tfds_name = "itr_precomputed"
   c.data.tfds_data_dir = ""
   c.data.train_split = "train"
@@ -30,6 +30,10 @@ def base_config() -> ml_collections.ConfigDict:
   # frequency) or "official" (train + dev captions, count >= 4, first seen).
   c.data.vocab_recipe = "itr_jax"
   c.data.caption_emb_path = ""  # empty: {data_dir}/{split}_caps_emb.npy
+  # Local folder that .npy data on gs:// (data_dir, caption_emb_path) is
+  # copied to once per host, verified, then memory-mapped (itr_jax.data.staging);
+  # empty: ~/.cache/itr_jax/staged. Unused for local data and TFDS records.
+  c.data.local_cache_dir = ""
   # True: drop each epoch's leftover N mod batch_size captions; False: train
   # on them as a smaller last batch, as the official loader does.
   c.data.drop_last = True

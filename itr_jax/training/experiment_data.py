@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Iterator
 
@@ -17,11 +18,13 @@ import numpy as np
 from itr_jax import filesystem as fs
 from itr_jax.data import pipeline
 from itr_jax.data import precomputed
+from itr_jax.data import staging
 from itr_jax.data import synthetic_scenes
 from itr_jax.data import tfds_source
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.data import wordpiece_vocab
 from itr_jax.evaluation import evaluate
+from itr_jax.tools import embed_captions
 
 
 VOCAB_FILE = "vocab.json"
@@ -99,14 +102,8 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
         "config.data.data_dir is empty: set it to the folder holding "
         "{split}_ims.npy and {split}_caps.txt, e.g. "
         "--config.data.data_dir=/path/to/f30k_precomp")
-  for field in ("data_dir", "caption_emb_path"):
-    if data.name in ("precomputed", "synthetic_scenes") and fs.is_remote(
-        data.get(field) or ""):
-      raise ValueError(
-          f"config.data.{field}={data[field]!r}: .npy features and caption "
-          "embeddings are memory-mapped, which an object store cannot do. Copy "
-          "the folder to a local disk on every host, or convert it to TFDS "
-          "records (python -m itr_jax.data.tfds_builder), which train from gs://.")
+  if data.name in ("precomputed", "synthetic_scenes") and fs.is_remote(data.data_dir):
+    return _stage_dir(config)
   if data.name == "synthetic_scenes":
     if not generate and not os.path.exists(
         os.path.join(data.data_dir, synthetic_scenes.MANIFEST)):
@@ -121,19 +118,59 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
   return data.data_dir
 
 
+def _split_files(split: str) -> list[str]:
+  """The files of `split` in a precomputed folder (those present are staged)."""
+  emb = f"{split}_caps_emb.npy"
+  return [f"{split}_ims.npy", f"{split}_caps.txt", emb,
+          embed_captions.sidecar_path(emb), f"{split}_relevance.npy"]
+
+
+def _stage_dir(config: ml_collections.ConfigDict) -> str:
+  """Local copy of a gs:// data_dir's shared files (`staging`): vocab.json,
+  and for synthetic scenes the manifest and every file it lists."""
+  data = config.data
+  names = [VOCAB_FILE]
+  if data.name == "synthetic_scenes":
+    manifest = fs.join(data.data_dir, synthetic_scenes.MANIFEST)
+    if not fs.exists(manifest):
+      raise FileNotFoundError(
+          f"No synthetic-scenes dataset in {data.data_dir!r} (no "
+          f"{synthetic_scenes.MANIFEST}): generate it on a local disk "
+          "(python -m itr_jax.data.synthetic_scenes --out_dir=DIR) and copy "
+          "the folder there; datasets are not generated into a bucket.")
+    with fs.open(manifest) as f:
+      names += [synthetic_scenes.MANIFEST, *json.load(f)["files"]]
+  local = staging.stage_dir(data.data_dir, names,
+                            staging.cache_dir(data.get("local_cache_dir", "")))
+  if data.name == "synthetic_scenes":  # checks the copy against its manifest
+    synthetic_scenes.generate(local, **data.synthetic)
+  return local
+
+
 def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
                max_images: int | None = None,
                require_caption_emb: bool = False) -> precomputed.PrecomputedSplit:
-  """Opens `split`; config.data.caption_emb_path may contain "{split}"."""
+  """Opens `split`; config.data.caption_emb_path may contain "{split}".
+
+  Files on gs:// are first staged to config.data.local_cache_dir (`staging`).
+  """
   if config.data.name == "tfds":
     return tfds_source.load_split(
         config.data.tfds_name, config.data.tfds_data_dir, split,
         max_images=max_images or None, require_caption_emb=require_caption_emb)
+  cache = staging.cache_dir(config.data.get("local_cache_dir", ""))
+  if fs.is_remote(config.data.data_dir):
+    directory = staging.stage_dir(config.data.data_dir, _split_files(split), cache)
   emb_path = config.data.caption_emb_path or None
+  emb_path = emb_path.format(split=split) if emb_path else None
+  if emb_path and fs.is_remote(emb_path):
+    sidecar = embed_captions.sidecar_path(emb_path)
+    if fs.exists(sidecar):
+      staging.stage(sidecar, cache)
+    emb_path = staging.stage(emb_path, cache)
   return precomputed.load_split(
       directory, split, max_images=max_images or None,
-      caption_emb_path=emb_path.format(split=split) if emb_path else None,
-      require_caption_emb=require_caption_emb)
+      caption_emb_path=emb_path, require_caption_emb=require_caption_emb)
 
 
 def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,

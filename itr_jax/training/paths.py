@@ -13,7 +13,8 @@ from itr_jax import filesystem as fs
 
 # Dotted config fields holding a path ('' = unset, left as is).
 PATH_FIELDS = ("data.data_dir", "data.vocab_path", "data.caption_emb_path",
-               "data.tfds_data_dir", "model.bert_path", "train.init_from")
+               "data.tfds_data_dir", "data.local_cache_dir", "model.bert_path",
+               "train.init_from")
 
 
 def resolve_config_paths(config) -> None:

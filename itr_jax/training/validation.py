@@ -90,6 +90,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.data.caption_emb_path:
       _fail("data.caption_emb_path", "must be empty with data.name='tfds' (the "
             "records hold the caption embeddings)", config.data.caption_emb_path)
+  cache = config.data.get("local_cache_dir", "")
+  if not isinstance(cache, str) or fs.is_remote(cache):
+    _fail("data.local_cache_dir", "must be a local folder (gs:// data is "
+          "copied there to be memory-mapped; empty: ~/.cache/itr_jax/staged)", cache)
   optim = config.optim
   for name, positive in (("learning_rate", True), ("lr_decay", True),
                          ("grad_clip", False)):
