@@ -246,3 +246,33 @@ def test_sweep_and_report_on_gcs(gcs, tmp_path):
   with fs.open(fs.join(sweep_dir, "report", "report.md")) as f:
     assert "## Test split" in f.read()
   assert fs.glob(fs.join(sweep_dir, "report", "plots", "*.png"))
+
+
+def test_embed_captions_reads_and_writes_gcs(gcs, tmp_path):
+  from itr_jax.tools import embed_captions as ec  # pylint: disable=import-outside-toplevel
+  from test_embed_captions import CountingEncoder, _write  # pylint: disable=import-outside-toplevel
+  local_caps = _write(tmp_path)
+  caps = f"gs://{gcs.bucket}/embed/train_caps.txt"
+  fs.copy(local_caps, caps)
+  cache = str(tmp_path / "cache")
+  out = ec.embed_captions_file(caps, encoder=CountingEncoder(), chunk_size=4,
+                               progress=False, local_cache_dir=cache)
+  assert out == f"gs://{gcs.bucket}/embed/train_caps_emb.npy"
+  expected = ec.embed_captions_file(local_caps, encoder=CountingEncoder(),
+                                    chunk_size=4, progress=False)
+  with fs.open(out, "rb") as f:
+    np.testing.assert_array_equal(np.load(f), np.load(expected))
+  with fs.open(ec.sidecar_path(out)) as f:
+    remote = json.load(f)
+  local = ec.read_sidecar(expected)
+  assert remote.pop("created_utc") and local.pop("created_utc")
+  assert remote == local  # incl. the embeddings' sha256
+  enc = CountingEncoder()  # up to date on gs://: nothing recomputed
+  ec.embed_captions_file(caps, encoder=enc, progress=False, local_cache_dir=cache)
+  assert enc.calls == []
+  other = CountingEncoder()
+  other.name = "another-encoder"
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    ec.embed_captions_file(caps, encoder=other, progress=False, local_cache_dir=cache)
+  with fs.open(ec.sidecar_path(out)) as f:
+    assert json.load(f)["encoder"]["name"] == "counting"

@@ -13,6 +13,8 @@ Work is done in chunks saved under ``train_caps_emb.npy.partial/``; a rerun
 after an interruption skips finished chunks. The output and sidecar appear
 only when complete (atomic renames). An existing output made from other
 captions or by another encoder is never replaced without ``--overwrite``.
+Captions and output may be gs:// URLs: the work is then done on local copies
+in ``--local_cache_dir`` and a new output is uploaded when complete.
 
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
@@ -38,6 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from itr_jax import filesystem as fs
+from itr_jax.data import staging
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 SIDECAR_FORMAT = "itr_jax.caption_embeddings/1"
@@ -177,6 +180,7 @@ def embed_captions_file(
     overwrite: bool = False,
     progress: bool = True,
     on_chunk_done: Optional[Callable[[int, int], None]] = None,
+    local_cache_dir: str = "",
 ) -> str:
   """Embeds every line of `captions_path` into `out_path`; returns out_path.
 
@@ -196,6 +200,8 @@ def embed_captions_file(
     progress: show a tqdm progress bar.
     on_chunk_done: called as ``on_chunk_done(start, end)`` after each chunk
       is saved (progress reporting; tests use it to simulate interruption).
+    local_cache_dir: where gs:// captions and outputs are worked on locally
+      (`itr_jax.data.staging`; empty: ~/.cache/itr_jax/staged).
 
   Raises:
     FileExistsError: `out_path` exists from other captions/encoder and
@@ -205,15 +211,14 @@ def embed_captions_file(
   if batch_size < 1 or chunk_size < 1:
     raise ValueError(f"batch_size ({batch_size}) and chunk_size "
                      f"({chunk_size}) must be >= 1")
-  for what, path in (("captions", captions_path), ("out", out_path)):
-    if path and fs.is_remote(path):
-      raise ValueError(
-          f"--{what}={path!r}: caption embeddings are assembled in a "
-          "memory-mapped file and training memory-maps them, which an object "
-          "store cannot do; embed into a local folder (then copy it to each "
-          "host, or convert it to TFDS records with itr_jax.data.tfds_builder).")
-  captions = _read_captions(captions_path)
   out_path = out_path or default_output_path(captions_path)
+  if fs.is_remote(captions_path) or fs.is_remote(out_path):
+    return _embed_via_cache(
+        captions_path, out_path, encoder=encoder, encoder_path=encoder_path,
+        batch_size=batch_size, chunk_size=chunk_size, overwrite=overwrite,
+        progress=progress, on_chunk_done=on_chunk_done,
+        cache=staging.cache_dir(local_cache_dir))
+  captions = _read_captions(captions_path)
   if not out_path.endswith(".npy"):
     raise ValueError(f"out_path {out_path!r} must end in .npy")
   if encoder is None:
@@ -279,6 +284,28 @@ def embed_captions_file(
   return out_path
 
 
+def _embed_via_cache(captions_path: str, out_path: str, *, cache: str,
+                     **kwargs) -> str:
+  """`embed_captions_file` for gs:// paths: the output is assembled in a
+  memory-mapped file, so the work happens on local copies in the staging
+  cache (`itr_jax.data.staging`; a rerun resumes from its chunks there), and
+  a new output is uploaded, embeddings first, then its sidecar."""
+  local_captions = (staging.stage(captions_path, cache)
+                    if fs.is_remote(captions_path) else captions_path)
+  local_out = staging.local_path(out_path, cache) if fs.is_remote(out_path) else out_path
+  before = None
+  if fs.is_remote(out_path) and fs.exists(out_path):
+    # The existing output decides: up to date, or refused without --overwrite.
+    if fs.exists(sidecar_path(out_path)):
+      staging.stage(sidecar_path(out_path), cache)
+    before = os.stat(staging.stage(out_path, cache)).st_mtime_ns
+  embed_captions_file(local_captions, local_out, **kwargs)
+  if fs.is_remote(out_path) and os.stat(local_out).st_mtime_ns != before:
+    fs.copy(local_out, out_path)
+    fs.copy(sidecar_path(local_out), sidecar_path(out_path))
+  return out_path
+
+
 def check_sidecar(emb_path: str, captions_path: str) -> None:
   """Raises ValueError (with the command to fix it) if `emb_path` is stale.
 
@@ -337,6 +364,9 @@ def _define_flags(fv) -> None:
                        flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "Replace an output made from other captions "
                     "or by another encoder.", flag_values=fv)
+  flags.DEFINE_string("local_cache_dir", "", "Local folder for gs:// captions "
+                      "and outputs (default ~/.cache/itr_jax/staged).",
+                      flag_values=fv)
   flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
   flags.DEFINE_bool("no_progress", False, "Same as --noprogress (kept for old "
                     "scripts).", flag_values=fv)
@@ -359,7 +389,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = embed_captions_file(
         captions_path, args.out, encoder_path=args.encoder_path,
         batch_size=args.batch_size, chunk_size=args.chunk_size,
-        overwrite=args.overwrite, progress=args.progress and not args.no_progress)
+        overwrite=args.overwrite, progress=args.progress and not args.no_progress,
+        local_cache_dir=args.local_cache_dir)
   except (FileExistsError, ValueError) as e:
     print(f"Error: {e}", file=sys.stderr)
     return 1
