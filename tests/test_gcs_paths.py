@@ -124,10 +124,13 @@ def test_a_live_trainer_holds_the_gcs_workdir(gcs):
     pass
 
 
-def test_synthetic_data_is_not_generated_into_a_bucket(gcs, tmp_path):
+def test_gcs_data_mistakes_are_refused_before_any_write(gcs, tmp_path):
   from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
   config = tiny_config(f"gs://{gcs.bucket}/nothing_here")
   with pytest.raises(FileNotFoundError, match="generate it on a local disk"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  config.data.local_cache_dir = f"gs://{gcs.bucket}/cache"
+  with pytest.raises(ValueError, match="local_cache_dir must be a local folder"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
