@@ -2,7 +2,7 @@
 
 The trainer is a real `python -m itr_jax.train` subprocess with
 `--workdir=gs://...`, killed (SIGKILL) mid-run and resumed: its parameters
-must equal, bit for bit, those of the same run on local disk (`tiny_run`).
+must equal, bit for bit, those of the same run on local disk (`local_run`).
 Then the run is evaluated from gs://. Data on gs:// (.npy folders, staged
 to a local cache; TFDS records, read directly) trains to the parameters of
 the same data on local disk.
@@ -20,31 +20,46 @@ from itr_jax import filesystem as fs
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 from test_reliability import _comparable, _start_training, _wait_for_train_step
-from tiny_config import STEPS_PER_EPOCH, TOTAL_STEPS, params_at, tiny_config
+from tiny_config import STEPS_PER_EPOCH, params_at, tiny_config
+
+# The runs here train 3 epochs of the tiny config (30 steps, checkpoints
+# every 7): enough to kill one mid-run, between checkpoints, and resume it.
+EPOCHS = 3
+STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
 @pytest.fixture(scope="module")
-def gcs_run(gcs, tiny_run):
-  """The tiny run trained on gs:// (killed once, resumed): (workdir, tiny_run)."""
-  _, _, _, data_dir = tiny_run
+def local_run(tmp_path_factory):
+  """The reference: the tiny config, EPOCHS epochs on local disk: (data_dir, workdir)."""
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("local_run")
+  config = tiny_config(str(root / "data"), num_epochs=EPOCHS)
+  trainer.train_and_evaluate(config, str(root / "run"))
+  return str(root / "data"), str(root / "run")
+
+
+@pytest.fixture(scope="module")
+def gcs_run(gcs, local_run):
+  """The local run's config trained on gs:// (killed once, resumed): its workdir."""
+  data_dir, _ = local_run
   workdir = f"gs://{gcs.bucket}/runs/tiny"
-  proc = _start_training(data_dir, workdir)
-  killed_at = _wait_for_train_step(workdir, 15, proc, timeout=400)
+  proc = _start_training(data_dir, workdir, num_epochs=EPOCHS)
+  killed_at = _wait_for_train_step(workdir, 8, proc, timeout=400)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert killed_at >= 15
+  assert 8 <= killed_at < STEPS and proc.returncode == -signal.SIGKILL
   # The dead trainer's lock is left behind; the restart takes it over.
   assert fs.exists(fs.join(workdir, workdir_lib.LOCK_FILE))
-  proc = _start_training(data_dir, workdir)
+  proc = _start_training(data_dir, workdir, num_epochs=EPOCHS)
   output, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, output
-  return workdir, tiny_run
+  return workdir
 
 
-def test_killed_and_resumed_on_gcs_equals_the_local_run(gcs_run):
-  workdir, (_, reference_dir, _, _) = gcs_run
+def test_killed_and_resumed_on_gcs_equals_the_local_run(gcs_run, local_run):
+  workdir, (_, reference_dir) = gcs_run, local_run
   jax.tree.map(np.testing.assert_array_equal,
-               params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
+               params_at(reference_dir, STEPS), params_at(workdir, STEPS))
   assert _comparable(reporting.read_metrics(workdir)) == _comparable(
       reporting.read_metrics(reference_dir))
   names = fs.listdir(workdir)
@@ -54,8 +69,8 @@ def test_killed_and_resumed_on_gcs_equals_the_local_run(gcs_run):
   assert any("tfevents" in n for n in fs.listdir(fs.join(workdir, "tensorboard")))
 
 
-def test_evaluate_from_gcs_matches_local(gcs_run):
-  workdir, (_, reference_dir, _, _) = gcs_run
+def test_evaluate_from_gcs_matches_local(gcs_run, local_run):
+  workdir, (_, reference_dir) = gcs_run, local_run
   remote = evaluate_cli.evaluate_run(workdir, "dev")
   local = evaluate_cli.evaluate_run(reference_dir, "dev")
   assert remote["full"] == local["full"]
@@ -141,14 +156,12 @@ def _upload_dir(local_dir, url):
 
 
 @pytest.fixture(scope="module")
-def gcs_data(gcs, tmp_path_factory):
-  """The tiny dataset on local disk, as a .npy folder on gs:// and as TFDS
-  records converted straight to gs:// (`tfds_builder --out=gs://...`):
+def gcs_data(gcs, local_run, tmp_path_factory):
+  """The local run's dataset, as a .npy folder on gs:// and as TFDS records
+  converted straight to gs:// (`tfds_builder --out=gs://...`):
   (local_dir, npy_url, tfds_url, cache_dir)."""
   from itr_jax.data import tfds_builder  # pylint: disable=import-outside-toplevel
-  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp("gcs_data")
-  local = experiment_data.data_dir(tiny_config(str(root / "data")))
+  local, root = local_run[0], tmp_path_factory.mktemp("gcs_data")
   npy_url, tfds_url = f"gs://{gcs.bucket}/data/tiny", f"gs://{gcs.bucket}/tfds"
   _upload_dir(local, npy_url)
   assert tfds_builder.convert(local, tfds_url).startswith(tfds_url)
@@ -157,10 +170,10 @@ def gcs_data(gcs, tmp_path_factory):
   return local, npy_url, tfds_url, str(root / "cache")
 
 
-def _data_config(kind, gcs_data, num_epochs=1):
+def _data_config(kind, gcs_data):
   local, npy_url, tfds_url, cache = gcs_data
   config = tiny_config({"local": local, "npy": npy_url}.get(kind, local),
-                       num_epochs=num_epochs)
+                       num_epochs=EPOCHS)
   config.data.local_cache_dir = cache
   if kind == "tfds":
     config.data.name, config.data.tfds_data_dir = "tfds", tfds_url
@@ -208,16 +221,14 @@ def test_batches_from_gcs_data_equal_local_ones_after_resume(gcs_data):
       "source_state"]["crc32c"]
 
 
-def test_training_from_gcs_data_equals_local_and_evaluates(gcs_data, tmp_path):
+def test_training_from_gcs_data_equals_local_and_evaluates(gcs_data, local_run, tmp_path):
   from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
-  steps = STEPS_PER_EPOCH
-  runs = {}
-  for kind in ("local", "npy", "tfds"):
+  runs = {"local": local_run[1]}
+  for kind in ("npy", "tfds"):
     runs[kind] = str(tmp_path / kind)
     trainer.train_and_evaluate(_data_config(kind, gcs_data), runs[kind])
-  for kind in ("npy", "tfds"):
-    jax.tree.map(np.testing.assert_array_equal, params_at(runs["local"], steps),
-                 params_at(runs[kind], steps))
+    jax.tree.map(np.testing.assert_array_equal, params_at(runs["local"], STEPS),
+                 params_at(runs[kind], STEPS))
   with fs.open(fs.join(runs["npy"], "config.json")) as f:
     assert json.load(f)["data"]["data_dir"] == gcs_data[1]  # the URL, not the cache
   local = evaluate_cli.evaluate_run(runs["local"], "dev", write=False)

@@ -29,11 +29,12 @@ from tiny_config import TOTAL_STEPS, cli_flags, params_at, tiny_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _start_training(data_dir, workdir):
+def _start_training(data_dir, workdir, num_epochs=None):
   env = dict(os.environ, PYTHONUNBUFFERED="1")
+  epochs = {} if num_epochs is None else {"num_epochs": num_epochs}
   return subprocess.Popen(
       [sys.executable, "-m", "itr_jax.train", f"--workdir={workdir}",
-       *cli_flags(data_dir)], cwd=REPO, env=env,
+       *cli_flags(data_dir, **epochs)], cwd=REPO, env=env,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
