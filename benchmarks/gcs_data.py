@@ -48,8 +48,10 @@ def _range_read_rows(url: str, ids: np.ndarray, workers: int) -> np.ndarray:
   """Rows `ids` of the .npy at `url` via gfile seek + read, one request a row."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   with tf.io.gfile.GFile(url, "rb") as f:
-    version = np.lib.format.read_magic(f)
-    shape, _, dtype = np.lib.format._read_array_header(f, version)  # pylint: disable=protected-access
+    major, _ = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read_header(f)
     offset = f.tell()
   row_bytes = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
 
@@ -79,12 +81,16 @@ def main():
                                                 replace=False))
   batch_mb = args.batch_size * size / args.num_images / 1e6
   rows = []
+  def upload(path, url):  # google-cloud-storage: 10x faster than gfile here
+    fs._gcs_blob(url).upload_from_filename(path)  # pylint: disable=protected-access
+
   with GcsEmulator() as gcs:
     url = f"gs://{gcs.bucket}/src/train_ims.npy"
-    fs.copy(os.path.join(src, "train_ims.npy"), url)
+    upload(os.path.join(src, "train_ims.npy"), url)
     tfds_url = f"gs://{gcs.bucket}/tfds/" + os.path.relpath(local_tfds, os.path.join(root, "tfds"))
     for name in fs.walk_files(local_tfds):
-      fs.copy(os.path.join(local_tfds, name), fs.join(tfds_url, name))
+      upload(os.path.join(local_tfds, name), fs.join(tfds_url, name))
+    print("uploaded", flush=True)
     cache = os.path.join(root, "cache")
     start = time.perf_counter()
     staged = staging.stage(url, cache)
@@ -108,7 +114,7 @@ def main():
   print(f"\n{args.num_images} images x 36 x 2048 float32 ({size / 1e6:.0f} MB), "
         f"batch of {args.batch_size} rows ({batch_mb:.1f} MB)\n")
   print(f"| {'operation':<44} | {'seconds':>8} | {'MB/s':>7} |")
-  print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 9}:|")
+  print(f"|{'-' * 46}|{'-' * 9}:|{'-' * 8}:|")
   for name, seconds, rate in rows:
     print(f"| {name:<44} | {seconds:8.3f} | {rate:7.0f} |")
   import shutil  # pylint: disable=import-outside-toplevel

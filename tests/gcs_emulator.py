@@ -91,27 +91,32 @@ def _pump(src, dst) -> None:
 
 def _read_body(conn, head: bytes, rest: bytes) -> tuple[bytes, bytes]:
   """(the request's body, bytes after it): Content-Length or chunked."""
+  # bytearrays: appending to bytes copies the whole buffer for every block
+  # received (quadratic in the body's size).
   lower = head.lower()
   if b"transfer-encoding: chunked" not in lower:
     length = 0
     for line in lower.split(b"\r\n"):
       if line.startswith(b"content-length:"):
         length = int(line.split(b":", 1)[1])
-    while len(rest) < length:
-      data = conn.recv(65536)
+    buf = bytearray(rest)
+    while len(buf) < length:
+      data = conn.recv(1 << 20)
       if not data:
         break
-      rest += data
-    return rest[:length], rest[length:]
-  body = b""
+      buf += data
+    return bytes(buf[:length]), bytes(buf[length:])
+  body, buf, pos = bytearray(), bytearray(rest), 0  # buf[pos:]: unparsed
   while True:
-    size_line, rest = _read_until(conn, rest, b"\r\n")
-    size = int(size_line.split(b";")[0], 16)
-    while len(rest) < size + 2:
-      rest += conn.recv(65536)
-    body, rest = body + rest[:size], rest[size + 2:]
+    while (end := buf.find(b"\r\n", pos)) < 0:
+      buf += conn.recv(1 << 20)
+    size = int(bytes(buf[pos:end]).split(b";")[0], 16)
+    while len(buf) < end + 2 + size + 2:
+      buf += conn.recv(1 << 20)
+    body += buf[end + 2:end + 2 + size]
+    pos = end + 2 + size + 2
     if size == 0:
-      return body, rest
+      return bytes(body), bytes(buf[pos:])
 
 
 def _rewrite_request(head: bytes, length: int) -> bytes:
