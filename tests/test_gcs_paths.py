@@ -164,10 +164,12 @@ def gcs_data(gcs, local_run, tmp_path_factory):
   local, root = local_run[0], tmp_path_factory.mktemp("gcs_data")
   npy_url, tfds_url = f"gs://{gcs.bucket}/data/tiny", f"gs://{gcs.bucket}/tfds"
   _upload_dir(local, npy_url)
-  assert tfds_builder.convert(local, tfds_url).startswith(tfds_url)
+  cache = str(root / "cache")
+  # From gs:// (staged) to gs:// (written locally, uploaded).
+  assert tfds_builder.convert(npy_url, tfds_url, local_cache_dir=cache).startswith(tfds_url)
   with pytest.raises(ValueError, match="already exists"):
     tfds_builder.convert(local, tfds_url)  # nothing is overwritten
-  return local, npy_url, tfds_url, str(root / "cache")
+  return local, npy_url, tfds_url, cache
 
 
 def _data_config(kind, gcs_data):

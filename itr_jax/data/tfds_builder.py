@@ -133,15 +133,20 @@ class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
                 "relevance": rel}
 
 
-def convert(data_dir: str, out: str) -> str:
+def convert(data_dir: str, out: str, *, local_cache_dir: str = "") -> str:
   """Writes the precomputed folder `data_dir` as ArrayRecords under `out`.
 
   Returns the dataset's directory ``{out}/itr_precomputed/{VERSION}``.
   Raises ValueError if that version already exists there (nothing is
   overwritten) or if `data_dir` is not a valid precomputed folder (checked
-  before anything is written).
+  before anything is written). A `data_dir` on gs:// is first copied to
+  `local_cache_dir` (`staging`; empty: ~/.cache/itr_jax/staged).
   """
   from etils import epath  # pylint: disable=g-import-not-at-top
+  if fs.is_remote(data_dir):  # the .npy files are memory-mapped
+    from itr_jax.data import staging  # pylint: disable=g-import-not-at-top
+    files = [n for n in fs.listdir(data_dir) if fs.isfile(fs.join(data_dir, n))]
+    data_dir = staging.stage_dir(data_dir, files, staging.cache_dir(local_cache_dir))
   src = epath.Path(data_dir)
   if not src.is_dir():
     raise ValueError(f"--data_dir={data_dir!r} is not a folder; pass the "
@@ -194,7 +199,8 @@ def main(argv):
   if not flags.FLAGS.data_dir or not flags.FLAGS.out:
     raise app.UsageError("--data_dir and --out are required.")
   # A bad folder or an existing version: ValueError, one readable line.
-  print(f"wrote {convert(flags.FLAGS.data_dir, flags.FLAGS.out)}")
+  fv = flags.FLAGS
+  print(f"wrote {convert(fv.data_dir, fv.out, local_cache_dir=fv.local_cache_dir)}")
 
 
 def run():
@@ -203,7 +209,11 @@ def run():
   # (tfds_source) run inside tools with their own --data_dir.
   flags.DEFINE_string(
       "data_dir", None, "Precomputed dataset folder ({split}_ims.npy, "
-      "{split}_caps.txt, optional {split}_caps_emb.npy / _relevance.npy).")
+      "{split}_caps.txt, optional {split}_caps_emb.npy / _relevance.npy); "
+      "local or gs:// (copied to --local_cache_dir first).")
+  flags.DEFINE_string(
+      "local_cache_dir", "", "Local folder a gs:// --data_dir is copied to "
+      "(default ~/.cache/itr_jax/staged).")
   flags.DEFINE_string(
       "out", None, "TFDS data dir to write itr_precomputed/<version> into "
       "(a local folder, or gs://: written in $TMPDIR, then uploaded); then "
