@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["vocab", "precomputed", "text_features", "synthetic_scenes",
-           "pipeline", "testing", "tfds_source", "check_record"]
+           "pipeline", "testing", "tfds_source", "check_record", "staging"]
 
 
 @pytest.mark.parametrize("name", MODULES)
