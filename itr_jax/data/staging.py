@@ -57,14 +57,12 @@ def local_path(url: str, cache: str) -> str:
 def _source_state(url: str) -> dict:
   """Size and version of `url`: gs:// its generation and CRC32C (one request)."""
   if url.startswith("gs://"):
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     blob = fs._gcs_blob(url)  # pylint: disable=protected-access
     try:
       blob.reload()
-    except Exception as e:  # pylint: disable=broad-except
-      from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
-      if isinstance(e, exceptions.NotFound):
-        raise FileNotFoundError(f"No such file: {url!r}") from e
-      raise
+    except exceptions.NotFound as e:
+      raise FileNotFoundError(f"No such file: {url!r}") from e
     return {"size": int(blob.size), "generation": int(blob.generation),
             "crc32c": blob.crc32c}
   if not fs.exists(url):
