@@ -74,8 +74,16 @@ def _fit(dtype):
                                                logistic_fits.G, logistic_fits.H))
 
 
-def _order_key(u: jax.Array) -> jax.Array:
-  """Integers ordered like the floats `u` (-0.0 just below +0.0)."""
+def order_key(u: jax.Array) -> jax.Array:
+  """Integers ordered like the floats `u` (-0.0 just below +0.0).
+
+  XLA's CPU sort and binary search are several times faster on these than on
+  the floats themselves.
+
+  >>> x = jnp.array([2.5, -1.0, 0.0, -3.0])
+  >>> bool((jnp.argsort(order_key(x)) == jnp.argsort(x)).all())
+  True
+  """
   int_type = jnp.int64 if u.dtype.itemsize == 8 else jnp.int32
   bits = jax.lax.bitcast_convert_type(u, int_type)
   # Negative floats order backwards in their bit patterns: flip all but sign.
@@ -90,7 +98,7 @@ def _from_order_key(key: jax.Array, dtype) -> jax.Array:
 def sort_rows(u: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(v, perm): each row of `u` [Q, N] ascending and v = u[perm] (ties by index)."""
   n = u.shape[1]
-  v = _from_order_key(jax.lax.sort(_order_key(u), dimension=1), u.dtype)
+  v = _from_order_key(jax.lax.sort(order_key(u), dimension=1), u.dtype)
   first = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(v, u)
   index = jax.lax.broadcasted_iota(jnp.int32, u.shape, 1)
   packed = jax.lax.sort(first.astype(jnp.int32) * n + index, dimension=1)
