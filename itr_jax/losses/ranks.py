@@ -195,8 +195,7 @@ def hard_ranks(values: jax.Array) -> jax.Array:
   _validation.check_rank("values", values, 2)
   v = jax.lax.stop_gradient(jnp.asarray(values, _working_dtype(values)))
   n = v.shape[-1]
-  # + 0.0 turns -0.0 into +0.0, which the integer images would order apart.
-  keys = sorted_ranks.order_key(v + 0.0)
+  keys = sorted_ranks.order_key(v)
   ascending = jax.lax.sort(keys, dimension=v.ndim - 1)
   # Number of entries <= v_qj, hence N minus it is the number > v_qj.
   at_most = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(ascending, keys)

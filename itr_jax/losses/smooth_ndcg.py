@@ -59,12 +59,18 @@ def ideal_dcg(relevance: jax.Array, *, idcg: str = "tied") -> jax.Array:
   True
   """
   _validation.check_choice("idcg", idcg, IDCG_MODES)
-  rel = jax.lax.stop_gradient(relevance)
-  if idcg == "tied":
-    return discounted_cumulative_gain(rel, ranks_lib.hard_ranks(rel))
-  descending = -jnp.sort(-rel, axis=-1)
-  positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
-  return discounted_cumulative_gain(descending, positions)
+
+  def rows(rel):
+    if idcg == "tied":
+      return discounted_cumulative_gain(rel, ranks_lib.hard_ranks(rel))
+    descending = -jnp.sort(-rel, axis=-1)
+    positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
+    return discounted_cumulative_gain(descending, positions)
+
+  # In row blocks: the sort's [Q, N] temporaries would double the sorted
+  # S-NDCG's peak memory at large N.
+  return sorted_ranks.row_blocks(rows, jax.lax.stop_gradient(relevance),
+                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
 
 
 def ideal_dcgs(i2t_relevance: jax.Array, t2i_relevance: jax.Array, *,
@@ -226,9 +232,14 @@ def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
   ideal = _ideal_or_given(rel, idcg, ideal)
-  ranks = ranks_lib.hard_ranks(query_scores)
-  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
-                    ideal=ideal.astype(ranks.dtype))
+
+  def rows(s, rel, ideal):  # In row blocks, as `ideal_dcg`.
+    ranks = ranks_lib.hard_ranks(s)
+    return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
+                      ideal=ideal.astype(ranks.dtype))
+
+  return sorted_ranks.row_blocks(rows, query_scores, rel, ideal,
+                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
 
 
 def t2i_relevance_rows(relevance: jax.Array, t2i_relevance: str) -> jax.Array:
