@@ -119,7 +119,8 @@ def bench_loss(batch_size: int, args):
   """`listwise_itr_loss` fwd+bwd alone, w.r.t. [B, 1024] embeddings.
 
   The loss share of a step: same config.loss as `bench_train_step` (the paper's
-  VSE++ settings), relevance given (RSC is part of the step, not of this).
+  VSE++ settings), relevance given (RSC is part of the step, not of this),
+  with the logged aux metrics.
   """
   from itr_jax import losses  # pylint: disable=g-import-not-at-top
   from itr_jax.losses import ranks
@@ -131,10 +132,11 @@ def bench_loss(batch_size: int, args):
   emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
   rel = jnp.asarray(rng.random((batch_size, batch_size), dtype=np.float32))
   # Relevance is an argument: as a closed-over constant, XLA would fold the
-  # IDCG sorts at compile time.
+  # IDCG sorts at compile time. The aux metrics (hard NDCG) are returned, as
+  # the train step logs them.
   grad = jax.jit(jax.value_and_grad(
-      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, **kwargs)[0],
-      argnums=(0, 1)))
+      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, **kwargs),
+      argnums=(0, 1), has_aux=True))
   v, t = jax.device_put(emb[0]), jax.device_put(emb[1])
   _, walls, cpus = time_calls(lambda: grad(v, t, rel), args.steps)
   name = ranks.resolve_rank_method(args.rank_method, batch_size)

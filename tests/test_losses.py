@@ -210,6 +210,19 @@ def test_hard_ranks_with_ties():
                                 [[4, 1, 4, 3, 1], [1, 1, 1, 1, 1]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hard_ranks_signed_zeros_infinities_and_ties_match_numpy(dtype):
+  # hard_ranks sorts integer images of the floats: -0.0 and +0.0 must still
+  # tie, negatives order backwards in their bits, infinities at the ends.
+  rng = np.random.default_rng(7)
+  v = rng.choice(np.array([-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 3.0, np.inf]),
+                 size=(5, 40)).astype(dtype)
+  v[0] = rng.normal(size=40)
+  got = losses.hard_ranks(jnp.asarray(v))
+  np.testing.assert_array_equal(got, np_hard_ranks(v.astype(np.float64)))
+  assert losses.hard_ranks(jnp.array([[-0.0, 0.0, -1.0]])).tolist() == [[1.0, 1.0, 3.0]]
+
+
 @pytest.mark.parametrize("n,chunk", [(7, 3), (33, 32), (40, 8), (5, 100)])
 @pytest.mark.parametrize("tau", [0.005, 0.05])
 def test_chunked_ranks_match_reference_and_dense_autodiff(n, chunk, tau):
@@ -592,3 +605,19 @@ def test_forward_backward_memory_is_quadratic_not_cubic():
   assert chunked_bytes < cubic / 32
   # The test can fail: the dense oracle does hold B^3 tensors.
   assert _temp_bytes(dense, b) >= cubic
+
+
+@pytest.mark.parametrize("rank_method", ["chunked", "sorted"])
+def test_given_ideal_dcg_equals_the_computed_one_and_is_shape_checked(rank_method):
+  # smooth_ndcg_loss computes each IDCG once and hands it to the row functions.
+  rng = np.random.default_rng(3)
+  s, rel = f32(rng.normal(size=(5, 9)) * 0.2), f32(rng.uniform(size=(5, 9)))
+  ideal = losses.ideal_dcg(rel)
+  for fn in (functools.partial(losses.smooth_ndcg_rows, rank_method=rank_method),
+             losses.hard_ndcg_rows):
+    np.testing.assert_array_equal(fn(s, rel, ideal=ideal), fn(s, rel))
+    with pytest.raises(ValueError, match="ideal"):
+      fn(s, rel, ideal=ideal[:4])
+  i2t, t2i = losses.ideal_dcgs(rel, rel.T[:, :5])
+  np.testing.assert_allclose(t2i, np_idcg(np.asarray(rel.T[:, :5], np.float64), "tied"),
+                             rtol=1e-6)

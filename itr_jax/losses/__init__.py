@@ -14,6 +14,7 @@ from itr_jax.losses.smooth_ndcg import dense_smooth_ndcg_rows
 from itr_jax.losses.smooth_ndcg import discounted_cumulative_gain
 from itr_jax.losses.smooth_ndcg import hard_ndcg_rows
 from itr_jax.losses.smooth_ndcg import ideal_dcg
+from itr_jax.losses.smooth_ndcg import ideal_dcgs
 from itr_jax.losses.smooth_ndcg import smooth_ndcg_loss
 from itr_jax.losses.smooth_ndcg import smooth_ndcg_rows
 from itr_jax.losses.smooth_ndcg import t2i_relevance_rows
@@ -28,6 +29,7 @@ __all__ = [
     "hard_ndcg_rows",
     "hard_ranks",
     "ideal_dcg",
+    "ideal_dcgs",
     "listwise_itr_loss",
     "official_sigmoid",
     "smooth_ndcg_loss",

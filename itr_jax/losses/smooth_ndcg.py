@@ -59,12 +59,33 @@ def ideal_dcg(relevance: jax.Array, *, idcg: str = "tied") -> jax.Array:
   True
   """
   _validation.check_choice("idcg", idcg, IDCG_MODES)
-  rel = jax.lax.stop_gradient(relevance)
-  if idcg == "tied":
-    return discounted_cumulative_gain(rel, ranks_lib.hard_ranks(rel))
-  descending = -jnp.sort(-rel, axis=-1)
-  positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
-  return discounted_cumulative_gain(descending, positions)
+
+  def rows(rel):
+    if idcg == "tied":
+      return discounted_cumulative_gain(rel, ranks_lib.hard_ranks(rel))
+    descending = -jnp.sort(-rel, axis=-1)
+    positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
+    return discounted_cumulative_gain(descending, positions)
+
+  # In row blocks: the sort's [Q, N] temporaries would double the sorted
+  # S-NDCG's peak memory at large N.
+  return sorted_ranks.row_blocks(rows, jax.lax.stop_gradient(relevance),
+                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
+
+
+def ideal_dcgs(i2t_relevance: jax.Array, t2i_relevance: jax.Array, *,
+               idcg: str = "tied") -> tuple[jax.Array, jax.Array]:
+  """IDCGs of both directions' relevance rows, sorting once if they are one array.
+
+  >>> rel = jnp.array([[1.0, 0.5], [0.5, 1.0]])
+  >>> i2t, t2i = ideal_dcgs(rel, rel)
+  >>> bool((i2t == t2i).all())
+  True
+  """
+  ideal_i2t = ideal_dcg(i2t_relevance, idcg=idcg)
+  if t2i_relevance is i2t_relevance:  # t2i_relevance="paper"
+    return ideal_i2t, ideal_i2t
+  return ideal_i2t, ideal_dcg(t2i_relevance, idcg=idcg)
 
 
 def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, idcg: str,
@@ -91,11 +112,15 @@ def _as_float(x: jax.Array) -> jax.Array:
 def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
                      tau=0.01, idcg: str = "tied",
                      chunk_size: Optional[int] = None,
-                     rank_method: str = "chunked") -> jax.Array:
+                     rank_method: str = "chunked",
+                     ideal: Optional[jax.Array] = None) -> jax.Array:
   """S-NDCG [Q] of Q query rows [Q, N] against all N candidates.
 
   O(Q * N * chunk_size) memory, exact gradient (`ranks.smooth_ranks`, whose
-  `method` is `rank_method`: "chunked", "sorted" or "auto").
+  `method` is `rank_method`: "chunked", "sorted" or "auto"). `ideal` [Q], if
+  given, is `ideal_dcg(query_relevance, idcg=idcg)` computed once by the
+  caller (it sorts the relevance rows: shared between the smooth and hard
+  NDCG, and between directions when they use the same relevance rows).
 
   >>> s = jnp.array([[0.9, 0.1, 0.5]])
   >>> r = jnp.array([[1.0, 0.0, 0.5]])
@@ -104,6 +129,7 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   """
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
+  ideal = _ideal_or_given(rel, idcg, ideal)
   if ranks_lib.resolve_rank_method(rank_method, query_scores.shape[1]) == "sorted":
     _validation.check_positive("tau", tau)
     _validation.check_chunk_size(chunk_size)
@@ -113,15 +139,24 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
     # VJP's d/dtau, a sum over these rows, has tau's type; autodiff then sums
     # it over the devices.
     tau = jnp.where(True, jnp.asarray(tau, s.dtype), jax.lax.stop_gradient(s[0, 0]))
-    return _sorted_ndcg_rows(s, tau, rel.astype(s.dtype), idcg,
+    return _sorted_ndcg_rows(s, tau, rel.astype(s.dtype), ideal.astype(s.dtype),
                              sorted_ranks.DEFAULT_ROW_BLOCK)
   ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size,
                                  method=rank_method)
-  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
+                    ideal=ideal.astype(ranks.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _sorted_ndcg_rows(s, tau, rel, idcg, row_block):
+def _ideal_or_given(rel: jax.Array, idcg: str, ideal: Optional[jax.Array]) -> jax.Array:
+  if ideal is None:
+    return ideal_dcg(rel, idcg=idcg)
+  # A [Q] reference: one IDCG per query row.
+  _validation.check_same_shape("ideal", ideal, "query_relevance[:, 0]", rel[:, 0])
+  return jax.lax.stop_gradient(ideal)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _sorted_ndcg_rows(s, tau, rel, ideal, row_block):
   """S-NDCG rows with sorted smooth ranks, `row_block` query rows at a time.
 
   Fused so that the only [Q, N] residual is the sort permutation (uint16): the
@@ -129,23 +164,21 @@ def _sorted_ndcg_rows(s, tau, rel, idcg, row_block):
   (cheap) rank recurrences instead of sorting again, and no [Q, N] rank,
   gain or cotangent array of the whole batch is ever live.
   """
-  return _sorted_ndcg_rows_fwd(s, tau, rel, idcg, row_block)[0]
+  return _sorted_ndcg_rows_fwd(s, tau, rel, ideal, row_block)[0]
 
 
-def _sorted_ndcg_rows_fwd(s, tau, rel, idcg, row_block):
-  def rows(s, rel):
+def _sorted_ndcg_rows_fwd(s, tau, rel, ideal, row_block):
+  def rows(s, rel, ideal):
     v, perm = sorted_ranks.sort_rows(s / tau)
     ranks = sorted_ranks.unsort(sorted_ranks.ranks_in_sorted_order(v), perm)
-    ideal = ideal_dcg(rel, idcg=idcg)
     # N <= MAX_CANDIDATES < 2^16: the saved permutation takes 2 bytes a score.
-    return _ndcg_rows(ranks, rel, idcg, ideal=ideal), ideal, perm.astype(jnp.uint16)
+    return _ndcg_rows(ranks, rel, None, ideal=ideal), perm.astype(jnp.uint16)
 
-  ndcg, ideal, perm = sorted_ranks.row_blocks(rows, s, rel, row_block=row_block)
+  ndcg, perm = sorted_ranks.row_blocks(rows, s, rel, ideal, row_block=row_block)
   return ndcg, (s, tau, rel, ideal, perm)
 
 
-def _sorted_ndcg_rows_bwd(idcg, row_block, residuals, g):
-  del idcg  # Only through the saved ideal DCG.
+def _sorted_ndcg_rows_bwd(row_block, residuals, g):
   s, tau, rel, ideal, perm = residuals
 
   def rows(s, rel, ideal, perm, g):
@@ -164,7 +197,7 @@ def _sorted_ndcg_rows_bwd(idcg, row_block, residuals, g):
 
   ds, dtau = sorted_ranks.row_blocks(rows, s, rel, ideal, perm, g,
                                      row_block=row_block)
-  return ds, jnp.sum(dtau).astype(tau.dtype), None
+  return ds, jnp.sum(dtau).astype(tau.dtype), None, None
 
 
 _sorted_ndcg_rows.defvjp(_sorted_ndcg_rows_fwd, _sorted_ndcg_rows_bwd)
@@ -186,8 +219,10 @@ def dense_smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, 
 
 
 def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
-                   idcg: str = "tied") -> jax.Array:
+                   idcg: str = "tied", ideal: Optional[jax.Array] = None) -> jax.Array:
   """NDCG [Q] with hard ranks r_qj = 1 + #{k : s_qk > s_qj}; no gradient.
+
+  `ideal`: as in `smooth_ndcg_rows`.
 
   >>> s = jnp.array([[0.1, 0.9]])
   >>> r = jnp.array([[1.0, 0.0]])   # the relevant candidate is ranked 2nd
@@ -196,8 +231,15 @@ def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   """
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
-  ranks = ranks_lib.hard_ranks(query_scores)
-  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+  ideal = _ideal_or_given(rel, idcg, ideal)
+
+  def rows(s, rel, ideal):  # In row blocks, as `ideal_dcg`.
+    ranks = ranks_lib.hard_ranks(s)
+    return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
+                      ideal=ideal.astype(ranks.dtype))
+
+  return sorted_ranks.row_blocks(rows, query_scores, rel, ideal,
+                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
 
 
 def t2i_relevance_rows(relevance: jax.Array, t2i_relevance: str) -> jax.Array:
@@ -241,15 +283,18 @@ def smooth_ndcg_loss(scores: jax.Array, relevance: jax.Array, *, tau=0.01,
   check_batch(scores, relevance)
   _validation.check_choice("idcg", idcg, IDCG_MODES)
   t2i_rel = t2i_relevance_rows(relevance, t2i_relevance)
+  ideal_i2t, ideal_t2i = ideal_dcgs(relevance, t2i_rel, idcg=idcg)
   smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
                 rank_method=rank_method)
-  ndcg_i2t = smooth_ndcg_rows(scores, relevance, **smooth).mean()
-  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, **smooth).mean()
+  ndcg_i2t = smooth_ndcg_rows(scores, relevance, ideal=ideal_i2t, **smooth).mean()
+  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, ideal=ideal_t2i, **smooth).mean()
   aux = {
       "ndcg_i2t": ndcg_i2t,
       "ndcg_t2i": ndcg_t2i,
-      "hard_ndcg_i2t": hard_ndcg_rows(scores, relevance, idcg=idcg).mean(),
-      "hard_ndcg_t2i": hard_ndcg_rows(scores.T, t2i_rel, idcg=idcg).mean(),
+      "hard_ndcg_i2t": hard_ndcg_rows(scores, relevance, idcg=idcg,
+                                      ideal=ideal_i2t).mean(),
+      "hard_ndcg_t2i": hard_ndcg_rows(scores.T, t2i_rel, idcg=idcg,
+                                      ideal=ideal_t2i).mean(),
   }
   loss = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
   return loss, aux

@@ -170,8 +170,11 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
   # so sharded and unsharded training pick the same kernel.
   smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
                 rank_method=rank_method)
-  ndcg_i2t = mean(losses.smooth_ndcg_rows(i2t_scores, i2t_rel, **smooth))
-  ndcg_t2i = mean(losses.smooth_ndcg_rows(t2i_scores, t2i_rel, **smooth))
+  ideal_i2t, ideal_t2i = losses.ideal_dcgs(i2t_rel, t2i_rel, idcg=idcg)
+  ndcg_i2t = mean(losses.smooth_ndcg_rows(i2t_scores, i2t_rel, ideal=ideal_i2t,
+                                          **smooth))
+  ndcg_t2i = mean(losses.smooth_ndcg_rows(t2i_scores, t2i_rel, ideal=ideal_t2i,
+                                          **smooth))
   listwise = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
   loss = (1.0 - weight) * pairwise + weight * listwise
   hard = jax.lax.stop_gradient
@@ -181,9 +184,9 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
       "ndcg_i2t": ndcg_i2t,
       "ndcg_t2i": ndcg_t2i,
       "hard_ndcg_i2t": mean(losses.hard_ndcg_rows(hard(i2t_scores), i2t_rel,
-                                                  idcg=idcg)),
+                                                  idcg=idcg, ideal=ideal_i2t)),
       "hard_ndcg_t2i": mean(losses.hard_ndcg_rows(hard(t2i_scores), t2i_rel,
-                                                  idcg=idcg)),
+                                                  idcg=idcg, ideal=ideal_t2i)),
   }
   return loss, aux
 
