@@ -67,10 +67,19 @@ def ideal_dcg(relevance: jax.Array, *, idcg: str = "tied") -> jax.Array:
     positions = jnp.arange(1, rel.shape[-1] + 1, dtype=rel.dtype)
     return discounted_cumulative_gain(descending, positions)
 
-  # In row blocks: the sort's [Q, N] temporaries would double the sorted
-  # S-NDCG's peak memory at large N.
-  return sorted_ranks.row_blocks(rows, jax.lax.stop_gradient(relevance),
-                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
+  return _large_in_row_blocks(rows, jax.lax.stop_gradient(relevance))
+
+
+def _large_in_row_blocks(fn, *rows):
+  """fn(*rows) on [Q, N] arrays; in row blocks from N = 1024 candidates on.
+
+  There the [Q, N] temporaries of the sorts would double the sorted S-NDCG's
+  peak memory; below, one call keeps the results bit-for-bit as they were.
+  """
+  q, n = rows[0].shape
+  large = n >= ranks_lib.AUTO_SORTED_MIN_CANDIDATES
+  return sorted_ranks.row_blocks(
+      fn, *rows, row_block=sorted_ranks.DEFAULT_ROW_BLOCK if large else q)
 
 
 def ideal_dcgs(i2t_relevance: jax.Array, t2i_relevance: jax.Array, *,
@@ -233,13 +242,12 @@ def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
   ideal = _ideal_or_given(rel, idcg, ideal)
 
-  def rows(s, rel, ideal):  # In row blocks, as `ideal_dcg`.
+  def rows(s, rel, ideal):
     ranks = ranks_lib.hard_ranks(s)
     return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
                       ideal=ideal.astype(ranks.dtype))
 
-  return sorted_ranks.row_blocks(rows, query_scores, rel, ideal,
-                                 row_block=sorted_ranks.DEFAULT_ROW_BLOCK)
+  return _large_in_row_blocks(rows, query_scores, rel, ideal)
 
 
 def t2i_relevance_rows(relevance: jax.Array, t2i_relevance: str) -> jax.Array:
