@@ -322,6 +322,8 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
           jax.block_until_ready(metrics)
           compile_seconds = time.time() - step_start
           last_log_time, last_log_step = time.time(), done
+          # The window starts now: the step-0 evaluation lies before it.
+          not_training[0] = 0.0
       pending.append(metrics)
       progress.update(1)
 
