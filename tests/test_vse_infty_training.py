@@ -124,9 +124,6 @@ def test_augment_config_errors(fields, match):
 def test_caption_augmentation_adds_a_mask_word():
   c = defaults.vse_infty_recipe(defaults.base_config())
   c.model.word_dim, c.model.embed_size = 4, 8
-  # One GRU direction compiles in half the time; the BiGRU of the recipe is
-  # checked against the official code in test_vse_infty.py.
-  c.model.bidirectional = False
   assert trainer.build_model(c, 10).vocab_size == 11  # <mask> = id 10
   c.train.augment.caption_tokens = 0.0
   assert trainer.build_model(c, 10).vocab_size == 10
