@@ -123,11 +123,8 @@ def test_running_stats_merge_is_sequential_ema():
 
 
 def _tiny(module, batch=8, regions=4, length=6, seed=0):
-  # One GRU direction and one SGR step: the plumbing below does not depend on
-  # them, and each halves the compile time (the official-weight tests above
-  # cover the paper's BiGRU and 3 steps).
   model = sgraf.SGRAF(module=module, vocab_size=12, word_dim=4, embed_size=8, sim_dim=4,
-                      score_chunk=2, bidirectional=False, sgr_steps=1)
+                      score_chunk=2)
   rng = np.random.default_rng(seed)
   images = jnp.asarray(rng.normal(size=(batch, regions, 5)), jnp.float32)
   lengths = jnp.asarray(rng.integers(1, length + 1, size=batch), jnp.int32)
@@ -245,10 +242,7 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   workdirs = {}
   for module in ("sgr", "saf"):
     config = tiny_config(str(tmp_path / "data"), num_epochs=1)
-    # One GRU direction and one SGR step compile in half the time; the
-    # official-weight tests cover the paper's BiGRU and 3 steps.
-    config.model.update(name=module, bidirectional=False, sgr_steps=1, sim_dim=8,
-                        score_chunk=8)
+    config.model.update(name=module, bidirectional=True, sim_dim=8, score_chunk=8)
     workdirs[module] = str(tmp_path / module)
     best = trainer.train_and_evaluate(config, workdirs[module])
     assert np.isfinite(best["rsum"])
