@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sets up .venv if needed, then runs the test suite (slow tests excluded; add
-# `-m slow` to run only those). Extra arguments go to pytest.
+# `-m slow` to run only those). Extra arguments go to pytest. The test files
+# run in parallel, one worker per CPU core (pytest-xdist; a file's tests stay
+# on one worker, so its module fixtures run once); ITR_TEST_WORKERS=0 runs
+# them in this process, ITR_TEST_WORKERS=N on N workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -n "${ITR_TEST_WORKERS:-logical}" --dist loadfile "$@"
