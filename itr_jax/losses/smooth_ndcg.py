@@ -97,11 +97,8 @@ def ideal_dcgs(i2t_relevance: jax.Array, t2i_relevance: jax.Array, *,
   return ideal_i2t, ideal_dcg(t2i_relevance, idcg=idcg)
 
 
-def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, idcg: str,
-               ideal: Optional[jax.Array] = None) -> jax.Array:
-  """NDCG per row from given ranks; 0 (and no NaN gradient) where IDCG = 0."""
-  if ideal is None:
-    ideal = ideal_dcg(relevance, idcg=idcg)
+def _ndcg_rows(ranks: jax.Array, relevance: jax.Array, ideal: jax.Array) -> jax.Array:
+  """NDCG per row from given ranks and IDCGs; 0 (and no NaN gradient) where IDCG = 0."""
   positive = ideal > 0
   dcg = discounted_cumulative_gain(relevance, ranks)
   return jnp.where(positive, dcg / jnp.where(positive, ideal, 1.0), 0.0)
@@ -152,8 +149,7 @@ def smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
                              sorted_ranks.DEFAULT_ROW_BLOCK)
   ranks = ranks_lib.smooth_ranks(query_scores, tau=tau, chunk_size=chunk_size,
                                  method=rank_method)
-  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
-                    ideal=ideal.astype(ranks.dtype))
+  return _ndcg_rows(ranks, rel.astype(ranks.dtype), ideal.astype(ranks.dtype))
 
 
 def _ideal_or_given(rel: jax.Array, idcg: str, ideal: Optional[jax.Array]) -> jax.Array:
@@ -181,7 +177,7 @@ def _sorted_ndcg_rows_fwd(s, tau, rel, ideal, row_block):
     v, perm = sorted_ranks.sort_rows(s / tau)
     ranks = sorted_ranks.unsort(sorted_ranks.ranks_in_sorted_order(v), perm)
     # N <= MAX_CANDIDATES < 2^16: the saved permutation takes 2 bytes a score.
-    return _ndcg_rows(ranks, rel, None, ideal=ideal), perm.astype(jnp.uint16)
+    return _ndcg_rows(ranks, rel, ideal), perm.astype(jnp.uint16)
 
   ndcg, perm = sorted_ranks.row_blocks(rows, s, rel, ideal, row_block=row_block)
   return ndcg, (s, tau, rel, ideal, perm)
@@ -224,7 +220,8 @@ def dense_smooth_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, 
   _check_rows(query_scores, query_relevance, idcg)
   rel = jax.lax.stop_gradient(_as_float(query_relevance))
   ranks = ranks_lib.dense_smooth_ranks(query_scores, tau=tau)
-  return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg)
+  rel = rel.astype(ranks.dtype)
+  return _ndcg_rows(ranks, rel, ideal_dcg(rel, idcg=idcg))
 
 
 def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
@@ -244,8 +241,7 @@ def hard_ndcg_rows(query_scores: jax.Array, query_relevance: jax.Array, *,
 
   def rows(s, rel, ideal):
     ranks = ranks_lib.hard_ranks(s)
-    return _ndcg_rows(ranks, rel.astype(ranks.dtype), idcg,
-                      ideal=ideal.astype(ranks.dtype))
+    return _ndcg_rows(ranks, rel.astype(ranks.dtype), ideal.astype(ranks.dtype))
 
   return _large_in_row_blocks(rows, query_scores, rel, ideal)
 
