@@ -63,6 +63,13 @@ def sidecar_path(emb_path: str) -> str:
   return stem + ".json"
 
 
+def stage_embeddings(emb_url: str, cache: str) -> str:
+  """Local verified copy (`staging`) of remote embeddings and, if any, their sidecar."""
+  if fs.exists(sidecar_path(emb_url)):
+    staging.stage(sidecar_path(emb_url), cache)
+  return staging.stage(emb_url, cache)
+
+
 def read_sidecar(emb_path: str) -> Optional[dict]:
   """The sidecar record of `emb_path`, or None when it has none."""
   path = sidecar_path(emb_path)
@@ -296,9 +303,7 @@ def _embed_via_cache(captions_path: str, out_path: str, *, cache: str,
   before = None
   if fs.is_remote(out_path) and fs.exists(out_path):
     # The existing output decides: up to date, or refused without --overwrite.
-    if fs.exists(sidecar_path(out_path)):
-      staging.stage(sidecar_path(out_path), cache)
-    before = os.stat(staging.stage(out_path, cache)).st_mtime_ns
+    before = os.stat(stage_embeddings(out_path, cache)).st_mtime_ns
   embed_captions_file(local_captions, local_out, **kwargs)
   if fs.is_remote(out_path) and os.stat(local_out).st_mtime_ns != before:
     fs.copy(local_out, out_path)

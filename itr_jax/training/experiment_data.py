@@ -164,10 +164,7 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
   emb_path = config.data.caption_emb_path or None
   emb_path = emb_path.format(split=split) if emb_path else None
   if emb_path and fs.is_remote(emb_path):
-    sidecar = embed_captions.sidecar_path(emb_path)
-    if fs.exists(sidecar):
-      staging.stage(sidecar, cache)
-    emb_path = staging.stage(emb_path, cache)
+    emb_path = embed_captions.stage_embeddings(emb_path, cache)
   return precomputed.load_split(
       directory, split, max_images=max_images or None,
       caption_emb_path=emb_path, require_caption_emb=require_caption_emb)
