@@ -66,6 +66,7 @@ from itr_jax.data import precomputed
 from itr_jax.data import tfds_builder
 from itr_jax.data import tfds_source
 from itr_jax.data import vocab as vocab_lib
+from itr_jax.training import reporting
 
 # name: (train images, config, dev and test split names, images in each).
 SCALES = {"f30k": (29_000, "f30k_vse.py", "dev", "test", 1_000),
@@ -381,20 +382,12 @@ def watch(command: list[str], log_path: str, stop_when=None) -> dict:
           "rss_file": rss.file, "load": (load, os.getloadavg()[0])}
 
 
-def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.endswith("\n")]
-
-
 def train_cli(root: str, args) -> dict:
   """The trainer CLI with the scale's paper config (VSE++, S-NDCG) for
   about `args.cli_steps` steps (SIGTERM after the dev evaluation at that
   step), then `itr_jax.evaluate` on the test split, each watched."""
   _, config, _, test_split, _ = SCALES[args.scale]
   workdir = os.path.join(root, "workdir")
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
   n = args.cli_steps
   drop_page_cache(data_files("npy", root))
   resident = resident_fraction(data_files("npy", root))
@@ -407,8 +400,8 @@ def train_cli(root: str, args) -> dict:
        f"--workdir={workdir}"],
       os.path.join(root, "train.log"),
       stop_when=lambda: any(r["kind"] == "dev" and r["step"] == n
-                            for r in read_jsonl(metrics_path)))
-  records = read_jsonl(metrics_path)
+                            for r in reporting.read_metrics(workdir)))
+  records = reporting.read_metrics(workdir)
   dev = [r for r in records if r["kind"] == "dev"]
   logged = [r for r in records if r["kind"] == "train"]
   print(f"train CLI: {train}; dev: {dev}; train: {logged}", flush=True)
