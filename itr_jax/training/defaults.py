@@ -74,6 +74,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.smooth = 9.0
   c.model.dropout_rate = 0.4
   c.model.score_chunk = 16
+  # CLIP / SigLIP ("clip" / "siglip", itr_jax.models.dual_encoder) only: the
+  # published size ("B/32", "B/16", "L/14"; "B/16", "So400m/14"; "tiny" for
+  # demos, whose vocabulary is the data's), the input resolution (0: the
+  # variant's), architecture overrides written by the checkpoint importers,
+  # and per-block rematerialisation (less activation memory, ~1/3 more compute).
+  c.model.variant = "tiny"
+  c.model.image_size = 0
+  c.model.arch = ml_collections.ConfigDict()
+  c.model.remat = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
