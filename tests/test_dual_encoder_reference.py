@@ -136,3 +136,45 @@ def test_mismatches_are_one_sentence_each():
   state["params/extra"] = np.zeros(3, np.float32)
   with pytest.raises(ValueError, match="does not use"):
     weights_lib.from_big_vision(state)
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_tokenizer_ids_match_reference(family):
+  from itr_jax.text_encoders import clip_tokenizers  # pylint: disable=import-outside-toplevel
+  ref = np.load(fixture(f"{family}_reference.npz"))
+  tok = clip_tokenizers.load_tokenizer(fixture(f"{family}_hf"), family, ref["tokens"].shape[1])
+  tokens, lengths = tok([str(c) for c in ref["captions"]])
+  np.testing.assert_array_equal(lengths, ref["lengths"])
+  for row, want, n in zip(tokens, ref["tokens"], lengths):
+    np.testing.assert_array_equal(row[:n], want[:n])
+  if family == "siglip":  # padded with </s>, as the reference
+    np.testing.assert_array_equal(tokens, ref["tokens"])
+  else:  # OpenAI pads with 0 (transformers with the end token; the model never reads it)
+    assert all((row[n:] == 0).all() for row, n in zip(tokens, lengths))
+  assert lengths.max() == tokens.shape[1]  # the long caption was cut, end token kept
+  assert tokens[lengths.argmax(), -1] == (tok.eot if family == "clip" else tok.eos)
+
+
+def test_tokenizer_bad_files(tmp_path):
+  from itr_jax.text_encoders import clip_tokenizers  # pylint: disable=import-outside-toplevel
+  bad = tmp_path / "spiece.model"
+  bad.write_bytes(b"not a model")
+  with pytest.raises(ValueError, match="is not a SentencePiece model"):
+    clip_tokenizers.load_tokenizer(str(bad), "siglip", 16)
+  with pytest.raises(ValueError, match="does not exist"):
+    clip_tokenizers.load_tokenizer(str(tmp_path), "clip", 16)
+
+
+def test_clip_tokenizer_from_open_clip_bpe_gz(tmp_path):
+  """open_clip's bpe_simple_vocab_16e6.txt.gz layout (header line + merges) gives the same ids."""
+  import gzip  # pylint: disable=import-outside-toplevel
+  from itr_jax.text_encoders import clip_tokenizers  # pylint: disable=import-outside-toplevel
+  with open(fixture("clip_hf/merges.txt"), encoding="utf-8") as f:
+    merges = f.read().split("\n", 1)[1]
+  path = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+  path.write_bytes(gzip.compress(("\"bpe_simple_vocab_16e6.txt#version: 0.2\n" + merges).encode()))
+  ref = np.load(fixture("clip_reference.npz"))
+  tokens, lengths = clip_tokenizers.load_tokenizer(str(path), "clip", 16)(
+      [str(c) for c in ref["captions"]])
+  np.testing.assert_array_equal(lengths, ref["lengths"])
+  np.testing.assert_array_equal(np.where(tokens > 0, tokens, ref["tokens"]), ref["tokens"])
