@@ -62,7 +62,7 @@ def _openai_bpe(path: str):
     lines = gzip.decompress(_read(path)).decode("utf-8").split("\n")
   except (OSError, UnicodeDecodeError, EOFError) as e:
     raise ValueError(f"cannot read CLIP BPE file {path!r}: {e}") from None
-  merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
+  merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1] if m]
   if not merges or any(len(m) != 2 for m in merges):
     raise ValueError(f"{path!r} is not CLIP's BPE merges file (lines of two symbols).")
   alphabet = _bytes_to_unicode()
