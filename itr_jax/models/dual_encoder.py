@@ -84,9 +84,9 @@ class DualEncoderConfig:
       raise ValueError(f"model.name must be one of {FAMILIES}, got {self.family!r}.")
     if self.act not in ACTIVATIONS:
       raise ValueError(f"model.arch.act must be one of {sorted(ACTIVATIONS)}, got {self.act!r}.")
-    if self.image_size % self.patch_size:
-      raise ValueError(f"model.image_size {self.image_size} is not a multiple of "
-                       f"the patch size {self.patch_size}.")
+    if self.image_size < self.patch_size:
+      raise ValueError(f"model.image_size {self.image_size} is smaller than the patch "
+                       f"size {self.patch_size}.")
     if self.vocab_size <= 0:
       raise ValueError("model.vocab_size must be set for the 'tiny' variant (the "
                        "data vocabulary's size, filled in at run time).")
@@ -171,7 +171,9 @@ def architecture(model_config: ml_collections.ConfigDict) -> DualEncoderConfig:
 def image_preprocessing(model_config: ml_collections.ConfigDict):
   """(image_size, mean, std) the image tower of `config.model` expects.
 
-  Pixels in [0, 1] are normalised as (x - mean) / std per RGB channel.
+  Patches tile the image from its top-left corner; a remainder (384 = 27 x 14
+  + 6 for So400m/14) is dropped, as the reference convolution does. Pixels
+  in [0, 1] are normalised as (x - mean) / std per RGB channel.
 
   >>> image_preprocessing(ml_collections.ConfigDict(dict(name="siglip", variant="B/16")))
   (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -297,6 +299,15 @@ class DualEncoder(nn.Module):
     if not clip:
       self.logit_bias = self.param("logit_bias", nn.initializers.constant(-10.0), (),
                                    jnp.float32)
+
+  @property
+  def image_shape(self):
+    """(S, S, 3): the images `encode_images` takes."""
+    return (self.arch.image_size, self.arch.image_size, 3)
+
+  @property
+  def context_length(self):
+    return self.arch.context_length
 
   def encode_images(self, images, region_mask=None):
     del region_mask  # whole images; the argument keeps the VSE signature

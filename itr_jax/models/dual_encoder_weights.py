@@ -178,7 +178,7 @@ def from_hf(weights: Weights, config: Mapping) -> tuple[dict, dict]:
   r.check_all_used(lambda n: n.endswith("position_ids"))
   embed = (params["image_encoder"]["proj"]["kernel"].shape[1] if clip else width)
   n_patches = pos_v.shape[0] - int(clip)
-  image_size = int(round(n_patches ** 0.5)) * p_size
+  image_size = int(vc.get("image_size", int(round(n_patches ** 0.5)) * p_size))
   arch = dict(
       family=family, embed_dim=int(embed), image_size=image_size, patch_size=int(p_size),
       vision_width=int(width), vision_layers=len(image["encoder"]), vision_heads=v_heads,
@@ -279,8 +279,11 @@ def _bv_encoder(r, weights, prefix):
   return blocks
 
 
-def from_big_vision(weights: Weights) -> tuple[dict, dict]:
+def from_big_vision(weights: Weights, *, image_size: int = 0) -> tuple[dict, dict]:
   """(arch fields, params) of a big_vision SigLIP `.npz` (``params/img``, ``params/txt``).
+
+  The input resolution is not stored: `image_size` 0 means patches x patch
+  size (right for B/16 at 224, 256, 384, 512; give 384 for So400m/14-384).
 
   Only unscanned encoders (``encoderblock_0`` ...) and the image tower
   without a head (SigLIP's out_dim (None, E)) are supported.
@@ -318,7 +321,7 @@ def from_big_vision(weights: Weights) -> tuple[dict, dict]:
   width = emb.shape[3]
   arch = dict(
       family="siglip", embed_dim=int(width),
-      image_size=int(round(image["pos_embed"].shape[0] ** 0.5)) * int(emb.shape[0]),
+      image_size=image_size or int(round(image["pos_embed"].shape[0] ** 0.5)) * int(emb.shape[0]),
       patch_size=int(emb.shape[0]), vision_width=int(width),
       vision_layers=len(image["encoder"]),
       vision_heads=int(v_block["attn"]["query"]["kernel"].shape[1]),

@@ -97,6 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Smooth-rank kernel: "chunked" (O(B^3) time), "sorted" (O(B^2 log B)) or
   # "auto" (chunked below 1024 pairs, where it is faster, sorted from there).
   c.loss.rank_method = "auto"
+  # The pairwise term mixed with S-NDCG by `weight`: "triplet" (VSE++ hinge,
+  # margin), "infonce" (CLIP's symmetric cross-entropy) or "sigmoid" (SigLIP);
+  # the last two use the model's learnable logit scale (and bias): clip/siglip.
+  c.loss.pairwise = "triplet"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
@@ -108,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.lr_multipliers = ml_collections.ConfigDict()
   c.optim.name = "adam"  # or "adamw" (VSE-infinity)
   c.optim.weight_decay = 0.0  # AdamW's decoupled decay; "adam" needs 0.
+  # "all" parameters decay, or "matrices" only (no norms, biases, embeddings,
+  # logit scale/bias: the CLIP / SigLIP fine-tuning convention).
+  c.optim.decay_mask = "all"
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
