@@ -132,7 +132,7 @@ VARIANTS = {
 }
 # config.model fields the dual encoders read.
 MODEL_FIELDS = ("variant", "arch", "image_size", "vocab_size", "remat", "dtype",
-                "param_dtype")
+                "param_dtype", "tokenizer")
 
 
 def architecture(model_config: ml_collections.ConfigDict) -> DualEncoderConfig:

@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image_size = 0
   c.model.arch = ml_collections.ConfigDict()
   c.model.remat = False
+  # Tokenizer files of published weights (written by
+  # itr_jax.tools.import_dual_encoder); '': the data's word vocabulary ("tiny").
+  c.model.tokenizer = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
