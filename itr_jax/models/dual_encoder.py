@@ -309,14 +309,16 @@ class DualEncoder(nn.Module):
   def context_length(self):
     return self.arch.context_length
 
-  def encode_images(self, images, region_mask=None):
-    del region_mask  # whole images; the argument keeps the VSE signature
+  def encode_images(self, images, region_mask=None, train: bool = False):
+    del region_mask, train  # whole images, no dropout; the scorer interface's arguments
     return l2_normalize(self.image_encoder(images))
 
-  def encode_texts(self, tokens, lengths):
+  def encode_texts(self, tokens, lengths, train: bool = False):
+    del train
     return l2_normalize(self.text_encoder(tokens, lengths))
 
-  def __call__(self, images, tokens, lengths, region_mask=None):
+  def __call__(self, images, tokens, lengths, region_mask=None, train: bool = False):
+    del train
     return self.encode_images(images, region_mask), self.encode_texts(tokens, lengths)
 
 
