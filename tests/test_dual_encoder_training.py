@@ -2,6 +2,7 @@
 and sharded over 8 simulated devices (data parallel and FSDP) give the same
 loss and update (the triplet's sharded path is the one tests/test_sharding.py
 covers; tests/test_contrastive_losses.py checks every term sharded); per-tower learning rates and the decay mask reach the update."""
+import functools
 import types
 
 import jax
@@ -128,3 +129,58 @@ def test_model_registry_builds_published_variants_abstractly():
     assert model.arch.vision_width == width
   with pytest.raises(ValueError, match="not a clip variant"):
     models.create_model(ml_collections.ConfigDict(dict(name="clip", variant="So400m/14")))
+
+
+def test_lit_cache_hits_and_invalidates(tmp_path):
+  from itr_jax.training import lit_cache  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def compute(value):
+    def run():
+      calls.append(value)
+      return np.full((3, 4), value, np.float32)
+    return run
+
+  params = {"w": np.ones((2, 2), np.float32)}
+  key = lit_cache.cache_key(params, {"size": 32, "mean": [0.5] * 3}, "dev")
+  d = str(tmp_path)
+  assert not lit_cache.image_embeddings(d, "dev", key, compute(1.0))[1]
+  emb, cached = lit_cache.image_embeddings(d, "dev", key, compute(2.0))
+  assert cached and emb[0, 0] == 1.0 and calls == [1.0]
+  # A changed checkpoint, preprocessing or source misses; so does a corrupt file.
+  for changed in (lit_cache.cache_key({"w": np.zeros((2, 2), np.float32)},
+                                      {"size": 32, "mean": [0.5] * 3}, "dev"),
+                  lit_cache.cache_key(params, {"size": 64, "mean": [0.5] * 3}, "dev"),
+                  lit_cache.cache_key(params, {"size": 32, "mean": [0.5] * 3}, "test")):
+    assert not lit_cache.image_embeddings(d, "dev", changed, compute(3.0))[1]
+    assert not lit_cache.image_embeddings(d, "dev", key, compute(1.0))[1]
+  with open(tmp_path / "lit_dev.npy", "r+b") as f:
+    f.seek(-4, 2)
+    f.write(b"\x00\x00\x80\x7f")
+  emb, cached = lit_cache.image_embeddings(d, "dev", key, compute(4.0))
+  assert not cached and emb[0, 0] == 4.0
+
+
+def test_lit_step_runs_the_text_tower_on_cached_embeddings():
+  """LiT loss on cached embeddings equals the full model's loss with the same towers."""
+  config = make_config("clip", "infonce")
+  b = batch()
+  full = trainer.build_model(config, 30)
+  params = trainer.create_train_state(config, full, optax.identity(),
+                                      types.SimpleNamespace()).params
+  cached = jax.jit(lambda p, x: full.apply({"params": p}, x, method="encode_images"))(
+      params, b["images"])
+  config.model.lit = True
+  lit = trainer.build_model(config, 30)
+  lit_state = trainer.create_train_state(config, lit, optax.sgd(1.0), types.SimpleNamespace())
+  assert "image_encoder" not in lit_state.params
+  lit_params = {k: v for k, v in params.items() if k != "image_encoder"}
+  lit_state = lit_state.replace(params=lit_params)
+  loss = lambda model, p, images: train_step_lib.batch_loss(
+      model, p, {**b, "images": images}, hardest=True, loss_config=config.loss)[0]
+  np.testing.assert_allclose(jax.jit(functools.partial(loss, lit))(lit_params, cached),
+                             jax.jit(functools.partial(loss, full))(params, b["images"]),
+                             rtol=1e-5)
+  new, metrics = train_step_lib.make_train_step(lit, config.loss)(
+      lit_state, {**b, "images": np.asarray(cached)})
+  assert np.isfinite(float(metrics["loss"]))

@@ -132,7 +132,7 @@ VARIANTS = {
 }
 # config.model fields the dual encoders read.
 MODEL_FIELDS = ("variant", "arch", "image_size", "vocab_size", "remat", "dtype",
-                "param_dtype", "tokenizer")
+                "param_dtype", "tokenizer", "lit")
 
 
 def architecture(model_config: ml_collections.ConfigDict) -> DualEncoderConfig:
@@ -281,16 +281,23 @@ class DualEncoder(nn.Module):
   `__call__(images, tokens, lengths) -> (img_emb, cap_emb)`. Parameters:
   ``image_encoder/...``, ``text_encoder/...``, ``logit_scale`` and (SigLIP)
   ``logit_bias``.
+
+  `locked_image` (LiT): the image tower is frozen and run once per image
+  outside training (`itr_jax.training.lit_cache`); `encode_images` then takes
+  those cached embeddings [B, E] and the model has no image parameters, so a
+  step runs only the text tower and the loss.
   """
   arch: DualEncoderConfig
   remat: bool = False
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
+  locked_image: bool = False
   two_tower = True
 
   def setup(self):
     kw = dict(remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
-    self.image_encoder = ImageTower(self.arch, **kw)
+    if not self.locked_image:
+      self.image_encoder = ImageTower(self.arch, **kw)
     self.text_encoder = TextTower(self.arch, **kw)
     clip = self.arch.family == "clip"
     scale = math.log(1 / 0.07) if clip else math.log(10.0)
@@ -302,7 +309,9 @@ class DualEncoder(nn.Module):
 
   @property
   def image_shape(self):
-    """(S, S, 3): the images `encode_images` takes."""
+    """(S, S, 3): the images `encode_images` takes ((E,) embeddings with `locked_image`)."""
+    if self.locked_image:
+      return (self.arch.embed_dim,)
     return (self.arch.image_size, self.arch.image_size, 3)
 
   @property
@@ -311,6 +320,11 @@ class DualEncoder(nn.Module):
 
   def encode_images(self, images, region_mask=None, train: bool = False):
     del region_mask, train  # whole images, no dropout; the scorer interface's arguments
+    if self.locked_image:
+      if images.ndim != 2 or images.shape[1] != self.arch.embed_dim:
+        raise ValueError(f"a locked image tower (LiT) takes cached image embeddings "
+                         f"[batch, {self.arch.embed_dim}], got shape {images.shape}.")
+      return l2_normalize(images)
     return l2_normalize(self.image_encoder(images))
 
   def encode_texts(self, tokens, lengths, train: bool = False):
@@ -340,5 +354,6 @@ def create_model(model_config: ml_collections.ConfigDict) -> DualEncoder:
   (768, True)
   """
   return DualEncoder(architecture(model_config), remat=bool(model_config.get("remat", False)),
+                     locked_image=bool(model_config.get("lit", False)),
                      dtype=_dtype(model_config.get("dtype", "")),
                      param_dtype=_dtype(model_config.get("param_dtype", "")) or jnp.float32)

@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Tokenizer files of published weights (written by
   # itr_jax.tools.import_dual_encoder); '': the data's word vocabulary ("tiny").
   c.model.tokenizer = ""
+  # LiT: lock the image tower; training reads cached image embeddings
+  # (itr_jax.training.lit_cache) and runs only the text tower.
+  c.model.lit = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
