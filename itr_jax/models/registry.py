@@ -41,7 +41,8 @@ def _create_dual_encoder(family):
   return build
 
 
-# name: (builder, the config.model fields it reads)
+# name: (builder, the config.model fields it reads); "clip" / "siglip" are
+# models.dual_encoder (ViT + text Transformer, published variants).
 MODELS = {
     "vse": (vse.create_model, vse.MODEL_FIELDS),
     "vse_infty": (vse_infty.create_model, vse.MODEL_FIELDS),
