@@ -31,6 +31,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from itr_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.sharding import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.training import defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -65,7 +66,8 @@ def compiled_step(config, batch_size, mesh):
   tx = optimizer.create_optimizer(config.optim, steps_per_epoch=1000)
   abstract = trainer.abstract_train_state(config, model, tx, types.SimpleNamespace())
   shardings = sharding.state_shardings(abstract, mesh, config.sharding)
-  step = train_step_lib.make_train_step(model, config.loss, mesh=mesh, state_sharding=shardings)
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(config.loss),
+                                        mesh=mesh, state_sharding=shardings)
   a = model.arch
   return step.lower(sharding.with_shardings(abstract, shardings),
                     batch_structs(batch_size, a.image_size, a.context_length, mesh)).compile()
@@ -107,7 +109,7 @@ def time_table(args):
       model = trainer.build_model(config, 1000)
       tx = optimizer.create_optimizer(config.optim, steps_per_epoch=1000)
       state = trainer.create_train_state(config, model, tx, types.SimpleNamespace())
-      step = train_step_lib.make_train_step(model, config.loss)
+      step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(config.loss))
       batch = {k: (rng.integers(1, 1000, s.shape) if s.dtype == jnp.int32 else
                    rng.normal(size=s.shape)).astype(s.dtype)
                for k, s in batch_structs(batch_size, 32, 16).items()}

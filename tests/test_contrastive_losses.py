@@ -10,6 +10,7 @@ import pytest
 from itr_jax import losses
 from itr_jax import relevance as relevance_lib
 from itr_jax import sharding
+from itr_jax.models import scorer
 from itr_jax.sharding import mesh as mesh_lib
 
 
@@ -109,18 +110,18 @@ def test_sharded_equals_single_device_with_sndcg(mesh, kind):
   rng = np.random.default_rng(2)
   sent = rng.normal(size=(16, 5)).astype(np.float32)
   image_caption = np.stack([sent, sent + 0.1 * rng.normal(size=sent.shape)], 1).astype(np.float32)
-  kw = dict(weight=0.5, pairwise=kind, logit_scale=jnp.float32(2.5),
-            logit_bias=jnp.float32(-2.0))
+  options = losses.LossOptions(weight=0.5, pairwise=kind)
 
   def single(img, cap, ls, b):
     rel = relevance_lib.rsc(image_caption, sent)
-    return losses.listwise_itr_loss(img @ cap.T, rel, **{**kw, "logit_scale": ls,
-                                                         "logit_bias": b})
+    return losses.listwise_itr_loss(img @ cap.T, rel,
+                                    options.replace(logit_scale=ls, logit_bias=b))
 
   def sharded(img, cap, ls, b):
-    return sharding.global_batch_listwise_loss(
-        img, cap, image_caption, sent, mesh=mesh, **{**kw, "logit_scale": ls,
-                                                     "logit_bias": b})
+    loss, aux, _ = sharding.global_batch_loss(
+        scorer.dot_product_scores, None, img, cap, image_caption, sent, mesh=mesh,
+        options=options.replace(logit_scale=ls, logit_bias=b))
+    return loss, aux
 
   args = (img, cap, jnp.float32(2.5), jnp.float32(-2.0))
   (l1, a1), g1 = jax.jit(jax.value_and_grad(single, (0, 1, 2, 3), has_aux=True))(*args)

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from itr_jax import losses
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.training import defaults
@@ -48,12 +49,13 @@ def state_and_step(config, mesh=None, fsdp=False):
   # would turn rounding noise in near-zero gradients into full-size steps).
   tx = optax.sgd(1.0)
   state = trainer.create_train_state(config, model, tx, types.SimpleNamespace())
+  options = losses.LossOptions.from_config(config.loss)
   if mesh is None:
-    return state, train_step_lib.make_train_step(model, config.loss)
+    return state, train_step_lib.make_train_step(model, options)
   rules = sharding.FSDP_RULES if fsdp else ()
   shardings = sharding.tree_shardings(state, mesh, rules, min_size=256)
   state = jax.device_put(state, shardings)
-  return state, train_step_lib.make_train_step(model, config.loss, mesh=mesh,
+  return state, train_step_lib.make_train_step(model, options, mesh=mesh,
                                                state_sharding=shardings)
 
 
@@ -88,11 +90,10 @@ def test_sharded_step_equals_single_device(mesh, family, pairwise, fsdp):
 
 def test_triplet_loss_ignores_temperature_and_other_models_refuse_infonce():
   params = {"logit_scale": jnp.float32(1.0)}
-  cfg = ml_collections.ConfigDict(dict(pairwise="triplet"))
-  assert train_step_lib.logit_kwargs(params, cfg) == {}
-  cfg.pairwise = "infonce"
+  options = losses.LossOptions(pairwise="triplet")
+  assert train_step_lib.logit_options(params, options) is options
   with pytest.raises(ValueError, match="needs a model with a learnable temperature"):
-    train_step_lib.logit_kwargs({"image_encoder": {}}, cfg)
+    train_step_lib.logit_options({"image_encoder": {}}, options.replace(pairwise="infonce"))
 
 
 def test_decay_mask_and_tower_learning_rates():
@@ -176,11 +177,12 @@ def test_lit_step_runs_the_text_tower_on_cached_embeddings():
   assert "image_encoder" not in lit_state.params
   lit_params = {k: v for k, v in params.items() if k != "image_encoder"}
   lit_state = lit_state.replace(params=lit_params)
+  options = losses.LossOptions.from_config(config.loss)
   loss = lambda model, p, images: train_step_lib.batch_loss(
-      model, p, {**b, "images": images}, hardest=True, loss_config=config.loss)[0]
+      model, {"params": p}, {**b, "images": images}, options=options)[0]
   np.testing.assert_allclose(jax.jit(functools.partial(loss, lit))(lit_params, cached),
                              jax.jit(functools.partial(loss, full))(params, b["images"]),
                              rtol=1e-5)
-  new, metrics = train_step_lib.make_train_step(lit, config.loss)(
+  new, metrics = train_step_lib.make_train_step(lit, options)(
       lit_state, {**b, "images": np.asarray(cached)})
   assert np.isfinite(float(metrics["loss"]))
