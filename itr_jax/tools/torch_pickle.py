@@ -160,6 +160,11 @@ class _Fresh:
     return False
 
 
+def _plain_tuple(value) -> bool:
+  """A tuple of None, bool, int, float, str and bytes only: safe to compare and hash."""
+  return type(value) is tuple and all(type(v) in _KEY_TYPES for v in value)  # pylint: disable=unidiomatic-typecheck
+
+
 def _int(value, what: str, low: int = 0, high: int = 1 << 62) -> int:
   if type(value) is not int or not low <= value <= high:  # pylint: disable=unidiomatic-typecheck
     raise _Refusal(f"{what} is not an integer in [{low}, {high}]")
@@ -206,10 +211,13 @@ class _Reader:
     return data
 
   def storage(self, pid) -> _Storage:
-    if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":  # pylint: disable=unidiomatic-typecheck
+    # Exact type checks before any comparison: an array compared elementwise
+    # or hashed would raise, not refuse.
+    if (type(pid) is not tuple or len(pid) != 5 or type(pid[0]) is not str  # pylint: disable=unidiomatic-typecheck
+        or pid[0] != "storage"):
       raise _Refusal("a persistent id is not a torch storage", unsupported=True)
     _, kind, key, location, numel = pid
-    if kind not in _STORAGE_GLOBALS:
+    if type(kind) is not _Global or kind not in _STORAGE_GLOBALS:  # pylint: disable=unidiomatic-typecheck
       raise _Refusal("a storage has an unsupported type", unsupported=True)
     if type(key) is not str or not _MEMBER_KEY.fullmatch(key) or type(location) is not str:  # pylint: disable=unidiomatic-typecheck
       raise _Refusal("a storage has a malformed key or location")
@@ -272,7 +280,8 @@ class _Reader:
         raise _Refusal("a parameter does not wrap a tensor")
       return args[0]
     if func == _DTYPE:
-      if len(args) != 3 or args[0] not in SCALAR_CODES or args[1:] != (False, True):
+      if not _plain_tuple(args) or len(args) != 3 or args[0] not in SCALAR_CODES or args[1:] != (
+          False, True):
         raise _Refusal("a NumPy dtype is not a plain numeric one", unsupported=True)
       return self._fresh.add(_DType(args[0]))
     if func in _SCALARS:
@@ -281,7 +290,7 @@ class _Reader:
         raise _Refusal("a NumPy scalar is not (numeric dtype, its bytes)")
       return np.frombuffer(args[1], args[0].dtype)[0].copy()
     if func == _ENCODE:
-      if (len(args) != 2 or type(args[0]) is not str  # pylint: disable=unidiomatic-typecheck
+      if (not _plain_tuple(args) or len(args) != 2 or type(args[0]) is not str  # pylint: disable=unidiomatic-typecheck
           or args[1] not in ("latin1", "latin-1")):
         raise _Refusal("_codecs.encode is not called as pickle protocol 2 does for bytes")
       return args[0].encode("latin1")
@@ -297,7 +306,7 @@ class _Reader:
       raise _Refusal("the pickle updates the state of an object it did not just create",
                      unsupported=True)
     if isinstance(obj, _DType):
-      if (type(state) is not tuple or len(state) != 8 or state[0] not in (3, 4)  # pylint: disable=unidiomatic-typecheck
+      if (not _plain_tuple(state) or len(state) != 8 or state[0] not in (3, 4)
           or state[1] not in ("<", ">", "|", "=") or state[2:] != _DTYPE_STATE_REST):
         raise _Refusal("a NumPy dtype has a state other than a plain numeric one's",
                        unsupported=True)
