@@ -246,3 +246,25 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, caplog):
     assert step == 1 and float(state.params["w"][0]) == 1.0
   finally:
     os.system(f"umount {mnt}")
+
+
+def test_an_old_step_that_cannot_be_deleted_keeps_the_new_one(tmp_path, caplog, monkeypatch):
+  """Permissions or an immutable file on an old step: before, the save failed and the
+  new, intact step was deleted and blamed, so the run never progressed."""
+  from orbax.checkpoint._src.path import deleter  # pylint: disable=import-outside-toplevel
+  real = deleter.StandardCheckpointDeleter.delete
+
+  def refuse_step_1(self, step):
+    if step == 1:
+      raise PermissionError(1, "Operation not permitted")
+    return real(self, step)
+
+  monkeypatch.setattr(deleter.StandardCheckpointDeleter, "delete", refuse_step_1)
+  ckpt = checkpointing.Checkpoints(str(tmp_path), keep=1)
+  with caplog.at_level(logging.WARNING):
+    for step in (1, 2, 3):
+      ckpt.save(step, _state(float(step), step))
+  assert ckpt.all_steps() == [1, 3]  # 1 could not go; 2 was pruned normally
+  assert "Could not delete old checkpoint step 1" in caplog.text
+  assert integrity.verify(os.path.join(ckpt.directory, "3")) is None
+  ckpt.close()

@@ -1,6 +1,6 @@
 """Orbax checkpoints: the latest N plus the best one by dev RSUM, verified.
 
-One `CheckpointManager` keeps both: its preservation policy is the union of
+One `CheckpointManager` keeps them: `prune()` applies the union of
 "latest N" and "best 1 by the `rsum` metric". Checkpoints written mid-epoch
 carry no metrics, so they only ever count toward "latest N".
 
@@ -26,7 +26,6 @@ from typing import Any, Optional
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
 from itr_jax import filesystem as fs
 from itr_jax.training import integrity
@@ -136,12 +135,10 @@ class Checkpoints:
     self.manager = self._open_manager()
 
   def _open_manager(self) -> ocp.CheckpointManager:
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=self.keep),
-        pp.BestN(get_metric_fn=_rsum, n=1, keep_checkpoints_without_metrics=False),
-    ])
+    # Orbax keeps every step; `prune()` applies the keep policy after each
+    # save, so an old step that cannot be deleted costs a warning, never the
+    # new step (orbax's own pruning fails the save).
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy,
         best_fn=_rsum,
         best_mode="max",
         create=not self.read_only,
@@ -253,6 +250,7 @@ class Checkpoints:
       self._write_failed(step, e, state)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoint_recorded_{step}")
+    self.prune()
 
   def _write_failed(self, step: int, error: Exception, state: Any):
     if jax.process_index() == 0:
@@ -316,8 +314,11 @@ class Checkpoints:
     return reason
 
   def prune(self) -> None:
-    """Deletes steps beyond the policy (latest N + best): a kill right after a
-    save can leave them before orbax's own pruning ran."""
+    """Deletes steps beyond the policy (latest N + the best by dev RSUM).
+
+    A step that cannot be deleted (permissions, an immutable file) is kept
+    with a warning naming it; the newer steps are never touched.
+    """
     if self.read_only:
       return
     steps = sorted(self.all_steps())
@@ -327,7 +328,14 @@ class Checkpoints:
       keep.add(best)
     for step in steps:
       if step not in keep:
-        self.manager.delete(step)
+        try:
+          self.manager.delete(step)
+        except Exception as e:  # pylint: disable=broad-except
+          logging.warning(
+              "Could not delete old checkpoint step %d in %s (%s); it is kept (the "
+              "newer checkpoints are intact). Delete it by hand to free its space.",
+              step, self.directory, describe(e))
+          self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()
