@@ -93,10 +93,11 @@ def test_read_only_workdir(read_only_copy, tiny_run):
   _assert_readable(rc, err, "is not writable", "choose a writable --workdir")
   proc = subprocess.run(
       [sys.executable, "-m", "itr_jax.evaluate", f"--workdir={read_only_copy}",
-       "--split=dev"], cwd=REPO, capture_output=True, text=True, timeout=300)
+       "--split=dev", "--save_sims"], cwd=REPO, capture_output=True, text=True, timeout=300)
   _assert_readable(proc.returncode, proc.stderr, "could not be saved",
-                   "Read-only file system")
+                   "Read-only file system", "not saved: ", "_sims.npy")
   assert "rsum" in proc.stdout and "[full]" in proc.stdout
+  assert "written" not in proc.stdout  # nothing is announced that was not written
 
 
 def test_evaluate_bad_checkpoint_flag_and_damaged_checkpoints(tiny_run, tmp_path):
