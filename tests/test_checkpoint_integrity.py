@@ -124,6 +124,18 @@ def test_a_step_without_a_record_is_not_trusted_and_the_previous_is_used(tmp_pat
   assert _set_aside(workdir) == ["3"]
 
 
+def test_a_kill_between_the_first_save_and_its_record_starts_over(tmp_path, caplog):
+  workdir = str(tmp_path)
+  ckpt = checkpointing.Checkpoints(workdir, keep=3)
+  ckpt.save(1, _state(1.0, 1))
+  ckpt.close()
+  os.remove(os.path.join(workdir, "checkpoints", "1", integrity.RECORD_FILE))
+  with caplog.at_level(logging.WARNING):
+    step, _, steps = _restore_latest(workdir)
+  assert step is None and steps == [] and "not trusted" in caplog.text
+  assert _set_aside(workdir) == ["1"]  # kept for inspection
+
+
 def test_a_record_that_does_not_cover_every_file_is_not_trusted(tmp_path):
   workdir = str(tmp_path)
   directory = _three_checkpoints(workdir)
@@ -138,6 +150,7 @@ def test_unrecorded_steps_of_an_older_version_are_refused_until_accepted(tmp_pat
   directory = _three_checkpoints(workdir)
   for step in ("1", "2", "3"):
     os.remove(os.path.join(directory, step, integrity.RECORD_FILE))
+  os.remove(os.path.join(directory, checkpointing.RECORDS_MARKER))  # an itr_jax without records
   array = next(f for f in integrity.list_files(os.path.join(directory, "3")) if "/d/" in f)
   path = os.path.join(directory, "3", array)
   data = bytearray(open(path, "rb").read())
@@ -241,7 +254,8 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(tmp_path, caplog):
     # The one error above, not a traceback per thread that failed to write.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     ckpt.close()
-    assert sorted(os.listdir(os.path.join(mnt, "checkpoints"))) == ["1"]
+    assert sorted(os.listdir(os.path.join(mnt, "checkpoints"))) == [
+        "1", checkpointing.RECORDS_MARKER]
     step, state, _ = _restore_latest(mnt)
     assert step == 1 and float(state.params["w"][0]) == 1.0
   finally:

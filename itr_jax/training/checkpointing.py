@@ -31,6 +31,9 @@ from itr_jax import filesystem as fs
 from itr_jax.training import integrity
 
 CORRUPTED_DIR = "checkpoints_corrupted"
+# In checkpoints/ once an itr_jax that writes integrity records opened it: a
+# step without a record there was cut between its save and its record.
+RECORDS_MARKER = "RECORDED"
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # What a complete orbax step directory holds (StandardSave as item "default").
 _REQUIRED = ("_CHECKPOINT_METADATA", "default/_METADATA")
@@ -155,13 +158,15 @@ class Checkpoints:
     """Classifies every step entry; sets damaged ones aside (unless read-only).
 
     Unrecorded steps are never restored. For training they are set aside
-    when a verified step remains to resume from; when none does, this
-    refuses (CheckpointRestoreError) rather than silently start over.
+    (a kill between a save and its record), unless the directory was written
+    by an itr_jax without records (no `RECORDS_MARKER`) and no verified step
+    remains: then this refuses (CheckpointRestoreError), saying how to accept
+    them, rather than start over.
     """
     names = sorted(fs.listdir(self.directory)) if fs.isdir(self.directory) else []
     found = {int(n): inspect_step(fs.join(self.directory, n)) for n in names if n.isdigit()}
     unrecorded = sorted(s for s, (status, _) in found.items() if status == "unrecorded")
-    if (unrecorded and not self.read_only
+    if (unrecorded and not self.read_only and RECORDS_MARKER not in names
         and not any(status == "verified" for status, _ in found.values())):
       raise CheckpointRestoreError(
           f"The checkpoints in {self.directory} (steps {unrecorded}) have no integrity "
@@ -175,6 +180,10 @@ class Checkpoints:
         self.damaged[step] = reason
         if not self.read_only:
           self._set_aside(step, reason)
+    if not self.read_only and RECORDS_MARKER not in names and jax.process_index() == 0:
+      fs.makedirs(self.directory)
+      integrity.atomic_write_text(fs.join(self.directory, RECORDS_MARKER),
+                                  "Every checkpoint step here gets an integrity record.\n")
     # Every process, whatever it found: the barrier must be reached by all.
     if not self.read_only and jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoints_scanned")
