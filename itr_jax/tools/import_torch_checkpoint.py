@@ -294,7 +294,14 @@ def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
     replace["batch_stats"] = variables.get("batch_stats", {})
   state = state.replace(**replace)
 
+  for key in ("Eiters", "epoch", "best_rsum"):
+    value = ckpt.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)) or not np.isfinite(value)):
+      raise ValueError(f"--checkpoint {checkpoint!r} has a {key!r} that is not a number.")
   step = int(ckpt.get("Eiters") or 0)
+  if not 0 <= step < 2**62:
+    raise ValueError(f"--checkpoint {checkpoint!r} has Eiters={step}, not a step number.")
   info = {"imported_from": os.path.abspath(checkpoint), "backbone": backbone,
           "official_epoch": _plain(ckpt.get("epoch")),
           "official_best_rsum": _plain(ckpt.get("best_rsum"))}

@@ -537,6 +537,8 @@ def load(path_or_file: Union[str, os.PathLike, BinaryIO]) -> Any:
   anything else. No PyTorch needed for zip files; see the module doc.
   """
   name = _name(path_or_file)
+  if isinstance(path_or_file, (str, os.PathLike)) and not os.path.isfile(path_or_file):
+    raise CheckpointError(f"cannot read checkpoint {name}: it is not a file.")
   try:
     try:
       is_zip = zipfile.is_zipfile(path_or_file)
@@ -584,7 +586,10 @@ def _load_zip(path_or_file):
 def _to_numpy(obj):
   import torch  # pylint: disable=import-outside-toplevel
   if isinstance(obj, torch.Tensor):
-    return obj.detach().cpu().numpy()
+    obj = obj.detach().cpu()
+    if obj.dtype == torch.bfloat16:  # NumPy has no bfloat16: through float32
+      return obj.float().numpy().astype(ml_dtypes.bfloat16)
+    return obj.numpy()
   if isinstance(obj, dict):
     return type(obj)((k, _to_numpy(v)) for k, v in obj.items())
   if isinstance(obj, (list, tuple)):
