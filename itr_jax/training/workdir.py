@@ -289,7 +289,10 @@ class WorkdirLock:
   def _take_over_remote(self) -> None:
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
     if not self.path.startswith("gs://"):
-      fs.remove(self.path)  # other URL schemes: no conditional delete
+      try:
+        fs.remove(self.path)  # other URL schemes: no conditional delete
+      except FileNotFoundError:
+        pass
       return
     blob = fs._gcs_blob(self.path)  # pylint: disable=protected-access
     try:
