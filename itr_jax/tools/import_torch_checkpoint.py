@@ -12,8 +12,8 @@ Namespace, "epoch", "best_rsum", "Eiters"}`) for `--backbone`:
 * `vse_infty`: woodfrog/vse_infty, `bigru` branch, precomputed regions;
 * `sgr` / `saf`: Paranioar/SGRAF with `--module_name` SGR / SAF.
 
-It is read without PyTorch (`itr_jax.tools.torch_pickle`; legacy non-zip
-files need the `[torch]` extra). The official `opt` becomes an itr_jax
+It is read without PyTorch by `itr_jax.tools.torch_pickle`, safe on any
+bytes (legacy non-zip files need PyTorch >= 2.6, the `[torch]` extra). The official `opt` becomes an itr_jax
 config (`config_from_opt`: model sizes, loss and training recipe; an option
 itr_jax does not implement, e.g. `--precomp_enc_type=backbone`, is an error
 naming it), the weights become the backbone's variables (the mapping
@@ -24,7 +24,9 @@ as the workdir's `vocab.json`. The new workdir holds `config.json`,
 `Eiters`), so `itr_jax.evaluate`, `retrieve` and fine-tuning
 (`--config.train.init_from=`) use it like a trained run. Evaluation breaks
 score ties as the official loop (`eval.ties="official"`). An existing
-non-empty `--workdir` is refused: nothing is overwritten.
+non-empty `--workdir` is refused: nothing is overwritten. The workdir is
+written under a temporary name and renamed into place, so a failed import
+leaves nothing behind and can simply be run again.
 """
 from __future__ import annotations
 
