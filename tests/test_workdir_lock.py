@@ -181,3 +181,30 @@ def test_a_trainer_whose_lock_was_replaced_stops(tmp_path, monkeypatch):
     lock.check()
   lock.release()
   assert json.load(open(os.path.join(tmp_path, "LOCK")))["host"] == "elsewhere"  # not removed
+
+
+def test_concurrent_take_overs_of_a_stale_lock_have_one_winner(tmp_path):
+  """Random interleavings: threads, each with its own lock object, race for the
+  same stale lock (20 rounds); exactly one holds it each time."""
+  import threading  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path)
+  for _ in range(20):
+    _write_lock(workdir, host=socket.gethostname(), pid=2**22 + 12345)
+    locks = [workdir_lib.WorkdirLock(workdir) for _ in range(6)]
+    start = threading.Barrier(len(locks))
+
+    def take(lock):
+      start.wait()
+      try:
+        lock.acquire()
+      except workdir_lib.WorkdirLockedError:
+        pass
+
+    threads = [threading.Thread(target=take, args=(lock,)) for lock in locks]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    holders = [lock for lock in locks if lock._held]  # pylint: disable=protected-access
+    assert len(holders) == 1 and holders[0]._still_mine()  # pylint: disable=protected-access
+    holders[0].release()

@@ -8,6 +8,7 @@ the old run is moved aside, never deleted. The workdir may be a gs:// URL
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -284,7 +285,8 @@ class WorkdirLock:
         logging.warning("Took over the stale lock of a stopped trainer in %s (%s).",
                         self.workdir, judged[2][:200].decode("utf-8", "replace") or "empty")
     finally:
-      os.remove(mutex)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(mutex)
 
   def _take_over_remote(self) -> None:
     from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
@@ -403,12 +405,15 @@ def _remove_if_same(path: str, identity: tuple) -> bool:
     os.rename(path, aside)
   except FileNotFoundError:
     return False
-  if _identity(aside) == identity:
-    os.remove(aside)
+  got = _identity(aside)
+  if got == identity:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(aside)
     return True
-  try:
+  if got is None:
+    return False  # removed meanwhile (a new holder cleaning leftovers)
+  with contextlib.suppress(FileExistsError, FileNotFoundError):
     os.link(aside, path)  # not the file judged stale: put it back
-  except FileExistsError:
-    pass
-  os.remove(aside)
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(aside)
   return False
