@@ -47,6 +47,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0, num_train=2000, num_dev=200, num_test=200, regions=12, feature_dim=128,
       latent_dim=64, noise=0.5, emb_dim=256, caption_encoder="minilm"))
+  # Raw images (data.name "images": {split}_images.txt + {split}_caps.txt in
+  # data_dir, files under image_root; or ArrayRecord shards of
+  # itr_jax.data.image_records in data_dir. "synthetic_pixels": the synthetic
+  # scenes rendered to pixels_size² PNGs in data_dir on first use).
+  c.data.image_root = ""  # local or gs://; unused for shards and the demo
+  c.data.pixels_size = 64
+  # Image preprocessing (itr_jax.data.image_preprocessing). size 0 and empty
+  # mean/std: the image tower's own (models.dual_encoder.image_preprocessing).
+  # Training crop "random_resized" (open_clip fine-tuning: area scale
+  # (0.9, 1), ratio (3/4, 4/3)) or "center" (evaluation transform);
+  # flip: random horizontal flip (open_clip: none).
+  c.data.image = ml_collections.ConfigDict(dict(
+      size=0, mean=(), std=(), crop="random_resized", scale=(0.9, 1.0),
+      ratio=(3 / 4, 4 / 3), flip=False))
 
   c.model = ml_collections.ConfigDict()
   # Backbone (itr_jax.models.registry): "vse" (VSE++), "vse_infty" (VSE∞),

@@ -81,7 +81,7 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   variables besides `params` (VSE-infinity's BatchNorm statistics) gets a
   `train_step.StatefulTrainState` holding them.
   """
-  images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
+  images = jnp.zeros((1, *split.image_input_shape), jnp.float32)
   tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
   variables = dict(model.init(jax.random.PRNGKey(config.seed), images, tokens,
