@@ -383,3 +383,57 @@ def test_records_equal_files_and_corrupt_images(tmp_path):
 def test_parse_record_rejects_garbage():
   with pytest.raises(ValueError, match="not an image record"):
     image_records.parse_record(b"\x00\xff garbage")
+
+
+def test_examples_page_pieces_for_pixel_data(pixels):
+  """The examples page labels pixel-demo images with their scenes and shows
+  each image from its source (an embedded, enlarged JPEG)."""
+  import base64  # pylint: disable=import-outside-toplevel
+  from itr_jax.report import examples  # pylint: disable=import-outside-toplevel
+  d, _, params = pixels
+  scenes = synthetic_scenes.generate_split(params["seed"], 1, 4, regions=4,
+                                           feature_dim=1).scenes
+  assert examples.scene_descriptions(d, "dev", 4) == [
+      examples.describe_scene(s) for s in scenes]
+  split = precomputed.load_split(d, "dev", image_root=d, preprocessing=PRE)
+  page = examples.thumbnail_html(split.images.name(2), size=64,
+                                 read=lambda: split.images.read(2))
+  data = base64.b64decode(page.split("base64,")[1].split('"')[0])
+  with Image.open(io.BytesIO(data)) as thumb:
+    assert thumb.size == (64, 64) and thumb.format == "JPEG"
+    with Image.open(os.path.join(d, "dev", "00002.png")) as original:
+      enlarged = np.asarray(original.convert("RGB").resize((64, 64), Image.Resampling.NEAREST),
+                            np.float64)
+      assert np.abs(np.asarray(thumb, np.float64) - enlarged).mean() < 8  # JPEG loss
+  assert "no thumbnail" in examples.thumbnail_html("x.png", read=lambda: b"junk")
+
+
+def test_experiment_data_opens_pixel_and_record_datasets(pixels, tmp_path):
+  """config.data.name "synthetic_pixels" / "images" through `prepare`: the
+  splits carry config.data.image's preprocessing, train batches are pixels."""
+  from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  _, root, params = pixels
+  config = defaults.base_config()
+  config.data.name = "synthetic_pixels"
+  config.data.data_dir = root
+  config.data.pixels_size = 32
+  config.data.synthetic.update(params)
+  config.data.test_split = ""
+  config.data.max_len = L
+  config.data.image.update(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  config.train.batch_size = 10
+  data = experiment_data.prepare(config, str(tmp_path / "run"))
+  assert data.train.images.preprocessing.size == 16
+  assert data.train.image_input_shape == (16, 16, 3)
+  batch = next(data.train_batches(start_step=0))
+  assert batch["images"].shape == (10, 16, 16, 3)
+  # The same data as ArrayRecord shards, data.name "images".
+  out = str(tmp_path / "records")
+  image_records.convert(data.data_dir, out, image_root=data.data_dir)
+  config.data.name, config.data.data_dir = "images", out
+  records = experiment_data.prepare(config, str(tmp_path / "run2"))
+  np.testing.assert_array_equal(next(records.train_batches())["images"], batch["images"])
+  config.data.image.crop = "sideways"
+  with pytest.raises(ValueError, match="Invalid config.data.image: crop"):
+    experiment_data.prepare(config, str(tmp_path / "run3"))

@@ -33,6 +33,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Sequence
 
@@ -237,20 +238,30 @@ def _define_flags(fv) -> None:
     flags.mark_flag_as_required(name, flag_values=fv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
   """`python -m itr_jax.data.image_records --data_dir=D --image_root=R --out=O`."""
   from itr_jax import cli  # pylint: disable=import-outside-toplevel
   args = cli.parse_own_flags(argv, _define_flags, usage=(
       "python -m itr_jax.data.image_records --data_dir=DIR --image_root=ROOT "
       "--out=OUT [--skip_corrupt]\nConverts image files to ArrayRecord shards."))
-  manifest = convert(args.data_dir, args.out, image_root=args.image_root,
-                     skip_corrupt=args.skip_corrupt,
-                     images_per_shard=args.images_per_shard,
-                     splits=args.splits or None)
+  try:
+    manifest = convert(args.data_dir, args.out, image_root=args.image_root,
+                       skip_corrupt=args.skip_corrupt,
+                       images_per_shard=args.images_per_shard,
+                       splits=args.splits or None)
+  except ValueError as e:
+    print(f"Error: {e}", file=sys.stderr)
+    return 1
   for split, info in manifest["splits"].items():
     print(f"{split}: {info['images']} images, {info['captions']} captions, "
           f"{len(info['skipped'])} skipped")
+  return 0
+
+
+def run():
+  """Console-script entry point (itr-image-records)."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-  main()
+  run()

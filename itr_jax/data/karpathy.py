@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Sequence
 
 from itr_jax import filesystem as fs
@@ -160,17 +161,27 @@ def _define_flags(fv) -> None:
     flags.mark_flag_as_required(name, flag_values=fv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
   """`python -m itr_jax.data.karpathy --json=J --out_dir=D [--restval]`."""
   from itr_jax import cli  # pylint: disable=import-outside-toplevel
   args = cli.parse_own_flags(argv, _define_flags, usage=(
       "python -m itr_jax.data.karpathy --json=FILE --out_dir=DIR [--restval]\n"
       "Writes a Karpathy split JSON's splits as {split}_images.txt and "
       "{split}_caps.txt."))
-  counts = prepare(args.json, args.out_dir, restval=args.restval,
-                   image_root=args.image_root)
+  try:
+    counts = prepare(args.json, args.out_dir, restval=args.restval,
+                     image_root=args.image_root)
+  except ValueError as e:
+    print(f"Error: {e}", file=sys.stderr)
+    return 1
   print(", ".join(f"{name}: {n} images" for name, n in counts.items()))
+  return 0
+
+
+def run():
+  """Console-script entry point (itr-karpathy)."""
+  sys.exit(main())
 
 
 if __name__ == "__main__":
-  main()
+  run()
