@@ -64,7 +64,7 @@ def test_center_crop_keeps_the_centre():
 def test_random_resized_crop_box_bounds_and_determinism():
   scale, ratio = (0.3, 0.6), (0.5, 2.0)
   boxes = set()
-  for s in range(200):
+  for s in range(50):
     seed = tf.constant([7, s], tf.int64)
     top, left, h, w = (int(v) for v in ip.random_resized_crop_box(
         100, 80, seed, scale, ratio))
@@ -75,7 +75,7 @@ def test_random_resized_crop_box_bounds_and_determinism():
     again = tuple(int(v) for v in ip.random_resized_crop_box(100, 80, seed, scale, ratio))
     assert again == (top, left, h, w)
     boxes.add((top, left, h, w))
-  assert len(boxes) > 150  # seeds give different crops
+  assert len(boxes) > 40  # seeds give different crops
 
 
 def test_random_resized_crop_fallback_is_centred_and_clamped():
@@ -437,3 +437,55 @@ def test_experiment_data_opens_pixel_and_record_datasets(pixels, tmp_path):
   config.data.image.crop = "sideways"
   with pytest.raises(ValueError, match="Invalid config.data.image: crop"):
     experiment_data.prepare(config, str(tmp_path / "run3"))
+
+
+def test_tfds_captions_dataset_converts_with_karpathy_splits(tmp_path):
+  """A prepared TFDS dataset with coco_captions' features and splits: val ->
+  dev, restval joins train on request, first five captions, bytes kept."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  class FakeCocoCaptions(tfds.core.GeneratorBasedBuilder):
+    # TFDS resolves a builder's package from its module: a test file is none.
+    __module__ = "itr_jax.data"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Image(),
+              "image/filename": tfds.features.Text(),
+              "image/id": np.int64,
+              "captions": tfds.features.Sequence(
+                  {"id": np.int64, "text": tfds.features.Text()})}),
+          disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples(0, 2),
+              "restval": self._generate_examples(2, 1),
+              "val": self._generate_examples(3, 1),
+              "test": self._generate_examples(4, 1)}
+
+    def _generate_examples(self, start, count):  # pylint: disable=arguments-differ
+      for n in range(start, start + count):
+        yield n, {"image": np.full((6 + n, 5, 3), 40 * n, np.uint8),
+                  "image/filename": f"COCO_{n}.jpg", "image/id": n,
+                  "captions": [{"id": c, "text": f"coco {n}  text {c}"}
+                               for c in range(6)]}
+
+  builder = FakeCocoCaptions(data_dir=str(tmp_path / "tfds"))
+  builder.download_and_prepare()
+  out = str(tmp_path / "records")
+  manifest = image_records.convert(None, out, tfds_name="fake_coco_captions",
+                                   tfds_data_dir=str(tmp_path / "tfds"),
+                                   restval=True)
+  assert {s: m["images"] for s, m in manifest["splits"].items()} == {
+      "train": 3, "dev": 1, "test": 1}
+  train = precomputed.load_split(out, "train", preprocessing=PRE)
+  assert train.captions[:6] == [f"coco 0 text {c}" for c in range(5)] + ["coco 1 text 0"]
+  assert train.images.record(2)["path"] == "COCO_2.jpg"
+  with Image.open(io.BytesIO(train.images.read(1))) as im:
+    np.testing.assert_array_equal(np.asarray(im), np.full((7, 5, 3), 40, np.uint8))
+  with pytest.raises(ValueError, match="not prepared"):
+    image_records.convert(None, str(tmp_path / "r2"), tfds_name="fake_coco_captions",
+                          tfds_data_dir=str(tmp_path / "elsewhere"))
