@@ -254,6 +254,9 @@ def test_image_pipeline_rows_are_their_images(pixel_split):
   want = ip.preprocess(tf.constant(split.images.read(11)), tf.constant([0, 0], tf.int64),
                        PRE, train=False).numpy()
   np.testing.assert_array_equal(evals[2]["images"][1], want)
+  captions = next(pipeline.eval_caption_batches(split, vocab, batch_size=4, max_len=L,
+                                                process_index=0, process_count=1))
+  assert "images" not in captions and captions["tokens"].shape == (4, L)
 
 
 def test_split_without_preprocessing_is_refused(pixels):

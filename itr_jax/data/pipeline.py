@@ -276,6 +276,8 @@ class _Assembler:
     options = self.split.images.preprocessing
 
     def fn(batch):
+      if "image_bytes" not in batch:  # caption batches
+        return batch
       batch = dict(batch)
       batch["images"] = image_preprocessing.preprocess_batch(
           batch.pop("image_bytes"), batch.pop("image_seeds"), options,

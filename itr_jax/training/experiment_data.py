@@ -150,7 +150,10 @@ def image_preprocessing_of(config: ml_collections.ConfigDict
       raise ValueError(
           "config.data.image.size/mean/std are unset and this installation has "
           "no image towers to take them from; set all three") from e
-    tower_size, tower_mean, tower_std = dual_encoder.image_preprocessing(config.model)
+    model = config.model.copy_and_resolve_references()
+    # The vocabulary is not known yet and does not change the image tower.
+    model.vocab_size = model.get("vocab_size") or 1
+    tower_size, tower_mean, tower_std = dual_encoder.image_preprocessing(model)
     size, mean, std = size or tower_size, mean or tower_mean, std or tower_std
   try:
     return image_preprocessing.ImagePreprocessing(

@@ -35,10 +35,14 @@ _INT_FIELDS = {
     "train.batch_size": 1, "train.num_epochs": 1, "train.warmup_epochs": 0,
     "train.log_every_steps": 1, "train.checkpoint_every_steps": 1,
     "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
-    "eval.every_epochs": 1, "optim.lr_update": 1,
+    "eval.every_epochs": 1, "optim.lr_update": 1, "data.pixels_size": 16,
+    "data.image.size": 0,
 }
 _CHOICES = {
-    "data.name": ("precomputed", "synthetic_scenes", "tfds"),
+    "data.name": ("precomputed", "synthetic_scenes", "tfds", "images",
+                  "synthetic_pixels"),
+    "data.image.crop": ("random_resized", "center"),
+    "data.image.flip": (True, False),
     "model.pooling": ("max", "gpo"),
     "model.text_tower": ("gru", "bert"),
     "data.vocab_recipe": ("itr_jax", "official"),
