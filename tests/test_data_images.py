@@ -492,3 +492,33 @@ def test_tfds_captions_dataset_converts_with_karpathy_splits(tmp_path):
   with pytest.raises(ValueError, match="not prepared"):
     image_records.convert(None, str(tmp_path / "r2"), tfds_name="fake_coco_captions",
                           tfds_data_dir=str(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize("name", ["f30k_clip", "f30k_siglip", "coco_clip",
+                                  "coco_siglip", "synthetic_pixels"])
+def test_image_configs_load_and_validate(name):
+  """Every variant of the image recipes loads and passes config validation,
+  or (a pairwise kind this trainer lacks) fails with one clear sentence."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import validation  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  variants = (["", "siglip", "triplet"] if name == "synthetic_pixels"
+              else sorted(defaults.DUAL_ENCODER_VARIANTS))
+  has_pairwise = "pairwise" in defaults.base_config().loss
+  for variant in variants:
+    kind = defaults.DUAL_ENCODER_VARIANTS.get(variant, ("triplet",))[0]
+    if kind != "triplet" and not has_pairwise:
+      with pytest.raises(ValueError, match="needs loss.pairwise"):
+        module.get_config(variant)
+      continue
+    config = module.get_config(variant)
+    if config.model.name not in validation.registry.MODELS:
+      continue  # the image towers are not in this installation
+    validation.check_config(config)
+    assert config.data.name in ("images", "synthetic_pixels")
+  with pytest.raises(ValueError, match="unknown variant"):
+    module.get_config("nonsense")
