@@ -1,4 +1,4 @@
-"""The paper's combined objective: (1 - lambda) * triplet + lambda * S-NDCG."""
+"""The paper's combined objective: (1 - lambda) * pairwise + lambda * S-NDCG."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,21 +7,23 @@ import jax
 import jax.numpy as jnp
 
 from itr_jax.losses import _validation
+from itr_jax.losses import contrastive
 from itr_jax.losses import smooth_ndcg
-from itr_jax.losses import triplet
 
 
 def listwise_itr_loss(scores: jax.Array, relevance: jax.Array, *, margin=0.2,
                       tau=0.01, weight=0.5, t2i_relevance: str = "paper",
                       idcg: str = "tied", hardest: bool = True,
                       chunk_size: Optional[int] = None,
-                      rank_method: str = "chunked"):
+                      rank_method: str = "chunked", pairwise: str = "triplet",
+                      logit_scale=0.0, logit_bias=0.0):
   """L = (1 - weight) * L_triplet + weight * L_S-NDCG for `scores` [B, B].
 
   `scores[i, j]` is the similarity of image i and caption j (pair (i, i) is
   the positive); `relevance` [B, B] is the RSC relevance
-  (`itr_jax.relevance.rsc`). L_triplet is `triplet.triplet_loss` (margin,
-  hardest) and L_S-NDCG is `smooth_ndcg.smooth_ndcg_loss` (tau,
+  (`itr_jax.relevance.rsc`). The pairwise term is `pairwise` ("triplet":
+  `triplet.triplet_loss` (margin, hardest); "infonce" / "sigmoid":
+  `contrastive.pairwise_loss` with the model's `logit_scale` / `logit_bias`) and L_S-NDCG is `smooth_ndcg.smooth_ndcg_loss` (tau,
   t2i_relevance, idcg, chunk_size, rank_method). Hyperparameters may be traced (vmap over
   a grid); they are validated when concrete.
 
@@ -37,7 +39,8 @@ def listwise_itr_loss(scores: jax.Array, relevance: jax.Array, *, margin=0.2,
   """
   smooth_ndcg.check_batch(scores, relevance)
   _validation.check_unit_interval("weight", weight)
-  pairwise = triplet.triplet_loss(scores, margin=margin, hardest=hardest)
+  pairwise = contrastive.pairwise_loss(scores, pairwise, margin=margin, hardest=hardest,
+                                       logit_scale=logit_scale, logit_bias=logit_bias)
   listwise, aux = smooth_ndcg.smooth_ndcg_loss(
       scores, relevance, tau=tau, t2i_relevance=t2i_relevance, idcg=idcg,
       chunk_size=chunk_size, rank_method=rank_method)

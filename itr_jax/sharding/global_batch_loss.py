@@ -60,7 +60,9 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
                             weight=0.5, t2i_relevance: str = "paper",
                             idcg: str = "tied", hardest: bool = True,
                             chunk_size: Optional[int] = None,
-                            rsc_snap: bool = True, rank_method: str = "chunked"):
+                            rsc_snap: bool = True, rank_method: str = "chunked",
+                            pairwise: str = "triplet", logit_scale=0.0,
+                            logit_bias=0.0):
   """One device's share of `listwise_itr_loss` on the global batch.
 
   Call inside `shard_map` (or `pmap`) over `axis_name` (a mesh axis or a
@@ -75,7 +77,7 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
       C captions; caption_sentence_emb: [B/D, D_s] of each local caption
       (both for RSC relevance; no gradient flows into them).
     margin, tau, weight, t2i_relevance, idcg, hardest, chunk_size,
-      rank_method: as in
+      rank_method, pairwise, logit_scale, logit_bias: as in
       `itr_jax.losses.listwise_itr_loss`.
     rsc_snap: snap the RSC relevance to its 2^-20 grid (`rsc_matrix`'s
       `snap`); False is the official float32 relevance, whose rounding can
@@ -111,7 +113,8 @@ def local_listwise_itr_loss(image_emb: jax.Array, caption_emb: jax.Array,
       i2t_scores, t2i_scores, image_caption_emb, caption_sentence_emb,
       axis_name=axis_name, margin=margin, tau=tau, weight=weight,
       t2i_relevance=t2i_relevance, idcg=idcg, hardest=hardest,
-      chunk_size=chunk_size, rsc_snap=rsc_snap, rank_method=rank_method)
+      chunk_size=chunk_size, rsc_snap=rsc_snap, rank_method=rank_method,
+      pairwise=pairwise, logit_scale=logit_scale, logit_bias=logit_bias)
 
 
 def _gather(x, axis_name, axis=0):
@@ -127,7 +130,8 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
                        weight=0.5, t2i_relevance: str = "paper",
                        idcg: str = "tied", hardest: bool = True,
                        chunk_size: Optional[int] = None, rsc_snap: bool = True,
-                       rank_method: str = "chunked"):
+                       rank_method: str = "chunked", pairwise: str = "triplet",
+                       logit_scale=0.0, logit_bias=0.0):
   """`local_listwise_itr_loss` given this device's query rows of the scores.
 
   `i2t_scores` [B/D, B]: s[i, :] of the local images (global rows o..o+B/D);
@@ -162,10 +166,10 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
   def mean(rows):
     return _global_mean(rows, axis_name, global_size)
 
-  pairwise = (mean(losses.triplet_rows(i2t_scores, positives, margin=margin,
-                                       hardest=hardest)) +
-              mean(losses.triplet_rows(t2i_scores, positives, margin=margin,
-                                       hardest=hardest))) / 2.0
+  rows = lambda s: losses.pairwise_rows(
+      pairwise, s, positives, margin=margin, hardest=hardest,
+      logit_scale=logit_scale, logit_bias=logit_bias)
+  pairwise_term = (mean(rows(i2t_scores)) + mean(rows(t2i_scores))) / 2.0
   # "auto" resolves by the global batch (every query ranks all B candidates),
   # so sharded and unsharded training pick the same kernel.
   smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
@@ -176,10 +180,10 @@ def local_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
   ndcg_t2i = mean(losses.smooth_ndcg_rows(t2i_scores, t2i_rel, ideal=ideal_t2i,
                                           **smooth))
   listwise = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
-  loss = (1.0 - weight) * pairwise + weight * listwise
+  loss = (1.0 - weight) * pairwise_term + weight * listwise
   hard = jax.lax.stop_gradient
   aux = {
-      "pairwise": pairwise,
+      "pairwise": pairwise_term,
       "listwise": listwise,
       "ndcg_i2t": ndcg_i2t,
       "ndcg_t2i": ndcg_t2i,

@@ -55,7 +55,20 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
               weight=loss_config.weight,
               t2i_relevance=loss_config.t2i_relevance, idcg=loss_config.idcg,
               # Configs saved before the field existed ran the chunked kernel.
-              rank_method=getattr(loss_config, "rank_method", "chunked"))
+              rank_method=getattr(loss_config, "rank_method", "chunked"),
+              pairwise=loss_config.get("pairwise", "triplet"))
+
+
+def logit_kwargs(params, loss_config) -> dict[str, Any]:
+  """The model's learnable logit scale / bias, for the InfoNCE and sigmoid terms."""
+  if loss_config.get("pairwise", "triplet") == "triplet":
+    return {}
+  found = {k: params[k] for k in ("logit_scale", "logit_bias") if k in params}
+  if "logit_scale" not in found:
+    raise ValueError(f"config.loss.pairwise={loss_config.pairwise!r} needs a model with a "
+                     "learnable temperature (model.name 'clip' or 'siglip'); use "
+                     "loss.pairwise='triplet' for this model.")
+  return found
 
 
 def rsc_snap(loss_config) -> bool:
@@ -122,12 +135,13 @@ def batch_loss_and_state(model, params, model_state: Optional[Mapping], batch: B
     return sharding.global_batch_listwise_loss(
         image_emb, caption_emb, batch["image_caption_emb"], batch["caption_emb"],
         mesh=mesh, hardest=hardest, rsc_snap=rsc_snap(loss_config),
-        **loss_kwargs(loss_config)), model_state
+        **loss_kwargs(loss_config), **logit_kwargs(params, loss_config)), model_state
   scores = image_emb @ caption_emb.T
   relevance = relevance_lib.rsc(batch["image_caption_emb"], batch["caption_emb"],
                                 snap=rsc_snap(loss_config))
   return losses.listwise_itr_loss(
-      scores, relevance, hardest=hardest, **loss_kwargs(loss_config)), model_state
+      scores, relevance, hardest=hardest, **loss_kwargs(loss_config),
+      **logit_kwargs(params, loss_config)), model_state
 
 
 def scorer_batch_loss(model, variables, batch: Batch, *, hardest: bool,
