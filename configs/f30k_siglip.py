@@ -5,7 +5,8 @@ into a workdir, then fine-tune from it:
 
   python -m itr_jax.train --config=configs/f30k_siglip.py:sigmoid_sndcg \
       --config.data.data_dir=data/f30k_images --config.data.image_root=/path/to/images \
-      --config.train.init_from=workdirs/siglip_b16_imported --workdir=workdirs/f30k_siglip
+      --config.train.init_from=workdirs/siglip_b16_imported \
+      --config.model.tokenizer=workdirs/siglip_b16_imported/tokenizer --workdir=workdirs/f30k_siglip
 
 Variants after the colon (loss.pairwise, S-NDCG weight): infonce, infonce_sndcg,
 sigmoid, sigmoid_sndcg, triplet, triplet_sndcg, lit, lit_sndcg (locked image

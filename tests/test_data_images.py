@@ -522,3 +522,24 @@ def test_image_configs_load_and_validate(name):
     assert config.data.name in ("images", "synthetic_pixels")
   with pytest.raises(ValueError, match="unknown variant"):
     module.get_config("nonsense")
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_published_tokenizer_feeds_the_pipeline(family, tmp_path):
+  """config.model.tokenizer: caption batches carry the reference tokenizer's
+  ids (transformers' fixture), and truncation is counted as with words."""
+  from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
+  fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "dual_encoder")
+  ref = np.load(os.path.join(fixtures, f"{family}_reference.npz"))
+  config = defaults.base_config()
+  config.model.name, config.model.tokenizer = family, os.path.join(fixtures, f"{family}_hf")
+  tok = experiment_data.resolve_tokenizer(config, str(tmp_path))
+  length = ref["tokens"].shape[1]
+  captions = [str(c) for c in ref["captions"]]
+  tokens, lengths = tok.encode_batch(captions, length)
+  np.testing.assert_array_equal(lengths, ref["lengths"])
+  for row, want, n in zip(tokens, ref["tokens"], lengths):
+    np.testing.assert_array_equal(row[:n], want[:n])
+  assert len(tok) == tok.vocab_size > 0
+  assert pipeline.count_truncated(tok, captions, length) >= 1  # the long caption

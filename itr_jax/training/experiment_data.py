@@ -232,10 +232,16 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
                       workdir: str | None = None):
   """The caption tokenizer config.model.text_tower needs.
 
+  CLIP / SigLIP with config.model.tokenizer (imported published weights): that
+  tokenizer (`tower_tokenizer`).
   "bert": the WordPiece ids of config.model.bert_path's tokenizer; else the
   word vocabulary (`vocab_lib.resolve_vocab`: config.data.vocab_path, then
   `workdir`'s, then the dataset's, else built from the train captions).
   """
+  if config.model.name in ("clip", "siglip") and config.model.get("tokenizer"):
+    # Imported published weights: their own tokenizer, not the data's words.
+    from itr_jax.data import tower_tokenizer  # pylint: disable=g-import-not-at-top
+    return tower_tokenizer.TowerTokenizer(config.model.tokenizer, config.model.name)
   if config.model.get("text_tower", "gru") == "bert":
     return wordpiece_vocab.WordPieceVocabulary(
         config.model.get("bert_path") or None)
