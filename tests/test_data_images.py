@@ -543,3 +543,22 @@ def test_published_tokenizer_feeds_the_pipeline(family, tmp_path):
     np.testing.assert_array_equal(row[:n], want[:n])
   assert len(tok) == tok.vocab_size > 0
   assert pipeline.count_truncated(tok, captions, length) >= 1  # the long caption
+
+
+def test_corrupt_image_file_is_named_when_the_split_opens(tmp_path):
+  """Image files are decoded once when a split opens (recorded next to the
+  list); a truncated one is named before any training work."""
+  from itr_jax.data import check_record  # pylint: disable=import-outside-toplevel
+  path, root = _karpathy(tmp_path)
+  data = str(tmp_path / "data")
+  karpathy.prepare(path, data)
+  precomputed.load_split(data, "dev", image_root=root, preprocessing=PRE)
+  assert os.path.exists(check_record.record_path(os.path.join(data, "dev_images.txt")))
+  bad = os.path.join(root, "val2014", "img5.jpg")
+  with open(bad, "rb") as f:
+    head = f.read()
+  with open(bad, "wb") as f:
+    f.write(head[:len(head) // 2])
+  os.remove(check_record.record_path(os.path.join(data, "dev_images.txt")))
+  with pytest.raises(ValueError, match=r"img5\.jpg.*corrupt or truncated"):
+    precomputed.load_split(data, "dev", image_root=root, preprocessing=PRE)

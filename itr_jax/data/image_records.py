@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import io
 import itertools
 import json
 import os
@@ -55,24 +54,7 @@ from itr_jax.data import precomputed
 MANIFEST = "image_records.json"
 FORMAT = "itr_jax.image_records/1"
 VOCAB_FILE = "vocab.json"
-# Pillow refuses images above this many pixels (decompression bombs).
-MAX_PIXELS = 1 << 28
 CAPTIONS_PER_IMAGE = 5
-
-
-def check_image(data: bytes, name: str) -> tuple[int, int]:
-  """(width, height) after a full decode, or ValueError naming the image."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      if image.width * image.height > MAX_PIXELS:
-        raise ValueError(f"{image.width}x{image.height} pixels, over the "
-                         f"{MAX_PIXELS}-pixel limit")
-      image.load()  # decodes everything: truncation shows here
-      return image.width, image.height
-  except Exception as e:  # Pillow raises many types on bad bytes
-    raise ValueError(f"image {name!r} is corrupt or truncated ({e}); replace "
-                     "it, or pass --skip_corrupt to leave it out") from e
 
 
 def encode_record(image: bytes, path: str, captions: Sequence[str],
@@ -190,7 +172,7 @@ def _write_split(tmp: str, split: str, plan: dict, skip_corrupt: bool,
     path, _, fetch = item
     try:
       data = fetch()
-      check_image(data, path)
+      image_sources.check_image(data, path)
       return data, None
     except ValueError as e:
       if not skip_corrupt:

@@ -20,7 +20,9 @@ backslashes and empty names are refused (`safe_relative_path`).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import io
 import os
 import posixpath
 import re
@@ -32,6 +34,8 @@ from itr_jax.data.image_preprocessing import ImagePreprocessing
 IMAGES_SUFFIX = "_images.txt"
 # Bound on one encoded image: a larger file is an error, not an allocation.
 MAX_IMAGE_BYTES = 64 << 20
+# Pillow refuses images above this many pixels (decompression bombs).
+MAX_PIXELS = 1 << 28
 _SHARD = re.compile(r"^(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.array_record$")
 
 
@@ -100,6 +104,32 @@ def read_bounded(path: str) -> bytes:
     if type(e).__module__.startswith("tensorflow"):
       raise ValueError(f"cannot read image {path!r}: {e}") from e
     raise
+
+
+def check_image(data: bytes, name: str) -> tuple[int, int]:
+  """(width, height) after a full decode, or ValueError naming the image."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      if image.width * image.height > MAX_PIXELS:
+        raise ValueError(f"{image.width}x{image.height} pixels, over the "
+                         f"{MAX_PIXELS}-pixel limit")
+      image.load()  # decodes everything: truncation shows here
+      return image.width, image.height
+  except Exception as e:  # Pillow raises many types on bad bytes
+    raise ValueError(f"image {name!r} is corrupt or truncated ({e}); replace "
+                     "it, or convert the dataset with `python -m "
+                     "itr_jax.data.image_records --skip_corrupt` to leave it "
+                     "out") from e
+
+
+def check_all(source, workers: int = 8) -> None:
+  """Reads and fully decodes every image of `source` (threads: Pillow
+  decodes outside the GIL); ValueError naming the first bad one."""
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for _ in pool.map(lambda i: check_image(source.read(i), source.name(i)),
+                      range(len(source))):
+      pass
 
 
 @dataclasses.dataclass(frozen=True)

@@ -288,8 +288,9 @@ def load_split(data_dir: str, split: str, *,
     max_images: keep only the first ``max_images`` images and their captions
       (e.g. to validate on part of a large dev set); None or 0 keeps all.
     check_values: scan features and embeddings for NaN/Inf (reads the whole
-      feature file once, in chunks); a file that passed before and has not
-      changed since is not scanned again (`check_record`).
+      feature file once, in chunks), or decode every listed image file once;
+      a file that passed before and has not changed since is not scanned
+      again (`check_record`; for image files: the list file).
     image_root: folder (local or gs://) of the files a ``{split}_images.txt``
       lists; unused for region features and record shards.
     preprocessing: the `image_preprocessing.ImagePreprocessing` attached to
@@ -358,8 +359,16 @@ def load_split(data_dir: str, split: str, *,
   if check_values:
     # Recorded next to each file once it passed (the whole file only).
     from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
-    checks = [] if not features else [
-        (ims_path, "finite", lambda: check_finite(images, ims_path))]
+    if features:
+      checks = [(ims_path, "finite", lambda: check_finite(images, ims_path))]
+    elif ims_path.endswith("_images.txt"):
+      # Image files: each decoded once, so a corrupt one is named now rather
+      # than failing a decode hours into training (shards were checked when
+      # converted). The record follows the list file, not each image.
+      from itr_jax.data import image_sources  # pylint: disable=g-import-not-at-top
+      checks = [(ims_path, "images_decode", lambda: image_sources.check_all(images))]
+    else:
+      checks = []
     if caption_emb is not None:
       checks += [(emb_path, "finite", lambda: check_finite(caption_emb, emb_path)),
                  (emb_path, "embedding_rows",
