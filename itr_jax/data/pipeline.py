@@ -6,7 +6,8 @@ Every batch is a dict of NumPy arrays with a leading batch dimension ``b``
 =====================  ===========  =========================================
 key                    shape/dtype  meaning
 =====================  ===========  =========================================
-``images``             f32[b,R,F]   region features of the caption's image
+``images``             f32[b,R,F]   region features of the caption's image;
+                                    f32[b,S,S,3] pixels for raw images
 ``tokens``             i32[b,L]     ``<start> words <end> <pad>...``, L=max_len
                                     (``[CLS] pieces [SEP] 0...`` with WordPiece)
 ``lengths``            i32[b]       true token count incl. <start>/<end>
@@ -32,6 +33,14 @@ batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``, so a run
 resumed at step ``s`` sees exactly the batches of an uninterrupted run, and
 skipped steps read nothing. With P processes, ``batch_size`` is the global
 batch and process p gets its rows ``[p*b/P, (p+1)*b/P)`` of each batch of b.
+
+A split of raw images (``images`` an `image_sources.ImageSource`, with its
+`image_preprocessing.ImagePreprocessing` attached) is read as encoded bytes
+and decoded, cropped, resized and normalised by a second parallel tf.data
+map: the training transform for train batches, with each row's random crop
+drawn from the stateless seed (seed, step * batch_size + global row), so a
+resumed run and any process count see the same pixels; the evaluation
+transform (resize + center crop) otherwise.
 
 Batches are assembled by a parallel, order-preserving ``tf.data`` map: each
 step's caption indices are computed first, then the whole batch's features
@@ -62,6 +71,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
+from itr_jax.data import image_preprocessing
+from itr_jax.data import image_sources
 from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.vocab import Vocabulary
 
@@ -181,18 +192,38 @@ def _gather(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 class _Assembler:
-  """Builds batches of a split from caption or image indices."""
+  """Builds batches of a split from caption or image indices.
+
+  For a split of raw images (an `image_sources.ImageSource`), the NumPy step
+  reads each image's encoded bytes (``image_bytes``) and its augmentation
+  seed (``image_seeds``); `finish` decodes them into ``images`` in tf.data.
+  """
 
   def __init__(self, split: PrecomputedSplit, vocab: Tokenizer | None,
                max_len: int | None):
     self.split = split
     self.has_emb = split.caption_emb is not None
+    self.pixels = image_sources.is_image_source(split.images)
+    if self.pixels and split.images.preprocessing is None:
+      raise ValueError(f"split {split.split!r} holds raw images but no "
+                       "preprocessing (size, mean, std) was attached to it")
     if vocab is not None:
       # Tokenised once up front; batches then just index these arrays.
       self.tokens, self.lengths = vocab.encode_batch(split.captions, max_len)
 
+  def _images(self, image_ids: np.ndarray, seeds: np.ndarray | None) -> Batch:
+    if not self.pixels:
+      return {"images": _gather(self.split.images, image_ids)}
+    unique, inverse = np.unique(image_ids, return_inverse=True)
+    encoded = np.empty(len(unique), dtype=object)
+    encoded[:] = [self.split.images.read(int(i)) for i in unique]
+    if seeds is None:  # evaluation: no randomness
+      seeds = np.zeros((len(image_ids), 2), np.int64)
+    return {"image_bytes": encoded[inverse.reshape(-1)],
+            "image_seeds": seeds.astype(np.int64)}
+
   def captions(self, caption_ids: np.ndarray, mask: np.ndarray,
-               with_images: bool) -> Batch:
+               with_images: bool, seeds: np.ndarray | None = None) -> Batch:
     split = self.split
     image_ids = split.image_of_caption(caption_ids)
     batch = {"tokens": self.tokens[caption_ids],
@@ -201,7 +232,7 @@ class _Assembler:
              "caption_ids": np.where(mask, caption_ids, -1).astype(np.int32),
              "mask": mask}
     if with_images:
-      batch["images"] = _gather(split.images, image_ids)
+      batch.update(self._images(image_ids, seeds))
     if self.has_emb:
       batch["caption_emb"] = _gather(split.caption_emb, caption_ids)
       if with_images:
@@ -211,7 +242,7 @@ class _Assembler:
 
   def images(self, image_ids: np.ndarray, mask: np.ndarray) -> Batch:
     split = self.split
-    batch = {"images": _gather(split.images, image_ids),
+    batch = {**self._images(image_ids, None),
              "image_ids": np.where(mask, image_ids, -1).astype(np.int32),
              "mask": mask}
     if self.has_emb:
@@ -222,20 +253,44 @@ class _Assembler:
   def signature(self, b: int, keys: list[str], max_len: int | None):
     s = self.split
     c, d = s.captions_per_image, s.emb_dim
-    specs = {"images": ((b, s.num_regions, s.feature_dim), tf.float32),
-             "tokens": ((b, max_len), tf.int32),
+    specs = {"tokens": ((b, max_len), tf.int32),
              "lengths": ((b,), tf.int32),
              "image_ids": ((b,), tf.int32),
              "caption_ids": ((b,), tf.int32),
              "image_caption_emb": ((b, c, d), tf.float32),
              "caption_emb": ((b, d), tf.float32),
              "mask": ((b,), tf.bool)}
+    if self.pixels:
+      specs["image_bytes"] = ((b,), tf.string)
+      specs["image_seeds"] = ((b, 2), tf.int64)
+      keys = [k for key in keys for k in (
+          ("image_bytes", "image_seeds") if key == "images" else (key,))]
+    else:
+      specs["images"] = ((b, s.num_regions, s.feature_dim), tf.float32)
     return {k: specs[k] for k in keys}
+
+  def finish(self, train: bool) -> Callable[[dict], dict] | None:
+    """The tf.data map that decodes ``image_bytes`` into ``images``."""
+    if not self.pixels:
+      return None
+    options = self.split.images.preprocessing
+
+    def fn(batch):
+      if "image_bytes" not in batch:  # caption batches
+        return batch
+      batch = dict(batch)
+      batch["images"] = image_preprocessing.preprocess_batch(
+          batch.pop("image_bytes"), batch.pop("image_seeds"), options,
+          train=train)
+      return batch
+    return fn
 
 
 def _dataset(steps: tf.data.Dataset, make: Callable[[int], Batch],
-             spec: dict, prefetch: int) -> tf.data.Dataset:
-  """Maps step numbers to batches with ``make`` (order-preserving, parallel)."""
+             spec: dict, prefetch: int,
+             finish: Callable[[dict], dict] | None = None) -> tf.data.Dataset:
+  """Maps step numbers to batches with ``make`` (order-preserving, parallel),
+  then with the TensorFlow map ``finish`` if any (image decoding)."""
   keys = list(spec)
 
   def py_fn(step):
@@ -249,9 +304,12 @@ def _dataset(steps: tf.data.Dataset, make: Callable[[int], Batch],
 
   options = tf.data.Options()
   options.deterministic = True
-  return (steps.map(tf_fn, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-          .prefetch(prefetch).with_options(options))
+  dataset = steps.map(tf_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True)
+  if finish is not None:
+    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+  return dataset.prefetch(prefetch).with_options(options)
 
 
 def _check_max_len(max_len):
@@ -315,12 +373,16 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
   def make(step):
     ids = train_caption_ids(n, batch_size=batch_size, seed=seed, step=step,
                             drop_last=drop_last, batch_multiple=batch_multiple)
-    if len(ids) != batch_size:  # the last, smaller batch
-      ids = ids[_process_slice(len(ids), process_index, process_count)]
-    else:
-      ids = ids[rows]
-    ids = np.asarray(ids)
-    return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True)
+    # The last, smaller batch has its own process slice.
+    own = (_process_slice(len(ids), process_index, process_count)
+           if len(ids) != batch_size else rows)
+    ids = np.asarray(ids[own])
+    # Image augmentation seeds: a function of (seed, step, global row), so
+    # every process count and every resume draws the same crops.
+    positions = step * batch_size + np.arange(own.start, own.stop)
+    seeds = np.stack([np.full(len(ids), seed), positions], axis=1)
+    return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True,
+                              seeds=seeds)
 
   keys = ["images", "tokens", "lengths", "image_ids", "caption_ids", "mask"]
   if assembler.has_emb:
@@ -329,7 +391,8 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
            tf.data.Dataset.range(start_step, start_step + num_steps))
   rows_per_batch = rows.stop - rows.start if drop_last else None  # may vary
   return _dataset(steps, make,
-                  assembler.signature(rows_per_batch, keys, max_len), prefetch)
+                  assembler.signature(rows_per_batch, keys, max_len), prefetch,
+                  assembler.finish(train=True))
 
 
 class _ClosableIterator:
@@ -406,8 +469,9 @@ def _eval_dataset(total, batch_size, process_index, process_count, make_rows,
     return make_rows(ids, mask)
 
   spec = assembler.signature(rows.stop - rows.start, keys, max_len)
-  return _ClosableIterator(_dataset(tf.data.Dataset.range(num_batches), make,
-                                    spec, prefetch).as_numpy_iterator())
+  return _ClosableIterator(_dataset(
+      tf.data.Dataset.range(num_batches), make, spec, prefetch,
+      assembler.finish(train=False)).as_numpy_iterator())
 
 
 def eval_caption_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
