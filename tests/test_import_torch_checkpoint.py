@@ -80,6 +80,25 @@ def test_reader_refuses_globals_outside_the_allow_list():
     torch_pickle.load(_zip_checkpoint({"model": Payload()}))
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_numpy_scalars_load_and_object_scalars_are_refused(protocol):
+  values = {"f": np.float64(0.25), "i": np.int64(-3), "h": np.float16(1.5), "b": np.bool_(True)}
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w") as z:
+    z.writestr("ckpt/data.pkl", pickle.dumps(values, protocol=protocol))
+  buf.seek(0)
+  loaded = torch_pickle.load(buf)
+  assert {k: (type(v), v) for k, v in loaded.items()} == {
+      k: (type(v), v) for k, v in values.items()}
+
+  class ObjectScalar:
+    def __reduce__(self):
+      return (np.float64(0).__reduce__()[0], (np.dtype(object), b"\0" * 8))
+
+  with pytest.raises(torch_pickle.UnsupportedPickleError, match="object scalar"):
+    torch_pickle.load(_zip_checkpoint({"x": ObjectScalar()}))
+
+
 def test_legacy_file_without_torch_is_a_clear_error(tmp_path, monkeypatch):
   path = tmp_path / "old.pth.tar"
   path.write_bytes(pickle.dumps({"model": []}, protocol=2))  # not a zip

@@ -38,10 +38,6 @@ from typing import Any, BinaryIO, Union
 import ml_dtypes
 import numpy as np
 
-try:  # NumPy >= 2
-  from numpy._core.multiarray import scalar as _numpy_scalar  # pylint: disable=g-import-not-at-top
-except ImportError:  # NumPy 1.x
-  from numpy.core.multiarray import scalar as _numpy_scalar  # pylint: disable=g-import-not-at-top
 
 # torch storage class name -> NumPy dtype of its elements.
 STORAGE_DTYPES = {
@@ -73,6 +69,21 @@ def _rebuild_tensor(storage, offset, size, stride, *unused):
 def _rebuild_parameter(data, *unused):
   del unused
   return data
+
+
+def _numpy_scalar(dtype, data=b""):
+  """NumPy's pickled-scalar constructor (`numpy._core.multiarray.scalar`),
+  for plain dtypes only: an object-dtype scalar would unpickle arbitrary
+  objects, and NumPy's own function is private."""
+  dtype = np.dtype(dtype)
+  if dtype.hasobject:
+    raise UnsupportedPickleError("the checkpoint contains a NumPy object scalar, "
+                                 "which this reader does not load")
+  if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+    raise pickle.UnpicklingError(f"a pickled NumPy {dtype} scalar has "
+                                 f"{len(data) if isinstance(data, bytes) else type(data).__name__} "
+                                 f"bytes, not {dtype.itemsize}")
+  return np.frombuffer(data, dtype=dtype)[0]
 
 
 # (module, name) -> what the restricted unpickler returns for that global.

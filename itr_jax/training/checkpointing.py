@@ -25,7 +25,6 @@ from typing import Any, Optional
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
 from itr_jax import filesystem as fs
 from itr_jax.training import integrity
@@ -137,9 +136,10 @@ class Checkpoints:
     self.manager = self._open_manager()
 
   def _open_manager(self) -> ocp.CheckpointManager:
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=self.keep),
-        pp.BestN(get_metric_fn=_rsum, n=1, keep_checkpoints_without_metrics=False),
+    policies = ocp.checkpoint_managers
+    policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=self.keep),
+        policies.BestN(get_metric_fn=_rsum, n=1, keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
