@@ -210,7 +210,7 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
       (loss, (aux, batch_stats)), grads = jax.value_and_grad(
           scorer_loss_fn, has_aux=True)(state.params)
       new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 
   if mesh is None:
