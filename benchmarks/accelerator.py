@@ -51,6 +51,7 @@ from itr_jax import sharding  # noqa: E402
 from itr_jax.evaluation import similarity  # noqa: E402
 from itr_jax.losses import sorted_ranks  # noqa: E402
 from itr_jax.models import registry  # noqa: E402
+from itr_jax.training import defaults  # noqa: E402
 from itr_jax.training import train_step as train_step_lib  # noqa: E402
 
 TWO_TOWER_AND_SGRAF = ("vse", "vse_infty", "sgr", "saf")
@@ -61,11 +62,12 @@ SIZES = {
     False: dict(loss_batches=(1024, 2048, 4096, 8192, 16384, 32768), dim=1024,
                 train_batches=(128, 512), regions=36, img_dim=2048, vocab_size=8500,
                 max_len=32, text_emb_dim=384, model={}, eval_sample=128,
-                eval_block=64, dual_variant="B/16"),
+                eval_block=64, dual_variant="B/16", dual_batches=(128,),
+                dual_dtype="bfloat16"),
     True: dict(loss_batches=(64,), dim=16, train_batches=(8,), regions=4,
                img_dim=16, vocab_size=50, max_len=8, text_emb_dim=8,
                model=dict(word_dim=8, embed_size=16, sim_dim=8), eval_sample=4,
-               eval_block=4, dual_variant="tiny"),
+               eval_block=4, dual_variant="tiny", dual_batches=(8,), dual_dtype=""),
 }
 
 
@@ -193,16 +195,18 @@ def eval_row(name: str, size: dict, args):
 
 
 def dual_encoder_row(name: str, b: int, size: dict, args):
-  """A dual encoder's train step on random pixels (guarded: its batch format
-  is read from the model's own preprocessing settings)."""
-  from itr_jax.models import dual_encoder  # pylint: disable=g-import-not-at-top
-  config = backbones.model_config("vse", args)
-  config.model = type(config.model)({"name": name, "variant": size["dual_variant"],
-                                     "vocab_size": args.vocab_size})
-  arch = dual_encoder.architecture(config.model)
+  """(ms per step, device MiB) of a CLIP / SigLIP train step (its own pairwise
+  loss + S-NDCG) on random pixels of the variant's resolution."""
+  config = defaults.base_config()
+  config.model.name, config.model.variant = name, size["dual_variant"]
+  config.model.vocab_size = args.vocab_size  # read by the "tiny" variant only
+  config.model.dtype = size["dual_dtype"]
+  config.loss.pairwise = "infonce" if name == "clip" else "sigmoid"
+  model = models.create_model(config.model)
+  side, context = model.arch.image_size, model.arch.context_length
   rng = np.random.default_rng(0)
-  batch = random_batch(rng, b, args)
-  batch["images"] = rng.standard_normal((b, arch.image_size, arch.image_size, 3), np.float32)
+  batch = random_batch(rng, b, types.SimpleNamespace(**{**vars(args), "max_len": context}))
+  batch["images"] = rng.standard_normal((b, side, side, 3), np.float32)
   return train_row(name, b, size, args, config=config, batch=batch)
 
 
@@ -276,7 +280,7 @@ def main(argv=None) -> int:
       if name not in registry.MODELS:
         table.add("train", name, "", note="not in itr_jax.models in this version")
         continue
-      for b in size["train_batches"]:
+      for b in size["dual_batches"]:
         if skip_if_over_budget("train", name, b):
           continue
         try:

@@ -66,3 +66,10 @@ def test_deprecation_warnings_raised_in_itr_jax_fail_the_tests():
   with pytest.raises(FutureWarning):
     warnings.warn_explicit("old API", FutureWarning, "scorer.py", 1,
                            module="itr_jax.models.scorer")
+
+
+def test_optional_import_examples():
+  import doctest  # pylint: disable=import-outside-toplevel
+  from itr_jax import optional  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(optional, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0
