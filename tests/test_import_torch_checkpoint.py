@@ -80,25 +80,6 @@ def test_reader_refuses_globals_outside_the_allow_list():
     torch_pickle.load(_zip_checkpoint({"model": Payload()}))
 
 
-@pytest.mark.parametrize("protocol", [2, 4])
-def test_numpy_scalars_load_and_object_scalars_are_refused(protocol):
-  values = {"f": np.float64(0.25), "i": np.int64(-3), "h": np.float16(1.5), "b": np.bool_(True)}
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, "w") as z:
-    z.writestr("ckpt/data.pkl", pickle.dumps(values, protocol=protocol))
-  buf.seek(0)
-  loaded = torch_pickle.load(buf)
-  assert {k: (type(v), v) for k, v in loaded.items()} == {
-      k: (type(v), v) for k, v in values.items()}
-
-  class ObjectScalar:
-    def __reduce__(self):
-      return (np.float64(0).__reduce__()[0], (np.dtype(object), b"\0" * 8))
-
-  with pytest.raises(torch_pickle.UnsupportedPickleError, match="object scalar"):
-    torch_pickle.load(_zip_checkpoint({"x": ObjectScalar()}))
-
-
 def test_legacy_file_without_torch_is_a_clear_error(tmp_path, monkeypatch):
   path = tmp_path / "old.pth.tar"
   path.write_bytes(pickle.dumps({"model": []}, protocol=2))  # not a zip
@@ -152,3 +133,29 @@ def test_doctests(module):
   import doctest  # pylint: disable=import-outside-toplevel
   result = doctest.testmod(module)
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, monkeypatch):
+  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  with monkeypatch.context() as m:
+    m.setattr(checkpointing.Checkpoints, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+      importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  assert os.listdir(tmp_path) == []  # neither the workdir nor its staging copy
+  info = importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  assert info["step"] == 7 and sorted(os.listdir(workdir))[:2] == ["checkpoints", "config.json"]
+
+
+def test_a_hostile_checkpoint_is_refused_in_one_sentence_before_writing(tmp_path):
+  bad = tmp_path / "evil.pth.tar"
+  raw = open(checkpoint("vse"), "rb").read()
+  bad.write_bytes(raw.replace(b"X\x02\x00\x00\x00", b"X\x02\x00\x00\xff", 1))  # garble a string
+  with pytest.raises(ValueError) as info:
+    importer.import_checkpoint(str(bad), "vse", VOCAB, str(tmp_path / "run"))
+  assert str(bad) in str(info.value) and "\n" not in str(info.value)
+  assert not (tmp_path / "run").exists()
