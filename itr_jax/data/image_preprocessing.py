@@ -31,7 +31,19 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import tensorflow as tf
+from itr_jax import optional
+
+
+class _TensorFlow:
+  """TensorFlow, imported on first use: the dataclass below (and the
+  precomputed-feature path that imports this module) need no TensorFlow."""
+
+  def __getattr__(self, name):
+    return getattr(optional.require("tensorflow", "Decoding raw images",
+                                    "tensorflow-cpu"), name)
+
+
+tf = _TensorFlow()
 
 # OpenAI CLIP's pixel statistics (open_clip.constants.OPENAI_DATASET_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
