@@ -21,6 +21,8 @@ import zipfile
 from packaging.requirements import Requirement
 import pytest
 
+import itr_jax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Libraries the core must not need: the [train], [eval], [report], [torch] ones.
@@ -60,7 +62,7 @@ CORE_SCRIPT = textwrap.dedent(f"""
 def _pinned() -> dict[str, str]:
   """{normalised name: version} of requirements*.txt."""
   pins = {}
-  for name in ("requirements.txt", "requirements-nodeps.txt"):
+  for name in ("requirements.txt", "requirements-nodeps.txt", "requirements-docs.txt"):
     for line in (ROOT / name).read_text().splitlines():
       line = line.split("#")[0].strip()
       if line:
@@ -79,7 +81,7 @@ def test_declared_ranges_admit_the_pinned_versions():
   project = PYPROJECT["project"]
   declared = list(project["dependencies"])
   for extra, reqs in project["optional-dependencies"].items():
-    assert extra in ("train", "eval", "report", "torch", "test"), extra
+    assert extra in ("train", "eval", "report", "torch", "test", "docs"), extra
     declared += [r for r in reqs if not r.startswith("itr_jax[")]
   unpinned = []
   for line in declared:
@@ -141,7 +143,10 @@ def test_wheel_metadata_and_core_import_from_it(tmp_path):
   assert meta["Requires-Python"] == ">=3.11"
   core = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
   assert sorted(Requirement(r).name for r in core) == ["jax", "numpy"]
-  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test"}
+  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test",
+                                                 "docs"}
+  # One source for the version: itr_jax/__init__.py.
+  assert meta["Version"] == itr_jax.__version__
   for script in PYPROJECT["project"]["scripts"]:
     assert f"{script} = " in entry_points
 

@@ -26,7 +26,7 @@ def listwise_itr_loss(scores: jax.Array, relevance: jax.Array, *, margin=0.2,
   a grid); they are validated when concrete.
 
   Returns:
-    (loss, aux): aux holds `pairwise`, `listwise` and the batch means
+    The pair `(loss, aux)`; aux holds `pairwise`, `listwise` and the batch means
     `ndcg_i2t`, `ndcg_t2i` (smooth) and `hard_ndcg_i2t`, `hard_ndcg_t2i`.
 
   >>> s = jnp.array([[0.9, 0.1], [0.2, 0.8]])
