@@ -174,3 +174,13 @@ def test_wheel_installs_into_a_clean_venv_from_pypi(tmp_path):
                        text=True, check=False, env={"PATH": os.environ["PATH"]})
   assert out.returncode == 0, out.stderr
   assert "core ok" in out.stdout
+
+
+def test_citation_and_changelog_name_the_version():
+  """CITATION.cff and CHANGELOG.md follow itr_jax.__version__ (the single source)."""
+  citation = (ROOT / "CITATION.cff").read_text()
+  assert f"\nversion: {itr_jax.__version__}\n" in citation
+  assert "arXiv:2305.16566" in citation
+  changelog = (ROOT / "CHANGELOG.md").read_text()
+  first = next(line for line in changelog.splitlines() if line.startswith("## "))
+  assert first.startswith(f"## {itr_jax.__version__}"), first
