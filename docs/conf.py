@@ -48,6 +48,9 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Array|ArrayLike|Any|Callable|Sequence|Mapping|Iterable|Iterator|Optional|Union|PRNGKey|PyTree|Variables|Module|DTypeLike|Shape|ndarray|ConfigDict|module|function|optional|callable|default|dtype|array|array-like|.*Array.*)"),
 ]
 
+# Docstrings write names and shapes in single backticks (Markdown style).
+default_role = "code"
+
 autosummary_generate = True
 # Flax modules: their dataclass fields are the constructor arguments (documented
 # in the class docstring); setup() and the Module machinery are Flax's.
