@@ -5,6 +5,7 @@ errors). The API pages are generated from the docstrings of the modules in
 API_MODULES; a module that is not importable in this checkout (an optional
 one still being written) is left out instead of failing the build.
 """
+import ast
 import importlib.util
 import os
 import pathlib
@@ -85,14 +86,32 @@ def _api_page() -> str:
           "Generated from the docstrings of the public modules; every example\n"
           "in them runs as a doctest in the test suite.\n\n"
           "```{eval-rst}\n.. autosummary::\n   :toctree: generated\n"
-          "\n" + lines + "\n```\n")
+          "\n" + lines + "\n```\n\n"
+          "```{toctree}\n:maxdepth: 1\n\nconfigs\n```\n")
 
 
-# Written before Sphinx reads the sources (autosummary scans this file).
+def _configs_page() -> str:
+  """The experiment configs of configs/, each with its docstring."""
+  parts = ["# Experiment configs\n\n"
+           "The files under `configs/` (passed as `--config=FILE[:variant]`); each\n"
+           "starts from {py:func}`itr_jax.training.defaults.base_config`, whose fields\n"
+           "are listed on the [configs](../guides/configs.md) page.\n"]
+  # configs/*.py first, then the sweeps of configs/ablations/.
+  for path in sorted((ROOT / "configs").rglob("*.py"), key=lambda p: (len(p.parts), p)):
+    doc = ast.get_docstring(ast.parse(path.read_text())) or "(no docstring)"
+    parts.append(f"\n## `{path.relative_to(ROOT)}`\n\n```text\n{doc}\n```\n")
+  return "".join(parts)
+
+
+def _write(page: pathlib.Path, text: str) -> None:
+  if not page.exists() or page.read_text() != text:
+    page.write_text(text)
+
+
+# Written before Sphinx reads the sources (autosummary scans index.md).
 (DOCS / "api").mkdir(exist_ok=True)
-_page = DOCS / "api" / "index.md"
-if not _page.exists() or _page.read_text() != _api_page():
-  _page.write_text(_api_page())
+_write(DOCS / "api" / "index.md", _api_page())
+_write(DOCS / "api" / "configs.md", _configs_page())
 
 html_theme = "sphinx_book_theme"
 html_title = f"itr_jax {release}"

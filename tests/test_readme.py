@@ -25,8 +25,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# The docs pages, without the build output.
-DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
+# The docs pages, without the build output and the generated API pages.
+DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md")
+              if not {"_build", "api"} & set(p.relative_to(ROOT / "docs").parts))
 PAGES = [README] + DOCS
 VENV_BIN = pathlib.Path(sys.executable).parent
 
