@@ -1,11 +1,12 @@
 """The documented shell commands run as written (on a fresh clone after setup.sh).
 
 Every ```bash block of README.md and of the docs pages (docs/**/*.md) is split
-into commands. Each must start with something
-that exists after `bash launch/setup.sh`: `bash launch/<script>.sh` (checked
-with `bash -n`), or `.venv/bin/<tool>` (never a bare `python`/`tensorboard`,
-which is not on PATH). For `.venv/bin/python -m MODULE ...` the module's
-`--help` must exit 0 and name every flag the command passes; `--config=FILE`
+into commands. After any leading `NAME=value` settings, each must start with
+something that exists after `bash launch/setup.sh`: `bash launch/<script>.sh`
+(checked with `bash -n`), or `.venv/bin/<tool>` (never a bare
+`python`/`tensorboard`, which is not on PATH); `pip install ...` lines are
+install instructions for the reader's own environment. For
+`.venv/bin/python -m MODULE ...` the module's `--help` must exit 0 and name every flag the command passes; `--config=FILE`
 must exist and every `--config.a.b=` must be a field of that config (of the
 base config for commands without --config=, e.g. itr_jax.evaluate); files
 under configs/ and launch/ that a command names must exist. Every link of the
@@ -49,8 +50,16 @@ def readme_commands(text: str) -> list[str]:
 COMMANDS = sorted({c for page in PAGES for c in readme_commands(page.read_text())})
 
 
-def _module(command: str) -> str | None:
+def _words(command: str) -> list[str]:
+  """The command's words after any leading `NAME=value` environment settings."""
   words = shlex.split(command)
+  while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+    words = words[1:]
+  return words
+
+
+def _module(command: str) -> str | None:
+  words = _words(command)
   if words[0] == ".venv/bin/python" and words[1] == "-m":
     return words[2]
   return None
@@ -127,7 +136,9 @@ def test_readme_links_resolve():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_starts_with_an_installed_program(command):
-  words = shlex.split(command)
+  words = _words(command)
+  if words[:2] == ["pip", "install"]:
+    return  # an install instruction for the reader's own environment
   if words[0] == "bash":
     script = ROOT / words[1]
     assert script.exists(), f"{words[1]} does not exist"
@@ -163,7 +174,7 @@ def _config_fields(config_arg: str | None) -> set[str]:
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if _module(c)])
 def test_python_command_flags_exist(command, helps):
-  words = shlex.split(command)
+  words = _words(command)
   module, args = words[2], words[3:]
   text = helps[module]
   config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
