@@ -45,6 +45,8 @@ myst_heading_anchors = 3
 nitpicky = True
 # Types from other libraries (no intersphinx: the build needs no network).
 nitpick_ignore_regex = [
+    # Config dataclasses of a model that the models page documents with it.
+    (r"py:class", r"itr_jax\.models\.dual_encoder\.DualEncoderConfig"),
     (r"py:.*", r"(jax|jnp|np|numpy|flax|nn|optax|ml_collections|tf|chex|collections|typing|os|pathlib|concurrent|threading|argparse|absl)\..*"),
     (r"py:class", r"(Array|ArrayLike|Any|Callable|Sequence|Mapping|Iterable|Iterator|Optional|Union|PRNGKey|PyTree|Variables|Module|DTypeLike|Shape|ndarray|ConfigDict|module|function|optional|callable|default|dtype|array|array-like|.*Array.*)"),
 ]

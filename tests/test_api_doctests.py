@@ -21,6 +21,8 @@ MODULES = [
     "itr_jax.models", "itr_jax.models.gru", "itr_jax.models.image_encoder",
     "itr_jax.models.initializers", "itr_jax.models.normalize", "itr_jax.models.pooling",
     "itr_jax.models.text_encoder", "itr_jax.models.vse", "itr_jax.training.defaults",
+    "itr_jax.losses.contrastive", "itr_jax.losses.options", "itr_jax.models.dual_encoder",
+    "itr_jax.models.dual_encoder_weights", "itr_jax.models.transformer",
 ]
 
 # module -> the test file that runs its examples.
