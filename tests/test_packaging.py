@@ -21,6 +21,8 @@ import zipfile
 from packaging.requirements import Requirement
 import pytest
 
+import itr_jax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Libraries the core must not need: the [train], [eval], [report], [torch] ones.
@@ -67,7 +69,7 @@ CORE = ("jax", "numpy", "flax", "optax", "orbax-checkpoint", "ml-collections",
 def _pinned(lane: str = LANES[0]) -> dict[str, str]:
   """{normalised name: version} of a lane's requirements and requirements-nodeps.txt."""
   pins = {}
-  for name in (lane, "requirements-nodeps.txt"):
+  for name in (lane, "requirements-nodeps.txt", "requirements-docs.txt"):
     for line in (ROOT / name).read_text().splitlines():
       line = line.split("#")[0].strip()
       if line:
@@ -84,7 +86,7 @@ def _declared() -> list[Requirement]:
   project = PYPROJECT["project"]
   declared = list(project["dependencies"])
   for extra, reqs in project["optional-dependencies"].items():
-    assert extra in ("train", "eval", "report", "torch", "test"), extra
+    assert extra in ("train", "eval", "report", "torch", "test", "docs"), extra
     declared += [r for r in reqs if not r.startswith("itr_jax[")]
   return [Requirement(line) for line in declared]
 
@@ -119,7 +121,8 @@ def test_console_scripts_point_at_functions():
   scripts = PYPROJECT["project"]["scripts"]
   assert set(scripts) == {"itr-train", "itr-evaluate", "itr-sweep", "itr-report",
                           "itr-embed-captions", "itr-retrieve", "itr-coco-ids",
-                          "itr-examples", "itr-import-torch", "itr-build-tfds"}
+                          "itr-examples", "itr-import-torch", "itr-build-tfds",
+                          "itr-import-dual-encoder", "itr-image-records", "itr-karpathy"}
   for target in scripts.values():
     module, function = target.split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
@@ -162,7 +165,10 @@ def test_wheel_metadata_and_core_import_from_it(tmp_path):
   assert meta["Requires-Python"] == ">=3.11"
   core = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
   assert sorted(Requirement(r).name for r in core) == ["jax", "numpy"]
-  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test"}
+  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test",
+                                                 "docs"}
+  # One source for the version: itr_jax/__init__.py.
+  assert meta["Version"] == itr_jax.__version__
   for script in PYPROJECT["project"]["scripts"]:
     assert f"{script} = " in entry_points
 
@@ -190,3 +196,13 @@ def test_wheel_installs_into_a_clean_venv_from_pypi(tmp_path):
                        text=True, check=False, env={"PATH": os.environ["PATH"]})
   assert out.returncode == 0, out.stderr
   assert "core ok" in out.stdout
+
+
+def test_citation_and_changelog_name_the_version():
+  """CITATION.cff and CHANGELOG.md follow itr_jax.__version__ (the single source)."""
+  citation = (ROOT / "CITATION.cff").read_text()
+  assert f"\nversion: {itr_jax.__version__}\n" in citation
+  assert "arXiv:2305.16566" in citation
+  changelog = (ROOT / "CHANGELOG.md").read_text()
+  first = next(line for line in changelog.splitlines() if line.startswith("## "))
+  assert first.startswith(f"## {itr_jax.__version__}"), first

@@ -7,7 +7,15 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Official Listwise_ITR defaults (VSE++ backbone + triplet/S-NDCG)."""
+  """Official Listwise_ITR defaults (VSE++ backbone + triplet/S-NDCG).
+
+  Every field can be overridden on the command line as `--config.<field>=`;
+  the configs in `configs/` start from this one.
+
+  >>> c = base_config()
+  >>> c.model.name, c.loss.weight, c.loss.tau, c.train.batch_size
+  ('vse', 0.5, 0.01, 128)
+  """
   c = ml_collections.ConfigDict()
   c.seed = 0
 
