@@ -155,7 +155,8 @@ def train_row(name: str, b: int, size: dict, args, config=None, batch=None):
   config = config or model_config(name, size, args)
   model = models.create_model(config.model)
   mesh = sharding.create_mesh((("data", -1),))
-  step = train_step_lib.make_train_step(model, config.loss, mesh=mesh)
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(config.loss),
+                                        mesh=mesh)
   state = backbones.init_state(model, config, args)
   batch = batch if batch is not None else random_batch(np.random.default_rng(0), b, args)
   batch = sharding.global_batch(batch, mesh)
@@ -178,7 +179,7 @@ def eval_row(name: str, size: dict, args):
   model = models.create_model(config.model)
   n = size["eval_sample"]
   batch = random_batch(np.random.default_rng(0), 5 * n, args)
-  variables = train_step_lib.variables(backbones.init_state(model, config, args))
+  variables = backbones.init_state(model, config, args).variables()
   image_repr = jax.jit(lambda v, x: model.apply(v, x, method="encode_images"))(
       variables, batch["images"][:n])
   caption_repr = jax.jit(lambda v, t, l: model.apply(v, t, l, method="encode_texts"))(

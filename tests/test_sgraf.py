@@ -283,7 +283,8 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   ckpt = checkpointing.Checkpoints(workdirs["saf"], keep=2)
   restored = ckpt.manager.restore(ckpt.latest_step())
   ckpt.close()
-  assert float(np.asarray(restored["batch_stats"]["SAF_module"]["bn_var"])[0]) != 1.0
+  saf_stats = restored["model_state"]["batch_stats"]["SAF_module"]
+  assert float(np.asarray(saf_stats["bn_var"])[0]) != 1.0
 
 
 @pytest.mark.parametrize("name", ["itr_jax.models.sgraf", "itr_jax.models.scorer",

@@ -83,7 +83,10 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   """
   # Pixel models (CLIP / SigLIP) know their input shape, the others take the
   # split's region features.
-  image_shape = getattr(model, "image_shape", None) or split.image_input_shape
+  # (Shape-only splits, e.g. the checkpoint importer's, give regions x dim.)
+  image_shape = (getattr(model, "image_shape", None)
+                 or getattr(split, "image_input_shape", None)
+                 or (split.num_regions, split.feature_dim))
   images = jnp.zeros((1, *image_shape), jnp.float32)
   tokens = jnp.zeros((1, min(config.data.max_len, getattr(model, "context_length", 1 << 30))),
                      jnp.int32)
