@@ -388,7 +388,7 @@ def test_records_equal_files_and_corrupt_images(tmp_path):
 
 def test_parse_record_rejects_garbage():
   with pytest.raises(ValueError, match="not an image record"):
-    image_records.parse_record(b"\x00\xff garbage")
+    image_sources.parse_record(b"\x00\xff garbage")
 
 
 def test_examples_page_pieces_for_pixel_data(pixels):

@@ -74,31 +74,6 @@ def encode_record(image: bytes, path: str, captions: Sequence[str],
       feature=feature)).SerializeToString()
 
 
-def parse_record(data: bytes) -> dict:
-  """The plain values of one record: image bytes, path, captions, ids."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    feature = tf.train.Example.FromString(data).features.feature
-    image = feature["image"].bytes_list.value[0]
-    return {"image": image,
-            "path": feature["path"].bytes_list.value[0].decode("utf-8"),
-            "captions": [c.decode("utf-8") for c in feature["captions"].bytes_list.value],
-            "caption_ids": list(feature["caption_ids"].int64_list.value)}
-  except Exception as e:  # protobuf DecodeError, missing key, bad UTF-8
-    raise ValueError(f"not an image record ({type(e).__name__}: {e}); "
-                     "rerun the converter") from e
-
-
-def open_records(data_dir: str, split: str, preprocessing=None) -> image_sources.ImageRecords:
-  """The `ImageRecords` of `split`'s shards in `data_dir`."""
-  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
-  paths = tuple(os.path.join(data_dir, n)
-                for n in image_sources.shard_names(data_dir, split))
-  count = len(array_record_data_source.ArrayRecordDataSource(list(paths)))
-  return image_sources.ImageRecords(paths, count, preprocessing=preprocessing,
-                                    parse=parse_record)
-
-
 def _split_plan(data_dir: str, split: str, image_root: str) -> dict:
   """A split of image files: its images (path, captions, bytes reader)."""
   paths = image_sources.read_image_list(

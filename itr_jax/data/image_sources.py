@@ -221,3 +221,28 @@ class ImageRecords:
 
 
 _SOURCES: dict[Sequence[str], object] = {}
+
+
+def parse_record(data: bytes) -> dict:
+  """The plain values of one record: image bytes, path, captions, ids."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    feature = tf.train.Example.FromString(data).features.feature
+    image = feature["image"].bytes_list.value[0]
+    return {"image": image,
+            "path": feature["path"].bytes_list.value[0].decode("utf-8"),
+            "captions": [c.decode("utf-8") for c in feature["captions"].bytes_list.value],
+            "caption_ids": list(feature["caption_ids"].int64_list.value)}
+  except Exception as e:  # protobuf DecodeError, missing key, bad UTF-8
+    raise ValueError(f"not an image record ({type(e).__name__}: {e}); "
+                     "rerun the converter") from e
+
+
+def open_records(data_dir: str, split: str, preprocessing=None) -> ImageRecords:
+  """The `ImageRecords` of `split`'s shards in `data_dir`."""
+  from array_record.python import array_record_data_source  # pylint: disable=g-import-not-at-top
+  paths = tuple(os.path.join(data_dir, n)
+                for n in shard_names(data_dir, split))
+  count = len(array_record_data_source.ArrayRecordDataSource(list(paths)))
+  return ImageRecords(paths, count, preprocessing=preprocessing,
+                                    parse=parse_record)

@@ -251,9 +251,9 @@ def _open_images(data_dir: str, split: str, image_root: str | None,
       raise ValueError(f"{ims_path!r} has an empty dimension: {images.shape}")
     return images, ims_path
   # Imported here: the region-feature path needs neither.
-  from itr_jax.data import image_records, image_sources  # pylint: disable=g-import-not-at-top
+  from itr_jax.data import image_sources  # pylint: disable=g-import-not-at-top
   if image_sources.shard_names(data_dir, split):
-    return (image_records.open_records(data_dir, split, preprocessing),
+    return (image_sources.open_records(data_dir, split, preprocessing),
             os.path.join(data_dir, f"{split}-*.array_record"))
   list_path = os.path.join(data_dir, split + image_sources.IMAGES_SUFFIX)
   if os.path.exists(list_path):
