@@ -167,3 +167,54 @@ def test_plateau_notice_only_for_backbones_known_to_plateau():
   falling = plateau.PlateauNotice("sgr", 2)
   assert all(falling.end_epoch(x) is None for x in (0.4, 0.39, 0.37, 0.33))
   assert plateau.PlateauNotice("sgr", 0).end_epoch(0.4) is None
+
+
+# --- loss.reduction against the official VSE-infinity loss -------------------
+
+def _vse_infty_step(reduction):
+  """One train step of the VSE-infinity reference fixture (official weights and
+  inputs, tests/fixtures/vse_infty_reference.npz), triplet only (lambda = 0)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import train_step  # pylint: disable=import-outside-toplevel
+  import test_vse_infty as ref_test  # pylint: disable=import-outside-toplevel
+  ref = dict(np.load(ref_test.FIXTURE))
+  model = ref_test._model(ref)  # pylint: disable=protected-access
+  images, tokens, lengths, region_mask = ref_test._inputs(ref)  # pylint: disable=protected-access
+  variables = ref_test._variables(ref)  # pylint: disable=protected-access
+  state = train_step.StatefulTrainState.create(
+      apply_fn=model.apply, params=variables["params"], tx=optax.sgd(0.0),
+      model_state={"batch_stats": variables["batch_stats"]})
+  emb = np.random.default_rng(0).standard_normal((images.shape[0], 5, 4)).astype(np.float32)
+  batch = {"images": images, "tokens": tokens, "lengths": lengths, "region_mask": region_mask,
+           "image_caption_emb": emb, "caption_emb": emb[:, 0]}
+  loss_config = defaults.base_config().loss
+  loss_config.weight, loss_config.reduction = 0.0, reduction
+
+  def official(params):  # the official ContrastiveLoss, summed over the batch
+    (img, cap), _ = model.apply({"params": params, **state.model_state}, images, tokens,
+                                lengths, region_mask, train=True, mutable=["batch_stats"])
+    return ref_test._official_loss(img, cap)  # pylint: disable=protected-access
+
+  official_norm = optax.global_norm(jax.grad(official)(variables["params"]))
+  step = train_step.make_train_step(model, loss_config, hardest=True)
+  _, metrics = step(state, batch)  # donates `state`
+  return metrics, float(ref["train_loss"]), float(official_norm), images.shape[0]
+
+
+def test_sum_reduction_gives_the_official_loss_and_gradient_norm():
+  """reduction="sum": the train step's loss is the official summed loss and its
+  gradient norm (what clipping compares with 2) the official one, while the
+  logged parts stay batch means (the default "mean" = the sum / 2B, B = 3)."""
+  got, official_loss, official_norm, b = _vse_infty_step("sum")
+  np.testing.assert_allclose(got["loss"], official_loss, rtol=1e-5)
+  np.testing.assert_allclose(got["grad_norm"], official_norm, rtol=1e-4)
+  np.testing.assert_allclose(got["pairwise"] * 2 * b, official_loss, rtol=1e-5)
+
+
+def test_reduction_is_validated():
+  c = defaults.base_config()
+  c.loss.reduction = "max"
+  from itr_jax.training import validation  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="reduction must be one of"):
+    validation.check_config(c)

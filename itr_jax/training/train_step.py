@@ -63,12 +63,39 @@ def rsc_snap(loss_config) -> bool:
   return getattr(loss_config, "rsc_snap", True)
 
 
+LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def reduction_scale(loss_config, batch_size: int) -> float:
+  r"""What the batch-mean loss is multiplied by under `config.loss.reduction`.
+
+  "mean" (default): 1. "sum": 2B, so that the loss is the sum over the B
+  queries of both directions, as the official VSE-infinity and SGRAF
+  triplet (`cost_s.sum() + cost_im.sum()`); both terms are scaled alike,
+
+  .. math:: 2B\,[(1-\lambda)\,ar L_{trip} + \lambda\,(1 - \overline{\mathrm{NDCG}})]
+            = (1-\lambda) \sum_{q,\,dir} L_{trip,q} + \lambda \sum_{q,\,dir} (1 - \mathrm{NDCG}_q),
+
+  so λ keeps its meaning. Adam cancels a constant scale; gradient clipping
+  at a fixed norm does not.
+
+  >>> reduction_scale(ml_collections.ConfigDict({"reduction": "sum"}), 128)
+  256.0
+  """
+  reduction = getattr(loss_config, "reduction", "mean")  # older configs: mean
+  if reduction not in LOSS_REDUCTIONS:
+    raise ValueError(f"Invalid config.loss: reduction must be one of {LOSS_REDUCTIONS}, "
+                     f"got {reduction!r}. Fix it with e.g. --config.loss.reduction=mean.")
+  return 2.0 * batch_size if reduction == "sum" else 1.0
+
+
 def check_loss_config(loss_config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for bad loss hyperparameters, before any work is done.
 
   Traces the loss once on a 2-pair batch (nothing is computed), so the checks
   are exactly the loss's own; the message gets a `config.loss` prefix.
   """
+  reduction_scale(loss_config, 1)
   if not isinstance(rsc_snap(loss_config), bool):
     raise ValueError("Invalid config.loss: rsc_snap must be True (snap RSC "
                      "relevance to a 2^-20 grid) or False (raw float32, as the "
@@ -180,11 +207,15 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
   `sharding.state_shardings`; default replicated), the batch is split along
   the mesh's batch axes (`sharding.global_batch` builds it), the metrics are
   replicated, and the loss has global-batch semantics (see `batch_loss`).
+  The differentiated (and logged) `loss` is scaled by `reduction_scale`
+  (config.loss.reduction, B = the global batch); `pairwise`, `listwise` stay
+  batch means.
   """
 
   def train_step(state: TrainState, batch: Batch):
     if augment is not None:
       batch = augment(batch, state.step)
+    scale = reduction_scale(loss_config, batch["tokens"].shape[0])
     if scorer.is_two_tower(model):
       model_state = getattr(state, "model_state", None)
 
@@ -192,7 +223,7 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
         (loss, aux), new_model_state = batch_loss_and_state(
             model, params, model_state, batch, hardest=hardest,
             loss_config=loss_config, mesh=mesh)
-        return loss, (aux, new_model_state)
+        return loss * scale, (aux, new_model_state)
 
       (loss, (aux, new_model_state)), grads = jax.value_and_grad(
           loss_fn, has_aux=True)(state.params)
@@ -203,9 +234,10 @@ def make_train_step(model, loss_config: ml_collections.ConfigDict, *,
       rng = jax.random.fold_in(state.dropout_rng, state.step)
 
       def scorer_loss_fn(params):
-        return scorer_batch_loss(
+        loss, aux = scorer_batch_loss(
             model, {"params": params, "batch_stats": state.batch_stats}, batch,
             hardest=hardest, loss_config=loss_config, mesh=mesh, rng=rng)
+        return loss * scale, aux
 
       (loss, (aux, batch_stats)), grads = jax.value_and_grad(
           scorer_loss_fn, has_aux=True)(state.params)
