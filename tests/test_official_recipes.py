@@ -218,3 +218,11 @@ def test_reduction_is_validated():
   from itr_jax.training import validation  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="reduction must be one of"):
     validation.check_config(c)
+
+
+def test_clip_rate_is_the_share_of_steps_whose_gradient_norm_exceeds_the_clip():
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
+  pending = [{"loss": 1.0, "grad_norm": g} for g in (1.0, 2.5, 2.0, 7.0)]
+  summary = trainer._window_summary(pending, 2.0)  # pylint: disable=protected-access
+  assert summary["clip_rate"] == 0.5 and summary["grad_norm"] == 3.125
+  assert "clip_rate" not in trainer._window_summary(pending, 0.0)  # pylint: disable=protected-access
