@@ -176,20 +176,21 @@ def _vse_infty_step(reduction):
   inputs, tests/fixtures/vse_infty_reference.npz), triplet only (lambda = 0)."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+  from itr_jax import losses  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
   from itr_jax.training import train_step  # pylint: disable=import-outside-toplevel
   import test_vse_infty as ref_test  # pylint: disable=import-outside-toplevel
   ref = dict(np.load(ref_test.FIXTURE))
   model = ref_test._model(ref)  # pylint: disable=protected-access
   images, tokens, lengths, region_mask = ref_test._inputs(ref)  # pylint: disable=protected-access
   variables = ref_test._variables(ref)  # pylint: disable=protected-access
-  state = train_step.StatefulTrainState.create(
+  state = state_lib.TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=optax.sgd(0.0),
       model_state={"batch_stats": variables["batch_stats"]})
   emb = np.random.default_rng(0).standard_normal((images.shape[0], 5, 4)).astype(np.float32)
   batch = {"images": images, "tokens": tokens, "lengths": lengths, "region_mask": region_mask,
            "image_caption_emb": emb, "caption_emb": emb[:, 0]}
-  loss_config = defaults.base_config().loss
-  loss_config.weight, loss_config.reduction = 0.0, reduction
+  options = losses.LossOptions(weight=0.0, reduction=reduction)
 
   def official(params):  # the official ContrastiveLoss, summed over the batch
     (img, cap), _ = model.apply({"params": params, **state.model_state}, images, tokens,
@@ -197,7 +198,7 @@ def _vse_infty_step(reduction):
     return ref_test._official_loss(img, cap)  # pylint: disable=protected-access
 
   official_norm = optax.global_norm(jax.grad(official)(variables["params"]))
-  step = train_step.make_train_step(model, loss_config, hardest=True)
+  step = train_step.make_train_step(model, options)
   _, metrics = step(state, batch)  # donates `state`
   return metrics, float(ref["train_loss"]), float(official_norm), images.shape[0]
 
@@ -216,8 +217,26 @@ def test_reduction_is_validated():
   c = defaults.base_config()
   c.loss.reduction = "max"
   from itr_jax.training import validation  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match="reduction must be one of"):
+  with pytest.raises(ValueError, match="reduction"):
     validation.check_config(c)
+
+
+def test_sum_reduction_is_2b_times_the_mean_in_both_terms():
+  """Both terms scale by 2B (lambda keeps its meaning), on one device and as
+  rows of a batch (`listwise_loss_of_rows`, what each device computes)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from itr_jax import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  scores = jnp.asarray(rng.uniform(-1, 1, (6, 6)), jnp.float32)
+  relevance = jnp.asarray(np.where(np.eye(6), 1.0, rng.uniform(0, 1, (6, 6))), jnp.float32)
+  for weight in (0.0, 0.3, 1.0):
+    mean, aux = losses.listwise_itr_loss(scores, relevance, losses.LossOptions(weight=weight))
+    total, aux_sum = losses.listwise_itr_loss(
+        scores, relevance, losses.LossOptions(weight=weight, reduction="sum"))
+    np.testing.assert_allclose(total, 12 * mean, rtol=1e-6)
+    want = (1 - weight) * 12 * aux["pairwise"] + weight * 12 * aux["listwise"]
+    np.testing.assert_allclose(total, want, rtol=1e-6)
+    assert aux_sum["pairwise"] == aux["pairwise"]
 
 
 def test_clip_rate_is_the_share_of_steps_whose_gradient_norm_exceeds_the_clip():
