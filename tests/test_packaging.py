@@ -57,10 +57,17 @@ CORE_SCRIPT = textwrap.dedent(f"""
 """)
 
 
-def _pinned() -> dict[str, str]:
-  """{normalised name: version} of requirements*.txt."""
+# The CI lanes' pinned sets: Python 3.11 (oldest tested versions) and 3.12
+# (newest); pyproject.toml's ranges of the core libraries span exactly these.
+LANES = ("requirements.txt", "requirements-py312.txt")
+CORE = ("jax", "numpy", "flax", "optax", "orbax-checkpoint", "ml-collections",
+        "tensorflow-cpu", "tensorflow-datasets", "clu")
+
+
+def _pinned(lane: str = LANES[0]) -> dict[str, str]:
+  """{normalised name: version} of a lane's requirements and requirements-nodeps.txt."""
   pins = {}
-  for name in ("requirements.txt", "requirements-nodeps.txt"):
+  for name in (lane, "requirements-nodeps.txt"):
     for line in (ROOT / name).read_text().splitlines():
       line = line.split("#")[0].strip()
       if line:
@@ -73,25 +80,39 @@ def _norm(name: str) -> str:
   return name.lower().replace("_", "-")
 
 
-def test_declared_ranges_admit_the_pinned_versions():
-  """Every declared range holds the version requirements.txt pins (they resolve)."""
-  pins = _pinned()
+def _declared() -> list[Requirement]:
   project = PYPROJECT["project"]
   declared = list(project["dependencies"])
   for extra, reqs in project["optional-dependencies"].items():
     assert extra in ("train", "eval", "report", "torch", "test"), extra
     declared += [r for r in reqs if not r.startswith("itr_jax[")]
+  return [Requirement(line) for line in declared]
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_declared_ranges_admit_the_pinned_versions(lane):
+  """Every declared range holds the version each lane pins (they resolve)."""
+  pins = _pinned(lane)
   unpinned = []
-  for line in declared:
-    req = Requirement(line)
+  for req in _declared():
     version = pins.get(_norm(req.name))
     if version is None:
       unpinned.append(req.name)
       continue
-    assert req.specifier.contains(version), (line, version)
+    assert req.specifier.contains(version), (str(req), lane, version)
   # Only the PyTorch extra is not part of the pinned environment.
   assert sorted(unpinned) == ["torch"], unpinned
-  assert {_norm(Requirement(r).name) for r in project["dependencies"]} == {"jax", "numpy"}
+  assert {_norm(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]} == {
+      "jax", "numpy"}
+  assert set(_pinned(lane)) == set(_pinned(LANES[0])), "the lanes pin the same packages"
+
+
+def test_core_ranges_are_the_tested_ones():
+  """The core libraries' declared range is [3.11 lane's pin, 3.12 lane's pin]."""
+  oldest, newest = _pinned(LANES[0]), _pinned(LANES[1])
+  ranges = {_norm(r.name): {(s.operator, s.version) for s in r.specifier}
+            for r in _declared() if _norm(r.name) in CORE}
+  assert ranges == {name: {(">=", oldest[name]), ("<=", newest[name])} for name in CORE}
 
 
 def test_console_scripts_point_at_functions():

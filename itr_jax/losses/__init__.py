@@ -1,10 +1,16 @@
-"""Losses for image-text retrieval: VSE++ triplet, Smooth-NDCG and their mix.
+"""Losses for image-text retrieval: VSE++ triplet, CLIP InfoNCE, SigLIP sigmoid,
+Smooth-NDCG and their mix.
 
 Full-batch losses take `scores` [B, B] (image i vs caption j, positives on the
 diagonal); the `*_rows` functions take a block of query rows against all
 candidates, for computing a device's share of a sharded batch. The
 hyperparameters travel as one `LossOptions` value.
 """
+from itr_jax.losses.contrastive import PAIRWISE_KINDS
+from itr_jax.losses.contrastive import chunked_pairwise_loss
+from itr_jax.losses.contrastive import infonce_rows
+from itr_jax.losses.contrastive import pairwise_loss
+from itr_jax.losses.contrastive import sigmoid_rows
 from itr_jax.losses.listwise import listwise_itr_loss
 from itr_jax.losses.listwise import listwise_loss_of_rows
 from itr_jax.losses.listwise import pairwise_rows
@@ -28,6 +34,11 @@ from itr_jax.losses.triplet import triplet_rows
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "PAIRWISE_KINDS",
+    "chunked_pairwise_loss",
+    "infonce_rows",
+    "pairwise_loss",
+    "sigmoid_rows",
     "dense_smooth_ndcg_rows",
     "dense_smooth_ranks",
     "discounted_cumulative_gain",

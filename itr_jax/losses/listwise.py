@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from itr_jax.losses import _validation
 from itr_jax.losses import smooth_ndcg
-from itr_jax.losses import triplet
+from itr_jax.losses import contrastive
 from itr_jax.losses.options import LossOptions
 
 AxisName = str | tuple[str, ...]
@@ -26,16 +26,18 @@ def pairwise_rows(query_scores: jax.Array, positive_index: jax.Array,
   """The pairwise term [Q] of Q query rows [Q, N] (`options.pairwise`).
 
   Row q's positive candidate is `positive_index[q]`. "triplet": the VSE++
-  hinge (`triplet.triplet_rows`: `options.margin`, `options.hardest`).
+  hinge (`triplet.triplet_rows`: `options.margin`, `options.hardest`);
+  "infonce" / "sigmoid": `contrastive.infonce_rows` / `sigmoid_rows` with
+  `options.logit_scale` (and `logit_bias`).
 
   >>> s = jnp.array([[0.5, 0.6, 0.1]])
   >>> round(float(pairwise_rows(s, jnp.array([0]), LossOptions())[0]), 4)
   0.3
   """
-  if options.pairwise == "triplet":
-    return triplet.triplet_rows(query_scores, positive_index, margin=options.margin,
-                                hardest=options.hardest)
-  raise ValueError(f"Unknown pairwise loss {options.pairwise!r}.")
+  return contrastive.pairwise_rows(
+      options.pairwise, query_scores, positive_index, margin=options.margin,
+      hardest=options.hardest, logit_scale=options.logit_scale,
+      logit_bias=options.logit_bias)
 
 
 def listwise_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,

@@ -16,12 +16,13 @@ import dataclasses
 from typing import Any, Optional
 
 from itr_jax.losses import _validation
+from itr_jax.losses.contrastive import PAIRWISE_KINDS
 from itr_jax.losses.ranks import RANK_METHODS
 from itr_jax.losses.smooth_ndcg import IDCG_MODES
 from itr_jax.losses.smooth_ndcg import T2I_RELEVANCE_MODES
 
 # The pairwise (per query row) term; `listwise.pairwise_rows` dispatches on it.
-PAIRWISE = ("triplet",)
+PAIRWISE = PAIRWISE_KINDS
 # How a batch's per-row terms become one number; `listwise.listwise_loss_of_rows`.
 # "mean": over the batch's queries (Listwise_ITR); "sum": x 2B, the sum over
 # the B queries of both directions (VSE-infinity, SGRAF, VSE++).
@@ -41,7 +42,8 @@ class LossOptions:
     idcg: "tied" (official) or "sorted" (textbook) ideal DCG.
     rank_method: smooth-rank kernel, "chunked", "sorted" or "auto".
     rsc_snap: snap RSC relevance to a 2^-20 grid (False: raw float32).
-    pairwise: the pairwise term, "triplet" (VSE++ hinge).
+    pairwise: the pairwise term, "triplet" (VSE++ hinge), "infonce" (CLIP's
+      symmetric cross-entropy) or "sigmoid" (SigLIP), see `losses.contrastive`.
     hardest: triplet over the hardest negative (False: sum over negatives,
       the VSE++ warm-up).
     reduction: per-row terms to a batch value: "mean" (averaged over the
@@ -50,6 +52,9 @@ class LossOptions:
       triplet; both terms are scaled alike, so `weight` keeps its meaning).
     chunk_size: candidates per chunk of the chunked smooth ranks (None: the
       kernel's default); memory only, not the value.
+    logit_scale, logit_bias: log-temperature and bias of "infonce" /
+      "sigmoid": the model's learnable parameters, set (traced) by the train
+      step (`train_step.logit_options`).
 
   >>> LossOptions(tau=0.02).weight
   0.5
@@ -69,6 +74,8 @@ class LossOptions:
   hardest: bool = True
   reduction: str = "mean"
   chunk_size: Optional[int] = None
+  logit_scale: Any = 0.0
+  logit_bias: Any = 0.0
 
   def __post_init__(self):
     _validation.check_choice("t2i_relevance", self.t2i_relevance, T2I_RELEVANCE_MODES)

@@ -67,7 +67,7 @@ def load_params(path: str, abstract_params) -> tuple[object, str]:
           "model.* settings (and vocabulary size) as the source run.")
     # Restore the whole saved state onto one device (its optimizer state is
     # dropped), then place the parameters as the new run shards them.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))

@@ -47,6 +47,17 @@ def check_loss_config(loss_config: ml_collections.ConfigDict) -> losses.LossOpti
   return options
 
 
+def logit_options(params, options: losses.LossOptions) -> losses.LossOptions:
+  """`options` with the model's learnable logit scale / bias, for "infonce" / "sigmoid"."""
+  if options.pairwise == "triplet":
+    return options
+  if "logit_scale" not in params:
+    raise ValueError(f"config.loss.pairwise={options.pairwise!r} needs a model with a "
+                     "learnable temperature (model.name 'clip' or 'siglip'); use "
+                     "loss.pairwise='triplet' for this model.")
+  return options.replace(**{k: params[k] for k in ("logit_scale", "logit_bias") if k in params})
+
+
 def batch_loss(model, variables, batch: Batch, *, options: losses.LossOptions,
                rng: Optional[jax.Array] = None, mesh=None):
   """(loss, (aux, model_state)) of one batch; `scores[i, j]` = image i vs caption j.
@@ -58,6 +69,7 @@ def batch_loss(model, variables, batch: Batch, *, options: losses.LossOptions,
   the same value. A `region_mask` in the batch (region dropping) reaches
   the image encoder.
   """
+  options = logit_options(variables["params"], options)
   image_repr, caption_repr, variables = scorer.encode(
       model, variables, batch["images"], batch["tokens"], batch["lengths"],
       region_mask=batch.get("region_mask"), train=True, rng=rng)
@@ -99,7 +111,7 @@ def make_train_step(model, options: losses.LossOptions, *, mesh=None,
     (loss, (aux, model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, model_state=model_state)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 
   if mesh is None:

@@ -82,8 +82,12 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   `pretrained_bert` (BERT text tower only) replaces the tower's initial BERT
   weights (`models.pretrained_text_tower(config.model)`).
   """
-  images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
-  tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
+  # Pixel models (CLIP / SigLIP) know their input shape, the others take the
+  # split's region features.
+  image_shape = getattr(model, "image_shape", None) or split.image_input_shape
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  tokens = jnp.zeros((1, min(config.data.max_len, getattr(model, "context_length", 1 << 30))),
+                     jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
   variables = dict(model.init(jax.random.PRNGKey(config.seed), images, tokens,
                               lengths))
