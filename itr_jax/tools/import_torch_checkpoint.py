@@ -294,8 +294,9 @@ def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
   config.model.vocab_size = rows
   model = trainer.build_model(config, len(vocab))
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  split_shape = types.SimpleNamespace(num_regions=_num_regions(variables),
-                                      feature_dim=int(opt.get("img_dim", 2048)))
+  regions, feature_dim = _num_regions(variables), int(opt.get("img_dim", 2048))
+  split_shape = types.SimpleNamespace(num_regions=regions, feature_dim=feature_dim,
+                                      image_input_shape=(regions, feature_dim))
   state = trainer.create_train_state(config, model, tx, split_shape)
   fresh = state.variables()
   _compare(fresh, variables, "weights")
