@@ -34,8 +34,10 @@ def test_logs_config_and_checkpoints_written(tiny_run):
   train = [r for r in records if r["kind"] == "train"]
   assert [r["step"] for r in train][:3] == [5, 7, 10]
   for key in ("loss", "pairwise", "listwise", "ndcg_i2t", "ndcg_t2i",
-              "hard_ndcg_i2t", "hard_ndcg_t2i", "grad_norm", "steps_per_second"):
+              "hard_ndcg_i2t", "hard_ndcg_t2i", "grad_norm", "steps_per_second",
+              "clip_rate"):
     assert np.isfinite(train[-1][key]), key
+  assert all(0 <= r["clip_rate"] <= 1 for r in train)
   saved = workdir_lib.load_config(workdir)
   assert saved.loss.tau == config.loss.tau
   assert os.listdir(os.path.join(workdir, "tensorboard"))

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["integrity", "validation", "errors", "paths"]
+MODULES = ["integrity", "validation", "errors", "paths", "plateau", "optimizer", "defaults"]
 
 
 @pytest.mark.parametrize("name", MODULES + ["itr_jax.filesystem"])

@@ -382,6 +382,25 @@ def count_truncated(tokenizer: Tokenizer, captions: Sequence[str],
   return int(np.count_nonzero(lengths > max_len))
 
 
+def longest_caption(tokenizer: Tokenizer, captions: Sequence[str], *,
+                    guess: int = 32) -> int:
+  """Tokens (incl. the start and end tokens) of the longest of `captions`:
+  the smallest ``max_len`` that cuts none (at least 3). Tokenises at
+  ``guess`` first, then at doubled lengths while some caption is cut.
+
+  >>> from itr_jax.data.vocab import Vocabulary
+  >>> longest_caption(Vocabulary.build(["a b"]), ["a", "a b a b a b"], guess=4)
+  8
+  """
+  _check_max_len(guess)
+  while True:
+    _, lengths = tokenizer.encode_batch(captions, guess + 1)
+    longest = int(np.max(lengths, initial=0))
+    if longest <= guess:
+      return max(longest, 3)
+    guess *= 2
+
+
 def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
                   batch_size: int, seed: int, max_len: int,
                   start_step: int = 0, num_steps: int | None = None,

@@ -189,6 +189,24 @@ def check_recipe(recipe: str, min_count: int) -> None:
         f"{OFFICIAL_MIN_COUNT} times. Leave vocab_min_count at 1.")
 
 
+def shipped_vocab_path(data_dir: str) -> str | None:
+  """The official code's vocabulary file for the dataset in `data_dir`, if present.
+
+  The official repositories ship ``vocab/{name}_vocab.json`` (e.g.
+  ``f30k_precomp_vocab.json``, built from train + dev captions, count >= 4)
+  beside the ``data/{name}`` folders; either place is looked at.
+  """
+  folder = os.path.normpath(data_dir) if data_dir and not fs.is_remote(data_dir) else data_dir
+  if not folder:
+    return None
+  name = fs.basename(folder.rstrip("/"))
+  for path in (fs.join(folder, f"{name}_vocab.json"),
+               fs.join(fs.dirname(folder.rstrip("/")), "vocab", f"{name}_vocab.json")):
+    if fs.exists(path):
+      return path
+  return None
+
+
 def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
                   workdir: str | None = None, min_count: int = 1,
                   train_split: str = "train", recipe: str = "itr_jax",
@@ -203,7 +221,11 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
   ``recipe="itr_jax"`` builds it from ``{data_dir}/{train_split}_caps.txt``
   (train captions only, never dev/test) with ``min_count``, by frequency;
   ``"official"`` from the train then ``{dev_split}`` captions, words seen at
-  least 4 times, in first-seen order (Listwise_ITR's vocab.py).
+  least 4 times, in first-seen order (Listwise_ITR's vocab.py), unless the
+  file the official code ships for the dataset is there:
+  ``{data_dir}/{name}_vocab.json`` or ``{data_dir}/../vocab/{name}_vocab.json``
+  with ``name`` the data folder's name (``f30k_precomp_vocab.json`` for
+  ``.../f30k_precomp``), read as it is (`shipped_vocab_path`).
   ``read_captions(split)`` replaces reading ``{data_dir}/{split}_caps.txt``
   (e.g. captions from TFDS records).
   """
@@ -217,6 +239,14 @@ def resolve_vocab(data_dir: str, *, vocab_path: str | None = None,
       logging.warning("data.vocab_recipe=%r is not used: the vocabulary is "
                       "read from %s", recipe, fs.join(data_dir, "vocab.json"))
     return Vocabulary.load(fs.join(data_dir, "vocab.json"))
+  shipped = shipped_vocab_path(data_dir) if recipe == "official" else None
+  if shipped:
+    logging.info("data.vocab_recipe='official': using the shipped %s", shipped)
+    vocab = Vocabulary.load(shipped)
+    if workdir is not None:
+      fs.makedirs(workdir)
+      vocab.save(fs.join(workdir, "vocab.json"))
+    return vocab
   if read_captions is None:
     from itr_jax.data import precomputed  # pylint: disable=g-import-not-at-top
     read_captions = lambda split: precomputed.read_captions(

@@ -30,6 +30,19 @@ def eval_ties(config: ml_collections.ConfigDict) -> str:
                             "config.eval.ties")
 
 
+def eval_max_len(config: ml_collections.ConfigDict, tokenizer,
+                 captions) -> int:
+  """Caption length to evaluate `captions` at: `config.eval.max_len`, or
+  with 0 (the default) the longest of them, so that no caption is cut, as in
+  the official evaluation. Configs saved without the field: data.max_len
+  (how they were evaluated then)."""
+  max_len = config.eval.get("max_len")
+  if max_len is None:
+    return config.data.max_len
+  return max_len or pipeline.longest_caption(tokenizer, captions,
+                                             guess=config.data.max_len)
+
+
 def split_relevance(split: PrecomputedSplit) -> np.ndarray | None:
   """RSC relevance [N_images, N_captions] of every pair in `split`, if it has embeddings."""
   if split.caption_emb is None:
@@ -79,7 +92,7 @@ def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
   images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
                                        process_count=1)
   captions = pipeline.eval_caption_batches(split, vocab, batch_size=bs,
-                                           max_len=config.data.max_len,
+                                           max_len=eval_max_len(config, vocab, split.captions),
                                            process_index=0, process_count=1)
   if progress:
     images = _with_progress(images, -(-split.num_images // bs), "encoding images")

@@ -12,13 +12,15 @@ import jax
 import numpy as np
 
 from itr_jax.evaluation import encode
+from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import similarity
 
 
 def encode_texts(run, texts: list[str]):
   """The model's representation of free texts: L2-normalised embeddings
   [len(texts), E] for two-tower models, word features for cross-attention ones."""
-  tokens, lengths = run.vocab.encode_batch(texts, run.config.data.max_len)
+  tokens, lengths = run.vocab.encode_batch(
+      texts, evaluate.eval_max_len(run.config, run.vocab, texts))
   encode_images, encode_texts_fn = encode._encoders(run.model)  # pylint: disable=protected-access
   del encode_images
   return jax.tree.map(np.asarray, encode_texts_fn(run.params, tokens, lengths))

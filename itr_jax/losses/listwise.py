@@ -57,7 +57,9 @@ def listwise_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
     L = (1 - w) (mean_i P_i^{i2t} + mean_j P_j^{t2i}) / 2
         + w ((1 - mean_i NDCG_i^{i2t}) + (1 - mean_j NDCG_j^{t2i})) / 2
 
-  with P the pairwise term (`pairwise_rows`) and NDCG the smooth NDCG.
+  with P the pairwise term (`pairwise_rows`) and NDCG the smooth NDCG;
+  `options.reduction="sum"` gives 2B L = (1 - w) sum_{q,dir} P_q + w
+  sum_{q,dir} (1 - NDCG_q), the official VSE-infinity / SGRAF sum at w = 0.
 
   Returns:
     The pair `(loss, aux)`; aux holds `pairwise`, `listwise` and the batch means
@@ -86,6 +88,11 @@ def listwise_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
       idcg=options.idcg, chunk_size=options.chunk_size,
       rank_method=options.rank_method, mean=mean)
   loss = (1.0 - options.weight) * pairwise + options.weight * listwise
+  if options.reduction == "sum":
+    # Sum over the 2B query rows: the official VSE-infinity / SGRAF triplet
+    # (cost_s.sum() + cost_im.sum()) at weight 0; Adam cancels the factor,
+    # gradient clipping at a fixed norm does not. The parts stay means.
+    loss = loss * (2.0 * global_size)
   return loss, {"pairwise": pairwise, "listwise": listwise, **aux}
 
 

@@ -24,7 +24,9 @@ from itr_jax.losses.smooth_ndcg import T2I_RELEVANCE_MODES
 # The pairwise (per query row) term; `listwise.pairwise_rows` dispatches on it.
 PAIRWISE = PAIRWISE_KINDS
 # How a batch's per-row terms become one number; `listwise.listwise_loss_of_rows`.
-REDUCTIONS = ("mean",)
+# "mean": over the batch's queries (Listwise_ITR); "sum": x 2B, the sum over
+# the B queries of both directions (VSE-infinity, SGRAF, VSE++).
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,10 @@ class LossOptions:
       symmetric cross-entropy) or "sigmoid" (SigLIP), see `losses.contrastive`.
     hardest: triplet over the hardest negative (False: sum over negatives,
       the VSE++ warm-up).
-    reduction: per-row terms to a batch value, "mean".
+    reduction: per-row terms to a batch value: "mean" (averaged over the
+      queries, both directions averaged) or "sum" (2B x that: the sum over
+      the B queries of both directions, the official VSE-infinity and SGRAF
+      triplet; both terms are scaled alike, so `weight` keeps its meaning).
     chunk_size: candidates per chunk of the chunked smooth ranks (None: the
       kernel's default); memory only, not the value.
     logit_scale: log-temperature of "infonce" / "sigmoid": the model's

@@ -22,11 +22,12 @@ functions of `itr_jax.models.sgraf_weights` / `vse_infty_torch` and
 as the workdir's `vocab.json`. The new workdir holds `config.json`,
 `vocab.json` and one verified orbax checkpoint (step = the official
 `Eiters`), so `itr_jax.evaluate`, `retrieve` and fine-tuning
-(`--config.train.init_from=`) use it like a trained run. Evaluation breaks
-score ties as the official loop (`eval.ties="official"`). An existing
-non-empty `--workdir` is refused: nothing is overwritten. The workdir is
-written under a temporary name and renamed into place, so a failed import
-leaves nothing behind and can simply be run again.
+(`--config.train.init_from=`) use it like a trained run. Its config is the
+backbone's official recipe (`config_from_opt`: official loss and reduction,
+clipping, schedule, last batch, tie order), so fine-tuning continues it
+unless overridden. An existing non-empty `--workdir` is refused: nothing is
+overwritten. The workdir is written under a temporary name and renamed into
+place, so a failed import leaves nothing behind and can simply be run again.
 """
 from __future__ import annotations
 
@@ -111,27 +112,40 @@ def check_opt(opt: Mapping[str, Any], backbone: str) -> None:
 def config_from_opt(opt: Mapping[str, Any], backbone: str) -> ml_collections.ConfigDict:
   """The itr_jax config of an official run's options (`vars(checkpoint["opt"])`).
 
-  Model sizes and the training recipe (loss, optimizer, schedule) follow the
-  official options, so fine-tuning an import continues the official recipe.
+  Model sizes and the training recipe follow the official options and code,
+  so that training the imported workdir on (or `train.init_from` it with
+  this config) continues the official recipe: the official loss (VSE-infinity
+  and SGRAF: the triplet alone, summed over the batch; Listwise_ITR: its
+  triplet + S-NDCG mix, averaged; VSE++: the summed triplet), gradient
+  clipping on that loss, learning rate and its schedule, last partial batch
+  kept or dropped, and evaluation's tie order (`defaults.official_recipe`).
+  The vocabulary is the imported one (the workdir's `vocab.json`).
   """
   check_opt(opt, backbone)
   c = defaults.base_config()
   if backbone == "vse_infty":
-    defaults.vse_infty_recipe(c, "gru")
+    defaults.official_recipe(defaults.vse_infty_recipe(c, "gru"), "vse_infty")
+    c.loss.weight = 0.0  # lib/loss.py: ContrastiveLoss only
     # Warm-up with the sum over negatives for vse_mean_warmup_epochs (train.py
     # then sets max_violation for good).
     c.train.warmup_epochs = int(opt.get("vse_mean_warmup_epochs", 1))
     if not opt.get("drop", True):
       c.train.augment.caption_tokens = 0.0
   elif backbone in ("sgr", "saf"):
-    defaults.sgraf_model(c, backbone)
+    defaults.sgraf_training(defaults.sgraf_model(c, backbone))
+    defaults.official_recipe(c, "sgraf")
+    c.loss.weight = 0.0  # model.py: ContrastiveLoss only
     c.model.sim_dim = int(opt["sim_dim"])
     c.model.sgr_steps = int(opt.get("sgr_step", 3))
     c.model.bidirectional = bool(opt.get("bi_gru", True))
     c.train.warmup_epochs = 0 if opt.get("max_violation", True) else int(opt["num_epochs"])
   else:
+    listwise = "tau" in opt or "sndcg_weight" in opt  # else VSE++'s own layout
+    # VSE++ (fartashf/vsepp) sums its triplet over the batch and keeps the
+    # last batch, as SGRAF, whose loss is VSE++'s.
+    defaults.official_recipe(c, "listwise_itr" if listwise else "sgraf")
     c.loss.tau = float(opt.get("tau", c.loss.tau))
-    c.loss.weight = float(opt.get("sndcg_weight", c.loss.weight))
+    c.loss.weight = float(opt.get("sndcg_weight", c.loss.weight)) if listwise else 0.0
     c.train.warmup_epochs = 0 if opt.get("max_violation", True) else int(opt["num_epochs"])
   c.model.embed_size = int(opt["embed_size"])
   c.model.word_dim = int(opt["word_dim"])
@@ -146,7 +160,7 @@ def config_from_opt(opt: Mapping[str, Any], backbone: str) -> ml_collections.Con
       c[group][leaf] = cast(opt[name])
   c.train.warmup_epochs = min(c.train.warmup_epochs, c.train.num_epochs)
   c.data.name = "precomputed"
-  c.eval.ties = "official"  # np.argsort order, as the official evaluation
+  c.data.test_split = "testall" if str(opt.get("data_name", "")).startswith("coco") else "test"
   return c
 
 
@@ -280,8 +294,9 @@ def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
   config.model.vocab_size = rows
   model = trainer.build_model(config, len(vocab))
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  split_shape = types.SimpleNamespace(num_regions=_num_regions(variables),
-                                      feature_dim=int(opt.get("img_dim", 2048)))
+  regions, feature_dim = _num_regions(variables), int(opt.get("img_dim", 2048))
+  split_shape = types.SimpleNamespace(num_regions=regions, feature_dim=feature_dim,
+                                      image_input_shape=(regions, feature_dim))
   state = trainer.create_train_state(config, model, tx, split_shape)
   fresh = state.variables()
   _compare(fresh, variables, "weights")

@@ -45,7 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   # True: drop each epoch's leftover N mod batch_size captions; False: train
   # on them as a smaller last batch, as the official loader does.
   c.data.drop_last = True
-  c.data.max_len = 48  # caption tokens incl. <start>/<end>; longer ones are cut.
+  # Training caption tokens incl. <start>/<end>; longer train captions are
+  # cut (the trainer says how many). Evaluation: eval.max_len.
+  c.data.max_len = 48
   c.data.dev_max_images = 1000  # evaluate on at most this many dev images (0: all).
   # Generator settings, used when name == "synthetic_scenes" (see
   # itr_jax.data.synthetic_scenes.generate). Its own seed, so that runs with
@@ -125,6 +127,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Smooth-rank kernel: "chunked" (O(B^3) time), "sorted" (O(B^2 log B)) or
   # "auto" (chunked below 1024 pairs, where it is faster, sorted from there).
   c.loss.rank_method = "auto"
+  # "mean": the loss averages over the batch's queries (Listwise_ITR);
+  # "sum": x 2B, the sum over the B queries of both directions, as VSE-infinity
+  # and SGRAF (their triplet is a per-batch sum); both terms are scaled, so
+  # lambda keeps its meaning. Adam cancels the scale; gradient clipping does not.
+  c.loss.reduction = "mean"
   # The pairwise term mixed with S-NDCG by `weight`: "triplet" (VSE++ hinge,
   # margin), "infonce" (CLIP's symmetric cross-entropy) or "sigmoid" (SigLIP);
   # the last two use the model's learnable logit scale (and bias): clip/siglip.
@@ -135,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 2.0
   c.optim.lr_update = 10  # epochs between decays
   c.optim.lr_decay = 0.1
+  # "repeat": x lr_decay every lr_update epochs (Listwise_ITR, SGRAF);
+  # "once": x lr_decay once, at epoch lr_update (VSE-infinity).
+  c.optim.lr_schedule = "repeat"
   # {module name: factor} scaling the learning rate of that module's params,
   # e.g. {"sentence_bert": 0.1} for a pretrained text tower.
   c.optim.lr_multipliers = ml_collections.ConfigDict()
@@ -160,6 +170,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (its best checkpoint) or of one checkpoint directory (<workdir>/
   # checkpoints/<step>). The optimizer state starts fresh. '' = from scratch.
   c.train.init_from = ""
+  # Backbones whose loss is known to stay flat for epochs before it falls
+  # (SGR, SAF): the trainer says so once when the epoch-mean loss has moved
+  # less than 1% over this many epochs (0: never).
+  c.train.plateau_notice_epochs = 2
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256
@@ -168,6 +182,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Scores tied with the ground truth: "optimistic" (counted in its favour) or
   # "official" (np.argsort order, as the official evaluation).
   c.eval.ties = "optimistic"
+  # Caption tokens at evaluation: 0 = the split's longest caption (nothing is
+  # cut, as the official evaluation); N = cut at N (configs saved without the
+  # field: data.max_len, as they were evaluated).
+  c.eval.max_len = 0
   c.eval.every_steps = 0  # also evaluate (and checkpoint) every N steps; 0: off.
   # Cross-attention scorers (SGRAF): images and captions per block of the
   # split's score matrix (captions split over all devices).
@@ -189,6 +207,45 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# How each official code base trains, beyond its model, hyperparameters and
+# schedule: (loss.reduction, data.drop_last). All three build their
+# vocabulary from train + dev captions seen >= 4 times and rank score ties by
+# np.argsort (set by `official_recipe` too).
+OFFICIAL_RECIPES = {
+    # AAA-Zheng/Listwise_ITR: losses averaged over the batch; its DataLoader
+    # keeps the last partial batch.
+    "listwise_itr": ("mean", False),
+    # woodfrog/vse_infty: triplet summed over the batch; drop_last=True.
+    "vse_infty": ("sum", True),
+    # Paranioar/SGRAF: triplet summed over the batch; last batch kept.
+    "sgraf": ("sum", False),
+}
+
+
+def official_recipe(c: ml_collections.ConfigDict, code: str) -> ml_collections.ConfigDict:
+  """`c` trained as the official `code` base trains (`OFFICIAL_RECIPES` key).
+
+  Sets the loss reduction (so gradient clipping binds as often as there),
+  whether the last partial batch is
+  kept, the official vocabulary recipe (train + dev, count >= 4; a shipped
+  `*_precomp_vocab.json` in data_dir is used when present) and the official
+  tie order in evaluation. Model, optimizer and loss hyperparameters are
+  set by the backbone's own recipe.
+
+  >>> c = official_recipe(base_config(), "sgraf")
+  >>> c.loss.reduction, c.data.drop_last, c.data.vocab_recipe, c.eval.ties
+  ('sum', False, 'official', 'official')
+  """
+  if code not in OFFICIAL_RECIPES:
+    raise ValueError(f"Unknown official code base {code!r}; one of {sorted(OFFICIAL_RECIPES)}.")
+  c.loss.reduction, c.data.drop_last = OFFICIAL_RECIPES[code]
+  c.data.vocab_recipe = "official"
+  c.data.vocab_min_count = 1  # the official recipe's own count (>= 4) applies
+  c.eval.ties = "official"
+  c.eval.max_len = 0
+  return c
+
+
 LOSS_VARIANTS = {
     # name: (listwise weight lambda, description)
     "sndcg": (0.5, "VSE++ + S-NDCG, the paper's setup (lambda = 0.5, tau = 0.01)"),
@@ -198,8 +255,10 @@ LOSS_VARIANTS = {
 
 
 def paper_vse_config(test_split: str, variant: str) -> ml_collections.ConfigDict:
-  """The paper's VSE++ setup on BUTD precomputed features, one loss variant."""
+  """The paper's VSE++ setup on BUTD precomputed features, one loss variant,
+  trained as the official Listwise_ITR code (`official_recipe`)."""
   c = apply_loss_variant(base_config(), variant, "configs/f30k_vse.py")
+  official_recipe(c, "listwise_itr")
   c.data.name = "precomputed"
   c.data.test_split = test_split
   return c
@@ -217,7 +276,7 @@ def vse_infty_recipe(c: ml_collections.ConfigDict,
   `torch.optim.AdamW(params, lr)` keeps PyTorch's default weight decay
   0.01); "bert" the `master` branch (BERT at 0.1x the learning rate, weight
   decay 1e-4; here the bundled all-MiniLM-L6-v2 unless model.bert_path names
-  another local BERT). Both: lr 5e-4, x0.1 after 15 of 25 epochs, the
+  another local BERT). Both: lr 5e-4, x0.1 once, after 15 of 25 epochs, the
   sum-over-negatives triplet in the first epoch, gradient clipping 2, and
   20% region drop and caption-word augmentation during training.
   """
@@ -232,6 +291,7 @@ def vse_infty_recipe(c: ml_collections.ConfigDict,
   c.optim.learning_rate = 5e-4
   c.optim.lr_update = 15
   c.optim.lr_decay = 0.1
+  c.optim.lr_schedule = "once"  # train.py: `if epoch in lr_schedules` (one decay)
   c.optim.grad_clip = 2.0
   if text_tower == "bert":
     c.optim.weight_decay = 1e-4
@@ -252,7 +312,8 @@ def paper_vse_infty_config(test_split: str, arg: str) -> ml_collections.ConfigDi
   VARIANT is a `LOSS_VARIANTS` key, TOWER "gru" (default) or "bert".
   """
   variant, _, tower = arg.partition(",")
-  return vse_infty_recipe(paper_vse_config(test_split, variant), tower or "gru")
+  c = vse_infty_recipe(paper_vse_config(test_split, variant), tower or "gru")
+  return official_recipe(c, "vse_infty")
 
 
 # SGRAF's official recipes (Paranioar/SGRAF opts.py / README): epochs and the
@@ -286,26 +347,33 @@ def sgraf_model(c: ml_collections.ConfigDict, module: str) -> ml_collections.Con
   return c
 
 
+def sgraf_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SGRAF's official optimiser settings (opts.py): Adam 2e-4, clip 2, margin
+  0.2, batch 128, hardest negatives from the first step, x0.1 decays."""
+  c.optim.learning_rate = 2e-4
+  c.optim.grad_clip = 2.0
+  c.optim.lr_decay = 0.1
+  c.loss.margin = 0.2
+  c.train.batch_size = 128
+  c.train.warmup_epochs = 0
+  return c
+
+
 def paper_sgraf_config(dataset: str, module: str, variant: str) -> ml_collections.ConfigDict:
   """SGR or SAF with its official recipe on BUTD precomputed features, one loss variant.
 
-  Adam 2e-4, batch 128, gradient clip 2, margin 0.2, hardest negatives from
-  the first step; F30K SGR 40 epochs (lr x0.1 at 30), SAF 30 (at 20); COCO 20
-  (at 10).
+  Adam 2e-4, batch 128, gradient clip 2 on the summed loss, margin 0.2,
+  hardest negatives from the first step; F30K SGR 40 epochs (lr x0.1 at 30),
+  SAF 30 (at 20); COCO 20 (at 10); trained as the official code
+  (`official_recipe(c, "sgraf")`).
   """
   c = base_config()
   apply_loss_variant(c, variant, f"configs/{dataset}_{module}.py")
   c.data.name = "precomputed"
   c.data.test_split = "testall" if dataset == "coco" else "test"
-  sgraf_model(c, module)
-  c.optim.learning_rate = 2e-4
-  c.optim.grad_clip = 2.0
-  c.loss.margin = 0.2
-  c.train.batch_size = 128
-  c.train.warmup_epochs = 0
+  sgraf_training(sgraf_model(c, module))
   c.train.num_epochs, c.optim.lr_update = SGRAF_SCHEDULES[(dataset, module)]
-  c.optim.lr_decay = 0.1
-  return c
+  return official_recipe(c, "sgraf")
 
 
 # Dual-encoder fine-tuning variants: (loss.pairwise, loss.weight lambda, lock
@@ -351,6 +419,7 @@ def dual_encoder_recipe(dataset: str, family: str, variant: str) -> ml_collectio
   c.data.name = "images"
   c.data.test_split = "test"
   c.data.max_len = 77 if family == "clip" else 64  # the towers' context length
+  c.eval.max_len = c.data.max_len  # fixed context: evaluation may not go beyond it
   c.data.dev_max_images = 0
   c.data.image.flip = False
   c.model.name = family

@@ -7,6 +7,9 @@ and `lr = 5e-4 * 0.1 ** (epoch // lr_update)`. Fields of `config.optim`:
 * `grad_clip` (2.0): max global L2 norm of the gradient; None or 0 disables.
 * `lr_update` (10): epochs between decays.
 * `lr_decay` (0.1): factor applied every `lr_update` epochs.
+* `lr_schedule` ("repeat"): "repeat" decays every `lr_update` epochs
+  (Listwise_ITR, SGRAF: `0.1 ** (epoch // lr_update)`); "once" decays once,
+  at epoch `lr_update` (VSE-infinity: `if epoch in lr_schedules`).
 * `lr_multipliers` (optional, default none): `{module name: factor}`, e.g.
   `{"text_encoder": 0.1}` for a pretrained text tower. A parameter whose path
   contains the name gets `factor` x the learning rate.
@@ -28,11 +31,12 @@ import numpy as np
 import optax
 
 OPTIM_FIELDS = ("learning_rate", "grad_clip", "lr_update", "lr_decay",
-                "lr_multipliers", "name", "weight_decay", "decay_mask")
+                "lr_schedule", "lr_multipliers", "name", "weight_decay", "decay_mask")
 DECAY_MASKS = ("all", "matrices")
 # Leaf names that are embeddings (or temperatures), never decayed under "matrices".
 _NO_DECAY_NAMES = ("embedding", "pos_embed", "cls", "probe", "logit_scale", "logit_bias")
 OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("repeat", "once")
 
 
 def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -55,6 +59,9 @@ def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
   if not 0 < config.lr_decay <= 1:
     raise ValueError("config.optim.lr_decay must be in (0, 1] (1: no decay), "
                      f"got {config.lr_decay!r}.")
+  if config.get("lr_schedule", "repeat") not in LR_SCHEDULES:
+    raise ValueError(f"config.optim.lr_schedule must be one of {LR_SCHEDULES}, got "
+                     f"{config.lr_schedule!r}.")
   name, weight_decay = config.get("name", "adam"), config.get("weight_decay", 0.0)
   if name not in OPTIMIZERS:
     raise ValueError(f"config.optim.name must be one of {OPTIMIZERS}, got "
@@ -88,18 +95,26 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
             e = \lfloor s / S \rfloor
 
   with s the optimizer step (0-based), S = `steps_per_epoch`, u = `lr_update`
-  epochs and d = `lr_decay`.
+  epochs and d = `lr_decay`; with `lr_schedule="once"` the exponent stops at
+  1: :math:`\eta_0 \cdot d^{[e \ge u]}` (VSE-infinity).
 
   >>> cfg = ml_collections.ConfigDict(dict(
   ...     learning_rate=5e-4, grad_clip=2.0, lr_update=10, lr_decay=0.1))
   >>> schedule = learning_rate_schedule(cfg, steps_per_epoch=100)
   >>> [round(float(schedule(s)), 7) for s in (0, 999, 1000, 2000)]
   [0.0005, 0.0005, 5e-05, 5e-06]
+  >>> cfg.lr_schedule = "once"
+  >>> schedule = learning_rate_schedule(cfg, steps_per_epoch=100)
+  >>> [round(float(schedule(s)), 7) for s in (0, 999, 1000, 2000)]
+  [0.0005, 0.0005, 5e-05, 5e-05]
   """
   _check(config, steps_per_epoch)
+  boundary = config.lr_update * steps_per_epoch
+  if config.get("lr_schedule", "repeat") == "once":
+    return optax.piecewise_constant_schedule(
+        config.learning_rate, {boundary: config.lr_decay})
   return optax.exponential_decay(
-      init_value=config.learning_rate,
-      transition_steps=config.lr_update * steps_per_epoch,
+      init_value=config.learning_rate, transition_steps=boundary,
       decay_rate=config.lr_decay, staircase=True)
 
 

@@ -33,6 +33,7 @@ from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import init_from as init_from_lib
 from itr_jax.training import paths
+from itr_jax.training import plateau as plateau_lib
 from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import progress as progress_lib
 from itr_jax.training import reporting
@@ -229,6 +230,16 @@ def _report_truncation(config, data, log, start_step: int) -> None:
                           "train_captions": data.train.num_captions})
 
 
+def _window_summary(pending: list[dict], grad_clip) -> dict:
+  """Means of the per-step metrics since the last log step, and `clip_rate`:
+  the share of those steps whose gradient norm exceeded `optim.grad_clip`
+  (clipping bound; with loss.reduction="sum" as often as the official code's)."""
+  summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+  if grad_clip:
+    summary["clip_rate"] = float(np.mean([m["grad_norm"] > grad_clip for m in pending]))
+  return summary
+
+
 def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
   """The loop of `train_and_evaluate`, once everything is validated and locked."""
   workdir_lib.prepare(workdir, config, fresh=fresh)
@@ -312,6 +323,11 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
         sharding.num_batch_shards(mesh), jax.process_count()))
     last_log_time, last_log_step = time.time(), start_step
     compile_seconds = None
+    # Epoch-mean loss for the plateau notice (from the epoch this process
+    # started in; a resumed run counts its window afresh).
+    plateau = plateau_lib.PlateauNotice(config.model.name,
+                                        config.train.get("plateau_notice_epochs", 0))
+    epoch_loss = [0.0, 0]
     for step in range(start_step, total_steps):
       if lock is not None:
         lock.check()  # stop rather than train in a workdir another trainer may take
@@ -345,7 +361,9 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
         pending = jax.device_get(pending)
         check_finite(pending, done - len(pending))
       if log_step:
-        summary = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+        summary = _window_summary(pending, config.optim.get("grad_clip"))
+        epoch_loss[0] += float(np.sum([m["loss"] for m in pending]))
+        epoch_loss[1] += len(pending)
         pending = []
         now = time.time()
         # Excludes the first (compiling) step, evaluations and checkpoint
@@ -361,6 +379,12 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
         last_log_time, last_log_step = now, done
         log.write(done, "train", summary)
         progress.set_postfix_str(reporting.format_metrics(summary, _PROGRESS_KEYS))
+        if epoch_end:
+          notice = plateau.end_epoch(epoch_loss[0] / max(epoch_loss[1], 1))
+          epoch_loss = [0.0, 0]
+          if notice:
+            with progress.paused():
+              _announce(notice)
       elif preempted:
         # Not a log step of an uninterrupted run: the open logging window goes
         # into the checkpoint instead of the log, so the logs stay identical.

@@ -35,7 +35,8 @@ _INT_FIELDS = {
     "train.batch_size": 1, "train.num_epochs": 1, "train.warmup_epochs": 0,
     "train.log_every_steps": 1, "train.checkpoint_every_steps": 1,
     "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
-    "eval.every_epochs": 1, "optim.lr_update": 1, "data.pixels_size": 16,
+    "eval.every_epochs": 1, "optim.lr_update": 1, "eval.max_len": 0,
+    "train.plateau_notice_epochs": 0, "data.pixels_size": 16,
     "data.image.size": 0,
 }
 # field: (the largest allowed value, why). Sizes beyond these only exhaust
@@ -62,6 +63,8 @@ _CHOICES = {
     "data.vocab_recipe": ("itr_jax", "official"),
     "eval.ties": ("optimistic", "official"),
     "data.drop_last": (True, False),
+    "loss.reduction": ("mean", "sum"),
+    "optim.lr_schedule": ("repeat", "once"),
     "model.name": tuple(registry.MODELS),
 }
 
@@ -106,6 +109,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       continue
     if value not in choices:
       _fail(path, f"must be one of {list(choices)}", value)
+  if 0 < config.eval.get("max_len", 0) < 3:
+    _fail("eval.max_len", "must be 0 (the split's longest caption: nothing is "
+          "cut) or >= 3 (<start>, a word, <end>)", config.eval.max_len)
   if config.data.name == "tfds":
     if not isinstance(config.data.get("tfds_name"), str) or not config.data.tfds_name:
       _fail("data.tfds_name", "must name a TFDS dataset", config.data.get("tfds_name"))
