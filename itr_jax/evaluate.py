@@ -54,15 +54,16 @@ import numpy as np
 
 from itr_jax import filesystem as fs
 from itr_jax import cli
-from itr_jax import metrics
-from itr_jax.evaluation import evaluate
-from itr_jax.evaluation import runs
-from itr_jax.evaluation import similarity
-from itr_jax.models import scorer
 from itr_jax.training import defaults
-from itr_jax.training import integrity
-from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
+
+# Imported on first use, so that --help and flag errors answer at once.
+metrics = cli.lazy_import("itr_jax.metrics")
+evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
+runs = cli.lazy_import("itr_jax.evaluation.runs")
+similarity = cli.lazy_import("itr_jax.evaluation.similarity")
+integrity = cli.lazy_import("itr_jax.training.integrity")
+reporting = cli.lazy_import("itr_jax.training.reporting")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.test_split).")
@@ -194,6 +195,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   recorded_data_dir = workdir_lib.load_config(workdir).data.data_dir
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
+  from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
   two_tower = scorer.is_two_tower(run.model)
   if save_embeddings and not two_tower:
     raise ValueError(f"--save_embeddings needs a two-tower model; {workdir!r} is a "

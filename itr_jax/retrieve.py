@@ -21,9 +21,10 @@ from absl import flags
 from absl import logging
 
 from itr_jax import cli
-from itr_jax.evaluation import evaluate
-from itr_jax.evaluation import retrieval
-from itr_jax.evaluation import runs
+
+evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
+retrieval = cli.lazy_import("itr_jax.evaluation.retrieval")
+runs = cli.lazy_import("itr_jax.evaluation.runs")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _QUERY = flags.DEFINE_multi_string("query", [], "Text query (text -> image); repeatable.")

@@ -10,7 +10,8 @@ from absl import flags
 
 from itr_jax import filesystem as fs
 from itr_jax import cli
-from itr_jax.report import build
+
+build = cli.lazy_import("itr_jax.report.build")  # on first use: --help stays fast
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write (default <sweep_dir>/report).")
 _CURVES = flags.DEFINE_bool("curves", True, "Draw training curves for every run.")
