@@ -101,3 +101,11 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert json.loads(proc.stdout)["loss"]["tau"] == 0.3
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["itr_jax.cli", "itr_jax.evaluate"])
+def test_docstring_examples(name):
+  import doctest  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
+  result = doctest.testmod(importlib.import_module(name))
+  assert result.attempted > 0 and result.failed == 0

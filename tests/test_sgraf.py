@@ -260,7 +260,12 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
                               rsc_relevance=evaluate.split_relevance(split),
                               true_relevance=split.true_relevance)
   assert report["full"] == pytest.approx(want)
-  assert report["files"]["report"].endswith("_ensemble.json")
+  assert "_ensemble-saf-" in report["files"]["report"]
+  members = report["ensemble"]["members"]
+  assert [m["workdir"] for m in members] == [workdirs["sgr"], workdirs["saf"]]
+  assert members[1]["metrics"] == pytest.approx(evaluate.sims_report(
+      saf_sims, captions_per_image=split.captions_per_image,
+      rsc_relevance=evaluate.split_relevance(split), true_relevance=split.true_relevance))
   assert os.path.exists(report["files"]["report"])
   # itr_jax.retrieve on a cross-attention scorer: a split caption as free-text
   # query, and an image query, score exactly like the split's own matrix.
