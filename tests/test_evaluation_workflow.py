@@ -148,8 +148,8 @@ def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path, caps
   config.eval.every_steps = 4
   workdir = str(tmp_path / "finetune")
   trainer.train_and_evaluate(config, workdir)
-  assert f"Initialised the parameters from {source}/checkpoints/{best_step}" in (
-      capsys.readouterr().out)
+  assert (f"Initialised the model variables (params; not the optimizer state) from "
+          f"{source}/checkpoints/{best_step}") in capsys.readouterr().out
   train = [r for r in reporting.read_metrics(workdir) if r["kind"] == "train"]
   # The first (compiling) step is timed apart, once.
   assert train[0]["compile_seconds"] > 0

@@ -27,7 +27,7 @@ from itr_jax.training import workdir as workdir_lib
 OVERRIDABLE = ("eval.", "data.")
 
 
-def _steps_to_try(checkpoints, which: str) -> list[int]:
+def steps_to_try(checkpoints, which: str) -> list[int]:
   """The steps `which` names, best first, then the fallbacks in order."""
   steps = sorted(checkpoints.all_steps(), reverse=True)
   if which in ("best", "latest"):
@@ -67,7 +67,7 @@ def restore_params(config, workdir: str, model, split, which: str):
     for step, reason in sorted(checkpoints.damaged.items()):
       logging.warning("Skipping damaged checkpoint step %d in %s: %s.", step,
                       checkpoints.directory, reason)
-    candidates = _steps_to_try(checkpoints, which)
+    candidates = steps_to_try(checkpoints, which)
     if not candidates:
       raise ValueError(f"No intact checkpoint in {checkpoints.directory}; "
                        "train first with `python -m itr_jax.train`.")

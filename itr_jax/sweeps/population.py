@@ -130,6 +130,8 @@ def train_population(base: ml_collections.ConfigDict,
   model = trainer.build_model(config, len(data.vocab))
   steps_per_epoch = data.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
+  if config.train.get("max_steps"):
+    total_steps = min(total_steps, config.train.max_steps)
   warmup_steps = steps_per_epoch * config.train.warmup_epochs
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch)
   schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)

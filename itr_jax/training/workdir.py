@@ -25,7 +25,7 @@ CONFIG_FILE = "config.json"
 # Fields that may change between restarts of the same run: they change how a
 # run is observed or how long it goes on, not what it computes.
 RESUMABLE_FIELDS = (
-    "train.num_epochs", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.num_epochs", "train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "eval.", "data.data_dir", "data.dev_max_images",
     "data.test_split",
     # Restoring re-places the state on the new mesh; the global batch, and so
