@@ -109,3 +109,23 @@ def test_docstring_examples(name):
   import importlib  # pylint: disable=import-outside-toplevel
   result = doctest.testmod(importlib.import_module(name))
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_report_names_its_missing_extra_and_takes_workdir(tmp_path):
+  """Without matplotlib (the [report] extra), itr-report says what to install."""
+  block = ("import sys\n"
+           "class Block:\n"
+           "  def find_spec(self, name, path=None, target=None):\n"
+           "    if name.split('.')[0] == 'matplotlib':\n"
+           "      raise ImportError(name)\n"
+           "sys.meta_path.insert(0, Block())\n"
+           "import importlib.util\n"
+           "importlib.util.find_spec = lambda name, *a: None if name == 'matplotlib' "
+           "else _find(name, *a)\n")
+  script = ("import importlib.util; _find = importlib.util.find_spec\n" + block +
+            f"sys.argv = ['itr-report', '--workdir={tmp_path}']\n"
+            "from itr_jax.report.__main__ import run; run()")
+  proc, _ = _timed("-c", script)
+  assert proc.returncode == 1, proc.stderr
+  assert "Error: itr-report draws its plots with matplotlib" in proc.stderr
+  assert "pip install 'itr_jax[report]'" in proc.stderr and "Traceback" not in proc.stderr
