@@ -22,6 +22,8 @@ from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
+# Written into a workdir that by design holds no checkpoints: why, in one sentence.
+NO_CHECKPOINTS_FILE = "NO_CHECKPOINTS"
 # Config fields an evaluation may change: how it is computed and on what
 # data, not the model the checkpoint holds.
 OVERRIDABLE = ("eval.", "data.")
@@ -59,6 +61,10 @@ def restore_params(config, workdir: str, model, split, which: str):
   the next newest is used; an explicit step fails with one sentence.
   """
   if not fs.isdir(fs.join(workdir, "checkpoints")):
+    note = fs.join(workdir, NO_CHECKPOINTS_FILE)
+    if fs.exists(note):
+      with fs.open(note) as f:
+        raise ValueError(f"{workdir!r} has no checkpoints: {f.read().strip()}")
     raise ValueError(f"No checkpoints in {workdir!r}; train first with "
                      "`python -m itr_jax.train`.")
   checkpoints = checkpointing.Checkpoints(
