@@ -17,6 +17,7 @@ import importlib.util
 import os
 import re
 import sys
+import traceback
 from typing import Callable, Optional, Sequence
 
 from absl import flags
@@ -95,18 +96,15 @@ def resolve_config(spec: str) -> str:
   return spec
 
 
-def unknown_config_message(spec: str) -> Optional[str]:
-  """One sentence for a `--config` that is neither a file nor a shipped name."""
-  path = spec.partition(":")[0]
-  if os.path.isfile(resolve_config(spec).partition(":")[0]):
-    return None
+def shipped_config_hint(path: str) -> str:
+  """The shipped config closest to `path` (a name or file that does not
+  exist) and the list of shipped configs, as a sentence."""
   names = shipped_configs()
   name = path[len("configs/"):] if path.startswith("configs/") else path
   close = difflib.get_close_matches(name.removesuffix(".py"), names, n=1, cutoff=0.6)
-  return (f"Config {path!r} is neither a file nor a shipped config"
-          + (f"; did you mean {close[0]!r}?" if close else ".")
-          + f" Shipped configs: {', '.join(n for n in names if '/' not in n)} "
-          "(and ablations/<name>); or pass a path to a .py file.")
+  return ((f"Did you mean {close[0]!r}? " if close else "")
+          + f"Shipped configs: {', '.join(n for n in names if '/' not in n)} "
+          "(and ablations/<name>); or pass the path of a config file.")
 
 
 def _config_spec(argv: Sequence[str]) -> Optional[str]:
@@ -174,6 +172,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if required:
       text = f"--{required.group(1)} is required"
     problem = errors.config_flag_problem(argv)
+    if any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv):
+      traceback.print_exc()
     print(f"Error: {problem}" if problem else
           f"Error: {text.rstrip('.')}. (--help lists the flags)", file=sys.stderr)
     sys.exit(1)
@@ -200,12 +200,6 @@ def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
         print(f"Error: {errors.config_flag_problem(sys.argv) or e}", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)
-  spec = _config_spec(sys.argv)
-  if spec is not None and config_fields:
-    problem = unknown_config_message(spec)
-    if problem:
-      print(f"Error: {problem}", file=sys.stderr)
-      sys.exit(1)
   try:
     errors.run(main, flags_parser=_parse_flags)
   except SystemExit as e:

@@ -54,8 +54,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  config.keys()  # an unloadable file raises its error here, before JAX is imported
   if _DRY_RUN.value:
-    print(_CONFIG.value.to_json_best_effort(indent=2, sort_keys=True))
+    print(config.to_json_best_effort(indent=2, sort_keys=True))
     return
   import jax  # pylint: disable=import-outside-toplevel
   from itr_jax.sharding import multihost  # pylint: disable=import-outside-toplevel
@@ -63,7 +65,7 @@ def main(argv):
   multihost.initialize(_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
                        num_processes=_NUM_PROCESSES.value,
                        process_id=_PROCESS_ID.value)
-  best = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
+  best = trainer.train_and_evaluate(config, _WORKDIR.value, fresh=_FRESH.value)
   if jax.process_index() == 0:
     print(f"Best dev checkpoint: step {best.get('best_step')}, "
           f"RSUM {best.get('rsum', float('nan')):.2f}")

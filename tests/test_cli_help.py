@@ -83,12 +83,13 @@ def test_help_of_a_named_config_and_flag_errors_are_fast_and_readable():
   cases = [
       (["--config=synthetic_scenes", "--workdir=w", "--fresh=maybe"], "--fresh"),
       (["--config=synthetic_scenes"], "--workdir is required"),
-      (["--config=f30k_vsee", "--workdir=w"], "did you mean 'f30k_vse'?"),
+      (["--config=f30k_vsee", "--workdir=w"], "Did you mean 'f30k_vse'?"),
   ]
   for args, fragment in cases:
     proc, _ = _timed("-X", "importtime", "-m", "itr_jax.train", *args)
     errors = [l for l in proc.stderr.splitlines() if l.startswith("Error: ")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert fragment in errors[0], errors[0]
     assert "FATAL" not in proc.stderr
     assert "| jax\n" not in proc.stderr and "| tensorflow\n" not in proc.stderr
