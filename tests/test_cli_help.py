@@ -130,3 +130,10 @@ def test_report_names_its_missing_extra_and_takes_workdir(tmp_path):
   assert proc.returncode == 1, proc.stderr
   assert "Error: itr-report draws its plots with matplotlib" in proc.stderr
   assert "pip install 'itr_jax[report]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sweep_set_typo_suggests_the_field():
+  proc, _ = _timed("-m", "itr_jax.sweep", "--config=ablations/tau", "--sweep_dir=unused",
+                   "--set=train.num_epoch=2", "--dry_run")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert "did you mean train.num_epochs?" in proc.stderr, proc.stderr
