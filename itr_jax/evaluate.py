@@ -326,24 +326,34 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
                      **{fs.basename(f)[len(fs.basename(stem)) + 1:-4]: f
                         for f in arrays}}
   if echo:
-    # Printed first: a read-only workdir must not lose the results.
-    print(format_report(report), flush=True)
+    # Printed first, without the files: a read-only workdir must not lose the
+    # results, and nothing is announced as written before it is.
+    print(format_report({k: v for k, v in report.items() if k != "files"}), flush=True)
   if write:
+    saved = []
     try:
-      _write_outputs(workdir, run, stem, report, arrays)
+      _write_outputs(workdir, run, stem, report, arrays, saved)
     except OSError as e:
+      missing = [f for f in report["files"].values() if f not in saved]
       raise OSError(e.errno, "The results" + (" above" if echo else "") +
-                    f" could not be saved to {workdir!r} ({e.strerror})" +
-                    ("; copy them from this output" if echo else ""),
+                    f" could not be saved to {workdir!r} ({e.strerror}); not saved: "
+                    + ", ".join(missing) + (f" (saved: {', '.join(saved)})" if saved else "")
+                    + ("; copy the numbers from this output" if echo else ""),
                     e.filename) from e
+    if echo:
+      print("  written: " + ", ".join(report["files"].values()), flush=True)
   return report
 
 
-def _write_outputs(workdir: str, run, stem: str, report: dict, arrays: dict) -> None:
+def _write_outputs(workdir: str, run, stem: str, report: dict, arrays: dict,
+                   saved: list) -> None:
+  """Writes the arrays, then the report; appends each path written to `saved`."""
   for path, array in arrays.items():
     with fs.open(path, "wb") as f:
       np.save(f, np.asarray(array, np.float32))
+    saved.append(path)
   integrity.atomic_write_text(stem + ".json", json.dumps(report, indent=2))
+  saved.append(stem + ".json")
   if stem == output_stem(workdir, run.split_name, run.step, best=True):
     # The run's own result: beside its training curves in TensorBoard.
     log = reporting.MetricsLog(workdir)

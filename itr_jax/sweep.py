@@ -57,6 +57,7 @@ def main(argv):
             **sweeps.parse_assignments(_SET.value)}
   for overrides in decl.members:
     sweeps.apply_overrides(decl.base, {**common, **overrides})
+  sweeps.members.check_manifest(_SWEEP_DIR.value, decl.config_flag, common)
   members = sweeps.expand(_SWEEP_DIR.value, decl.members)
   mine = sweeps.for_host(members, _HOST_INDEX.value, _NUM_HOSTS.value)
   todo = [m for m in mine if not m.done]

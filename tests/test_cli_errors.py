@@ -93,10 +93,11 @@ def test_read_only_workdir(read_only_copy, tiny_run):
   _assert_readable(rc, err, "is not writable", "choose a writable --workdir")
   proc = subprocess.run(
       [sys.executable, "-m", "itr_jax.evaluate", f"--workdir={read_only_copy}",
-       "--split=dev"], cwd=REPO, capture_output=True, text=True, timeout=300)
+       "--split=dev", "--save_sims"], cwd=REPO, capture_output=True, text=True, timeout=300)
   _assert_readable(proc.returncode, proc.stderr, "could not be saved",
-                   "Read-only file system")
+                   "Read-only file system", "not saved: ", "_sims.npy")
   assert "rsum" in proc.stdout and "[full]" in proc.stdout
+  assert "written" not in proc.stdout  # nothing is announced that was not written
 
 
 def test_evaluate_bad_checkpoint_flag_and_damaged_checkpoints(tiny_run, tmp_path):
@@ -148,3 +149,37 @@ def test_library_module_commands_parse_absl_flags(module, flag, capsys):
   assert exit_info.value.code == 1
   assert "Unknown command line flag 'regoins'" in capsys.readouterr().err
   assert flag.lstrip("-") not in flags.FLAGS  # the global namespace is untouched
+
+
+def test_a_hostile_checkpoint_import_is_one_sentence_and_writes_nothing(tmp_path):
+  fixtures = os.path.join(REPO, "tests", "fixtures", "torch_checkpoints")
+  raw = open(os.path.join(fixtures, "vse.pth.tar"), "rb").read()
+  evil = tmp_path / "evil.pth.tar"
+  evil.write_bytes(raw[:len(raw) // 2])  # a truncated download
+  rc, err = _run("itr_jax.tools.import_torch_checkpoint", f"--checkpoint={evil}",
+                 "--backbone=vse", f"--vocab={os.path.join(fixtures, 'vocab.json')}",
+                 f"--workdir={tmp_path / 'run'}")
+  _assert_readable(rc, err, f"cannot read checkpoint '{evil}'")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("error, fragments", [
+    (MemoryError(), ("Out of memory", "lower train.batch_size")),
+    ("data_loss", ("A data record is damaged", "corrupted record at 12")),
+])
+def test_memory_and_damaged_record_errors_are_one_sentence(error, fragments, monkeypatch, capsys):
+  from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
+  if error == "data_loss":
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    error = tf.errors.DataLossError(None, None, "corrupted record at 12")
+
+  def main(argv):
+    del argv
+    raise error
+
+  monkeypatch.setattr(sys, "argv", ["itr_jax.train"])
+  monkeypatch.setattr(errors.app, "run", lambda main: main([]))  # no flag parsing
+  with pytest.raises(SystemExit) as exit_info:
+    errors.run(main)
+  assert exit_info.value.code == 1
+  _assert_readable(1, capsys.readouterr().err, *fragments)

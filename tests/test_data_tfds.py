@@ -1,4 +1,8 @@
 """Tests for itr_jax.data.tfds_builder: records equal the precomputed source."""
+import glob
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -221,3 +225,19 @@ def test_reader_and_converter_errors(both, tmp_path):
   _prepare(both["src"], tmp_path / "tfrecord")
   with pytest.raises(ValueError, match="not in the ArrayRecord format"):
     tfds_source.load_split("itr_precomputed", str(tmp_path / "tfrecord"), "one")
+
+
+def test_a_damaged_record_is_found_when_the_split_is_opened(both, tmp_path):
+  """Before, a Riegeli traceback came at the first batch needing the record, or
+  in the test evaluation after training finished."""
+  out = str(tmp_path / "tfds")
+  shutil.copytree(both["out"], out)
+  [shard] = [p for p in glob.glob(os.path.join(out, "itr_precomputed", "1.1.0", "*train.array_record*"))
+             if not p.endswith(".json")]
+  data = bytearray(open(shard, "rb").read())
+  used = [i for i, c in enumerate(data) if c]
+  for k in used[len(used) // 2:len(used) // 2 + 30]:
+    data[k] ^= 0xff
+  open(shard, "wb").write(bytes(data))
+  with pytest.raises(ValueError, match=r"split 'train' of .* has a damaged record among records"):
+    tfds_source.load_split("itr_precomputed", out, "train")

@@ -10,6 +10,7 @@ the same data on local disk.
 import json
 import os
 import signal
+import socket
 
 import jax
 import numpy as np
@@ -137,6 +138,11 @@ def test_a_live_trainer_holds_the_gcs_workdir(gcs):
   assert workdir_lib.lock_holder(workdir) is None
   with workdir_lib.WorkdirLock(workdir):  # released: can be taken again
     pass
+  # A stopped trainer's lock is taken over: deleted only at the generation judged stale.
+  fs.atomic_write_text(fs.join(workdir, "LOCK"), json.dumps(
+      {"host": socket.gethostname(), "pid": 2**22 + 12345}))
+  with workdir_lib.WorkdirLock(workdir) as lock:
+    assert lock._still_mine()  # pylint: disable=protected-access
 
 
 def test_gcs_data_mistakes_are_refused_before_any_write(gcs, tmp_path):

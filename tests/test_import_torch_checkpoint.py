@@ -133,3 +133,29 @@ def test_doctests(module):
   import doctest  # pylint: disable=import-outside-toplevel
   result = doctest.testmod(module)
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, monkeypatch):
+  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  with monkeypatch.context() as m:
+    m.setattr(checkpointing.Checkpoints, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+      importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  assert os.listdir(tmp_path) == []  # neither the workdir nor its staging copy
+  info = importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  assert info["step"] == 7 and sorted(os.listdir(workdir))[:2] == ["checkpoints", "config.json"]
+
+
+def test_a_hostile_checkpoint_is_refused_in_one_sentence_before_writing(tmp_path):
+  bad = tmp_path / "evil.pth.tar"
+  raw = open(checkpoint("vse"), "rb").read()
+  bad.write_bytes(raw.replace(b"X\x02\x00\x00\x00", b"X\x02\x00\x00\xff", 1))  # garble a string
+  with pytest.raises(ValueError) as info:
+    importer.import_checkpoint(str(bad), "vse", VOCAB, str(tmp_path / "run"))
+  assert str(bad) in str(info.value) and "\n" not in str(info.value)
+  assert not (tmp_path / "run").exists()

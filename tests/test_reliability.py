@@ -288,6 +288,9 @@ def test_bad_data_is_refused_before_writing_anything(tmp_path, breakage, message
     ("optim.grad_clip", float("nan"), r"optim\.grad_clip"),
     ("optim.lr_decay", 0.0, r"optim\.lr_decay"),
     ("data.max_len", 2, r"data\.max_len must be an int >= 3"),
+    # Sizes that only ran out of memory (12.7 GB) after config.json was written.
+    ("data.max_len", 1000000, r"data\.max_len must be at most 1024 \(longer than any caption"),
+    ("model.embed_size", 10**6, r"model\.embed_size must be at most 16384"),
     ("train.log_every_steps", 0, r"train\.log_every_steps must be an int >= 1.*=100"),
     ("train.checkpoint_every_steps", 0, r"train\.checkpoint_every_steps"),
     ("train.num_epochs", 0, r"train\.num_epochs must be an int >= 1"),

@@ -262,6 +262,19 @@ def test_manifest_round_trip(tmp_path):
                       "members": [{"name": "a=1", "overrides": {"a": 1}},
                                   {"name": "a=2", "overrides": {"a": 2}}]}
   assert sweeps.read_manifest(str(tmp_path / "nothing")) is None
+  sweeps.write_manifest(str(tmp_path), "cfg.py:1", {"b": 2}, members)  # a resume: same
+
+
+def test_a_finished_sweep_is_not_rerecorded_with_other_settings(tmp_path):
+  """Its members would be skipped as done and the report would show settings they
+  never ran with."""
+  members = sweeps.expand(str(tmp_path), [{"a": 1}])
+  sweeps.write_manifest(str(tmp_path), "cfg.py:1", {"b": 2}, members)
+  before = open(tmp_path / "sweep.json").read()
+  for config_flag, common in (("cfg.py:1", {"b": 3}), ("cfg.py:2", {"b": 2})):
+    with pytest.raises(ValueError, match=r"holds a sweep run with other settings .*recorded"):
+      sweeps.write_manifest(str(tmp_path), config_flag, common, members)
+  assert open(tmp_path / "sweep.json").read() == before
 
 
 @pytest.mark.parametrize("name", ["hyper", "declaration", "members"])

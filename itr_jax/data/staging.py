@@ -18,7 +18,10 @@ once per caption: 5x the feature file).
   unchanged (one metadata request, no re-reading), and copies again when the
   source or the copy changed;
 * processes of one host staging the same file take an exclusive `fcntl` lock
-  on ``{copy}.lock``: one downloads, the others wait and re-use its copy.
+  on ``{copy}.lock``: one downloads, the others wait and re-use its copy;
+  the temporary file of a download that was killed is removed then;
+* an object name with an empty, `.` or `..` part is refused: no copy lands
+  outside the cache.
 
 Each host keeps its own copy (hosts share no disk); each then reads only the
 rows of its share of every batch.
@@ -51,7 +54,11 @@ def cache_dir(configured: str) -> str:
 def local_path(url: str, cache: str) -> str:
   """Where `url` is staged under `cache`: ``{cache}/{scheme}/{bucket}/{object}``."""
   scheme, _, rest = url.partition("://")
-  return os.path.join(cache, scheme, *rest.strip("/").split("/"))
+  parts = rest.strip("/").split("/")
+  if any(p in ("", ".", "..") for p in parts) or "/" in scheme or scheme in ("", ".", ".."):
+    raise ValueError(f"cannot stage {url!r}: its name has an empty, '.' or '..' part, "
+                     "which would map outside the staging cache; rename the object.")
+  return os.path.join(cache, scheme, *parts)
 
 
 def _source_state(url: str) -> dict:
@@ -120,6 +127,17 @@ def _locked(path: str):
     yield
 
 
+def _remove_stale_temporaries(dst: str) -> None:
+  """Deletes `{dst}.tmp-*` downloads of killed processes. Called holding the
+  file's lock, which every downloader of `dst` holds while copying."""
+  directory, base = os.path.split(dst)
+  for name in os.listdir(directory):
+    if name.startswith(f"{base}.tmp-"):
+      logging.warning("removing %s, a download of a killed process", name)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, name))
+
+
 def stage(url: str, cache: str) -> str:
   """The verified local copy of file `url` under directory `cache` (see module doc).
 
@@ -141,6 +159,7 @@ def stage(url: str, cache: str) -> str:
           f"staging {url!r} ({state['size'] / 2**30:.2f} GiB) needs more "
           f"than the {free / 2**30:.2f} GiB free in {cache!r}; point "
           "config.data.local_cache_dir at a larger local disk")
+    _remove_stale_temporaries(dst)
     logging.info("staging %s (%.2f GiB) to %s", url, state["size"] / 2**30, dst)
     tmp = f"{dst}.tmp-{os.getpid()}"
     try:

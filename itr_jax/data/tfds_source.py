@@ -11,7 +11,9 @@ steps it skips, and each process reads only the records of its own rows.
 returns a float32 NumPy array, as indexing a memmap does. The captions come
 from the dataset's metadata (written by `tfds_builder`), else from one pass
 over the records. Values are not re-checked for NaN/Inf here: the converter
-validated them before writing, and the records are not rewritten.
+validated them before writing, and the records are not rewritten. Every
+record is read once when a split is first opened (`check_records`), so a
+damaged file is reported then.
 
 >>> import tempfile
 >>> from itr_jax.data import testing, tfds_builder
@@ -155,6 +157,33 @@ def _builder(name: str, data_dir: str | None):
   return builder
 
 
+def check_records(builder, split: str, source) -> None:
+  """Reads every record of `split` once per state of its files, so a damaged
+  record is found when the split is opened, not at the batch that needs it
+  (or in the evaluation after training). Each file that passed is recorded
+  next to it (`check_record`) and not read again until it changes."""
+  from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
+  start = 0
+  for shard in builder.info.splits[split].file_instructions:
+    first, end = start, start + shard.take
+    start = end
+
+    def read_all(path=shard.filename, first=first, end=end):
+      for lo in range(first, end, 64):
+        ids = list(range(lo, min(lo + 64, end)))
+        try:
+          source.__getitems__(ids)
+        except Exception as e:  # pylint: disable=broad-except
+          detail = str(e).strip().splitlines()
+          raise ValueError(
+              f"split {split!r} of {str(builder.data_dir)!r} has a damaged record among "
+              f"records {ids[0]}-{ids[-1]} of {path!r} "
+              f"({type(e).__name__}: {detail[0][:200] if detail else ''}); regenerate or "
+              "copy the dataset again (python -m itr_jax.data.tfds_builder)") from None
+
+    check_record.run_once(shard.filename, "records_readable", read_all)
+
+
 def dataset_dir(name: str, data_dir: str | None) -> str:
   """The prepared dataset's folder ``{data_dir}/{name}/{version}``."""
   return str(_builder(name, data_dir).data_dir)
@@ -196,6 +225,7 @@ def load_split(name: str, data_dir: str | None, split: str, *,
   n_img = len(source)
   if n_img == 0:
     raise ValueError(f"split {split!r} of {builder.data_dir!r} is empty")
+  check_records(builder, split, source)
   first = source[0]
   records = _Records(source, sum(np.asarray(v).nbytes for v in first.values()))
   meta = (builder.info.metadata or {}).get("splits", {}).get(split)

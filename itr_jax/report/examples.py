@@ -26,6 +26,7 @@ import dataclasses
 import html
 import json
 import os
+import string
 from typing import Sequence
 
 from absl import app
@@ -211,9 +212,49 @@ def thumbnail_html(path: str, size: int = 160) -> str:
   return f'<div><img class="thumb" src="data:image/jpeg;base64,{data}"></div>'
 
 
+def check_image_pattern(pattern: str) -> None:
+  """Raises ValueError unless `pattern` uses only the fields {id} and {row}
+  (with format specs such as {id:012d}), no attributes, indexes or conversions,
+  which `str.format` would otherwise evaluate.
+
+  >>> check_image_pattern("COCO_val2014_{id:012d}.jpg")
+  >>> check_image_pattern("{id.__class__}.jpg")
+  Traceback (most recent call last):
+  ...
+  ValueError: --image_pattern '{id.__class__}.jpg' may use only the fields {id} and {row} (with a format spec such as {id:012d}), not 'id.__class__'.
+  """
+  try:
+    fields = list(string.Formatter().parse(pattern))
+  except ValueError as e:
+    raise ValueError(f"--image_pattern {pattern!r} is not a valid pattern ({e}).") from None
+  for _, field, spec, conversion in fields:
+    if field is None:
+      continue
+    if field not in ("id", "row") or conversion or "{" in (spec or ""):
+      raise ValueError(f"--image_pattern {pattern!r} may use only the fields {{id}} and "
+                       "{row} (with a format spec such as {id:012d}), not "
+                       f"{field + ('!' + conversion if conversion else '')!r}.")
+
+
+def inside(folder: str, name: str) -> str | None:
+  """`folder`/`name` if `name` stays inside `folder` (no absolute path, no '..',
+  no URL; locally also not through a symlink out of it), else None."""
+  parts = name.replace("\\", "/").split("/")
+  if not name or name.startswith(("/", "~")) or "://" in name or ".." in parts:
+    return None
+  path = fs.join(folder, name)
+  if not fs.is_remote(folder):
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+      return None
+  return path
+
+
 def image_thumbnails(image_dir: str, pattern: str, ids: Sequence | None,
                      rows: Sequence[int]) -> dict[int, str]:
-  """Thumbnail HTML of the image `rows` (only those the page shows)."""
+  """Thumbnail HTML of the image `rows` (only those the page shows); an id
+  that names a file outside `image_dir` gets a note, not that file."""
+  check_image_pattern(pattern)
   thumbs = {}
   for row in rows:
     image_id = ids[row] if ids is not None else row
@@ -222,7 +263,13 @@ def image_thumbnails(image_dir: str, pattern: str, ids: Sequence | None,
     except (KeyError, ValueError, IndexError) as e:
       raise ValueError(f"--image_pattern {pattern!r} does not fit image id "
                        f"{image_id!r} ({e}); use {{id}} and/or {{row}}") from e
-    thumbs[row] = thumbnail_html(fs.join(image_dir, name))
+    path = inside(image_dir, name)
+    if path is None:
+      logging.warning("image %d: %r is not a file inside --image_dir; no thumbnail.", row, name)
+      thumbs[row] = (f'<div class="missing">no thumbnail: {html.escape(name)} is outside '
+                     "the image folder</div>")
+    else:
+      thumbs[row] = thumbnail_html(path)
   return thumbs
 
 
@@ -317,6 +364,8 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
 
   if num_queries < 1 or k < 1:
     raise ValueError(f"num_queries and k must be >= 1, got {num_queries}, {k}")
+  if image_dir:
+    check_image_pattern(image_pattern)  # before the model is loaded
   run = runs.load_run(workdir, split, checkpoint)
   config, split, data, step, directory = (run.config, run.split_name, run.split,
                                           run.step, run.data_dir)

@@ -102,9 +102,29 @@ def mark_done(member: Member, info: Mapping[str, Any]) -> None:
       {"finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **info}, indent=2))
 
 
+def check_manifest(sweep_dir: str, config_flag: str, common: Mapping[str, Any]) -> None:
+  """Raises ValueError if `sweep_dir` records a sweep with another config or other
+  common overrides: its finished members would be skipped, and rewriting
+  sweep.json would make the report show settings they never ran with."""
+  old = read_manifest(sweep_dir)
+  if old is None:
+    return
+  new = json.loads(json.dumps({"config": config_flag, "common_overrides": dict(common)},
+                              default=repr))
+  changed = [k for k in ("config", "common_overrides") if old.get(k) != new[k]]
+  if changed:
+    what = "; ".join(f"{k}: recorded {old.get(k)!r}, now {new[k]!r}" for k in changed)
+    raise ValueError(
+        f"--sweep_dir {sweep_dir!r} holds a sweep run with other settings ({what}); its "
+        "members would not be re-run with the new ones. Use another --sweep_dir, or the "
+        "recorded settings to resume it.")
+
+
 def write_manifest(sweep_dir: str, config_flag: str, common: Mapping[str, Any],
                    members: Sequence[Member]) -> str:
-  """Records the sweep (config, common overrides, members) in sweep.json."""
+  """Records the sweep (config, common overrides, members) in sweep.json;
+  refuses to change the recorded settings (`check_manifest`)."""
+  check_manifest(sweep_dir, config_flag, common)
   fs.makedirs(sweep_dir)
   path = fs.join(sweep_dir, SWEEP_FILE)
   manifest = {"config": config_flag, "common_overrides": dict(common),

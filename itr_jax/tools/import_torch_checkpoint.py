@@ -12,8 +12,8 @@ Namespace, "epoch", "best_rsum", "Eiters"}`) for `--backbone`:
 * `vse_infty`: woodfrog/vse_infty, `bigru` branch, precomputed regions;
 * `sgr` / `saf`: Paranioar/SGRAF with `--module_name` SGR / SAF.
 
-It is read without PyTorch (`itr_jax.tools.torch_pickle`; legacy non-zip
-files need the `[torch]` extra). The official `opt` becomes an itr_jax
+It is read without PyTorch by `itr_jax.tools.torch_pickle`, safe on any
+bytes (legacy non-zip files need PyTorch >= 2.6, the `[torch]` extra). The official `opt` becomes an itr_jax
 config (`config_from_opt`: model sizes, loss and training recipe; an option
 itr_jax does not implement, e.g. `--precomp_enc_type=backbone`, is an error
 naming it), the weights become the backbone's variables (the mapping
@@ -24,7 +24,9 @@ as the workdir's `vocab.json`. The new workdir holds `config.json`,
 `Eiters`), so `itr_jax.evaluate`, `retrieve` and fine-tuning
 (`--config.train.init_from=`) use it like a trained run. Evaluation breaks
 score ties as the official loop (`eval.ties="official"`). An existing
-non-empty `--workdir` is refused: nothing is overwritten.
+non-empty `--workdir` is refused: nothing is overwritten. The workdir is
+written under a temporary name and renamed into place, so a failed import
+leaves nothing behind and can simply be run again.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from typing import Any, Mapping
 from absl import app
 from absl import flags
 import ml_collections
+import ml_dtypes
 import numpy as np
 
 from itr_jax import cli
@@ -153,11 +156,21 @@ def _flat(state, prefixes) -> dict:
     if len(state) != len(prefixes):
       raise ValueError(f"the checkpoint's 'model' holds {len(state)} state dicts; this "
                        f"backbone's official model saves {len(prefixes)} ({', '.join(prefixes)})")
-    return {f"{p}.{k}": np.asarray(v) for p, sd in zip(prefixes, state) for k, v in sd.items()}
-  if isinstance(state, Mapping) and all(k.split(".")[0] in prefixes for k in state):
-    return {k: np.asarray(v) for k, v in state.items()}
-  raise ValueError("the checkpoint's 'model' is neither a list of state dicts nor one "
-                   f"state dict with keys prefixed {prefixes}")
+    if not all(isinstance(sd, Mapping) for sd in state):
+      raise ValueError("the checkpoint's 'model' list holds something other than state dicts")
+    flat = {f"{p}.{k}": v for p, sd in zip(prefixes, state) for k, v in sd.items()}
+  elif isinstance(state, Mapping) and all(
+      isinstance(k, str) and k.split(".")[0] in prefixes for k in state):
+    flat = dict(state)
+  else:
+    raise ValueError("the checkpoint's 'model' is neither a list of state dicts nor one "
+                     f"state dict with keys prefixed {prefixes}")
+  bad = sorted(str(k) for k, v in flat.items()
+               if not (isinstance(v, np.ndarray)
+                       and (v.dtype.kind in "biuf" or v.dtype == ml_dtypes.bfloat16)))
+  if bad:
+    raise ValueError(f"the checkpoint's weights {bad[:4]} are not numeric tensors")
+  return flat
 
 
 def _sub(state: Mapping[str, np.ndarray], prefix: str) -> dict:
@@ -231,15 +244,28 @@ def import_checkpoint(checkpoint: str, backbone: str, vocab_path: str, workdir: 
                      "(nothing is overwritten).")
   if not os.path.isfile(checkpoint):
     raise ValueError(f"--checkpoint {checkpoint!r} is not a file.")
-  try:
-    ckpt = torch_pickle.load(checkpoint)
-  except (OSError, EOFError, ValueError, TypeError, KeyError) as e:
-    raise ValueError(f"cannot read --checkpoint {checkpoint!r}: {e}") from e
+  ckpt = torch_pickle.load(checkpoint)  # CheckpointError: one sentence naming the file
   if not isinstance(ckpt, Mapping) or "model" not in ckpt or "opt" not in ckpt:
     raise ValueError(f"--checkpoint {checkpoint!r} is not an official training "
                      "checkpoint (a dict with 'model' and 'opt', as train.py saves).")
+  try:
+    return _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir)
+  except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as e:
+    # A field of the wrong kind or missing: the file is not what train.py saves.
+    raise ValueError(f"--checkpoint {checkpoint!r} does not hold what the official "
+                     f"{backbone!r} train.py saves ({type(e).__name__}: "
+                     f"{str(e)[:200]}).") from e
+
+
+def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
+  """`import_checkpoint` once the file is read: check everything, then write."""
   opt = ckpt["opt"]
-  opt = vars(opt) if isinstance(opt, (argparse.Namespace, types.SimpleNamespace)) else dict(opt)
+  if isinstance(opt, (argparse.Namespace, types.SimpleNamespace)):
+    opt = vars(opt)
+  if not isinstance(opt, Mapping):
+    raise ValueError(f"--checkpoint {checkpoint!r} has an 'opt' that is neither an "
+                     "argparse.Namespace nor a dict of options.")
+  opt = dict(opt)
   config = config_from_opt(opt, backbone)
   if data_dir:
     config.data.data_dir = fs.absolute(data_dir)
@@ -272,18 +298,46 @@ def import_checkpoint(checkpoint: str, backbone: str, vocab_path: str, workdir: 
     replace["batch_stats"] = variables.get("batch_stats", {})
   state = state.replace(**replace)
 
+  for key in ("Eiters", "epoch", "best_rsum"):
+    value = ckpt.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)) or not np.isfinite(value)):
+      raise ValueError(f"--checkpoint {checkpoint!r} has a {key!r} that is not a number.")
   step = int(ckpt.get("Eiters") or 0)
+  if not 0 <= step < 2**62:
+    raise ValueError(f"--checkpoint {checkpoint!r} has Eiters={step}, not a step number.")
   info = {"imported_from": os.path.abspath(checkpoint), "backbone": backbone,
           "official_epoch": _plain(ckpt.get("epoch")),
           "official_best_rsum": _plain(ckpt.get("best_rsum"))}
-  workdir_lib.prepare(workdir, config)
-  vocab.save(os.path.join(workdir, "vocab.json"))
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  try:
-    checkpoints.save(step, state, extra=info)
-  finally:
-    checkpoints.close()
+  _write(workdir, config, vocab, state, step, info)
   return {**info, "workdir": os.path.abspath(workdir), "step": step}
+
+
+def _write(workdir: str, config, vocab, state, step: int, info: dict) -> None:
+  """Writes the workdir under a temporary name, then renames it into place.
+
+  A failure (disk full, a kill) leaves `workdir` as it was, so the import
+  can simply be run again; the temporary directory is removed on failure.
+  """
+  staging = f"{workdir.rstrip('/')}.importing-{os.getpid()}"
+  fs.rmtree(staging)  # a leftover of a killed import by a process of the same id
+  try:
+    workdir_lib.prepare(staging, config)
+    vocab.save(os.path.join(staging, "vocab.json"))
+    checkpoints = checkpointing.Checkpoints(staging, keep=config.train.keep_checkpoints)
+    try:
+      checkpoints.save(step, state, extra=info)
+    finally:
+      checkpoints.close()
+    if fs.isdir(workdir) and not fs.listdir(workdir) and not fs.is_remote(workdir):
+      os.rmdir(workdir)
+    if fs.exists(workdir) and fs.listdir(workdir):
+      raise ValueError(f"--workdir {workdir!r} was filled by something else while the "
+                       "import ran; nothing was overwritten.")
+    fs.rename_tree(staging, workdir)
+  except BaseException:
+    fs.rmtree(staging)
+    raise
 
 
 def _plain(value):

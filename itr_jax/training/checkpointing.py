@@ -1,6 +1,6 @@
 """Orbax checkpoints: the latest N plus the best one by dev RSUM, verified.
 
-One `CheckpointManager` keeps both: its preservation policy is the union of
+One `CheckpointManager` keeps them: `prune()` applies the union of
 "latest N" and "best 1 by the `rsum` metric". Checkpoints written mid-epoch
 carry no metrics, so they only ever count toward "latest N".
 
@@ -9,7 +9,8 @@ every file). Opening the checkpoints for training inspects every entry of
 `checkpoints/` first: a step whose files do not match its record, an empty or
 partly copied step directory, a file where a step directory should be, or
 unreadable metadata is moved to `checkpoints_corrupted/` with a warning
-naming it; intact steps are never touched. Restoring then starts from the
+naming it; intact steps are never touched. A step without a record
+covering every file is not trusted (see `inspect_step`). Restoring then starts from the
 newest remaining step. Leftovers of an interrupted save are removed (orbax's
 tmp-directory cleanup) and `prune()` applies the keep policy to steps a kill
 right after a save left behind.
@@ -25,12 +26,14 @@ from typing import Any, Optional
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as pp
 
 from itr_jax import filesystem as fs
 from itr_jax.training import integrity
 
 CORRUPTED_DIR = "checkpoints_corrupted"
+# In checkpoints/ once an itr_jax that writes integrity records opened it: a
+# step without a record there was cut between its save and its record.
+RECORDS_MARKER = "RECORDED"
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # What a complete orbax step directory holds (StandardSave as item "default").
 _REQUIRED = ("_CHECKPOINT_METADATA", "default/_METADATA")
@@ -102,10 +105,12 @@ logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())
 
 
 def inspect_step(step_dir: str) -> tuple[str, Optional[str]]:
-  """("verified" | "unverified" | "damaged", reason) for one step directory.
+  """("verified" | "unrecorded" | "damaged", reason) for one step directory.
 
-  "unverified": complete by orbax's markers but without an integrity record
-  (written by an older itr_jax, or killed between the save and the record).
+  Only "verified" steps (a record covering every file, all matching) are
+  restored. "unrecorded": complete by orbax's markers but without an
+  integrity record (written by an older itr_jax, killed between the save and
+  the record, or copied without it); `integrity.accept` records it.
   """
   if not fs.isdir(step_dir):
     return "damaged", "it is a file, not a checkpoint directory"
@@ -115,15 +120,11 @@ def inspect_step(step_dir: str) -> tuple[str, Optional[str]]:
   for rel in _REQUIRED:
     if not fs.isfile(fs.join(step_dir, rel)):
       return "damaged", f"it is incomplete ({rel} is missing)"
-  for rel in ("_CHECKPOINT_METADATA", "metrics/metrics"):
-    path = fs.join(step_dir, rel)
-    if fs.exists(path):
-      try:
-        with fs.open(path) as f:
-          json.load(f)
-      except (OSError, ValueError) as e:
-        return "damaged", f"{rel} is unreadable ({e})"
-  return "unverified", None
+  return "unrecorded", (
+      f"it has no integrity record {integrity.RECORD_FILE} (written by an older itr_jax, "
+      "interrupted between its save and its record, or copied without it), so its "
+      f"bytes cannot be checked; if you trust it, run {integrity.ACCEPT_COMMAND}"
+      f"{step_dir}")
 
 
 class Checkpoints:
@@ -146,12 +147,10 @@ class Checkpoints:
     self.manager = self._open_manager()
 
   def _open_manager(self) -> ocp.CheckpointManager:
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=self.keep),
-        pp.BestN(get_metric_fn=_rsum, n=1, keep_checkpoints_without_metrics=False),
-    ])
+    # Orbax keeps every step; `prune()` applies the keep policy after each
+    # save, so an old step that cannot be deleted costs a warning, never the
+    # new step (orbax's own pruning fails the save).
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy,
         best_fn=_rsum,
         best_mode="max",
         create=not self.read_only,
@@ -165,18 +164,35 @@ class Checkpoints:
     return ocp.CheckpointManager(self.directory, options=options)
 
   def _scan(self) -> None:
-    """Classifies every step entry; sets damaged ones aside (unless read-only)."""
+    """Classifies every step entry; sets damaged ones aside (unless read-only).
+
+    Unrecorded steps are never restored. For training they are set aside
+    (a kill between a save and its record), unless the directory was written
+    by an itr_jax without records (no `RECORDS_MARKER`) and no verified step
+    remains: then this refuses (CheckpointRestoreError), saying how to accept
+    them, rather than start over.
+    """
     names = sorted(fs.listdir(self.directory)) if fs.isdir(self.directory) else []
-    for name in names:
-      if not name.isdigit():
-        continue  # orbax ignores other names (its tmp dirs are cleaned up)
-      step = int(name)
-      status, reason = inspect_step(fs.join(self.directory, name))
+    found = {int(n): inspect_step(fs.join(self.directory, n)) for n in names if n.isdigit()}
+    unrecorded = sorted(s for s, (status, _) in found.items() if status == "unrecorded")
+    if (unrecorded and not self.read_only and RECORDS_MARKER not in names
+        and not any(status == "verified" for status, _ in found.values())):
+      raise CheckpointRestoreError(
+          f"The checkpoints in {self.directory} (steps {unrecorded}) have no integrity "
+          "record, so a damaged byte in them could not be detected and they are not "
+          f"restored; if you trust them, run {integrity.ACCEPT_COMMAND}"
+          f"{fs.join(self.directory, str(unrecorded[-1]))} (once per step) and run again, "
+          "or start over with --fresh.")
+    for step, (status, reason) in found.items():
       self.status[step] = status
-      if status == "damaged":
+      if status != "verified":
         self.damaged[step] = reason
         if not self.read_only:
           self._set_aside(step, reason)
+    if not self.read_only and RECORDS_MARKER not in names and jax.process_index() == 0:
+      fs.makedirs(self.directory)
+      integrity.atomic_write_text(fs.join(self.directory, RECORDS_MARKER),
+                                  "Every checkpoint step here gets an integrity record.\n")
     # Every process, whatever it found: the barrier must be reached by all.
     if not self.read_only and jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoints_scanned")
@@ -185,13 +201,14 @@ class Checkpoints:
     if jax.process_index() == 0:
       target = integrity.move_aside(fs.join(self.directory, str(step)),
                                     self.corrupted_dir)
-      logging.warning("Checkpoint step %d in %s is damaged (%s); moved it to "
+      logging.warning("Checkpoint step %d in %s is %s (%s); moved it to "
                       "%s and using the previous one.", step, self.directory,
+                      "not trusted" if self.status.get(step) == "unrecorded" else "damaged",
                       reason, target)
     self.status.pop(step, None)
 
   def all_steps(self) -> list[int]:
-    """Steps present on disk that are not known to be damaged."""
+    """Steps present on disk that are not known to be damaged or unrecorded."""
     return [s for s in self.manager.all_steps() if s not in self.damaged]
 
   def latest_step(self) -> Optional[int]:
@@ -251,6 +268,7 @@ class Checkpoints:
       self._write_failed(step, e, state)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoint_recorded_{step}")
+    self.prune()
 
   def _write_failed(self, step: int, error: Exception, state: Any):
     if jax.process_index() == 0:
@@ -284,11 +302,10 @@ class Checkpoints:
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
   def restore_latest(self, abstract_state: Any) -> tuple[Optional[int], Any]:
-    """(step, state) of the newest checkpoint that restores; (None, None) if none.
+    """(step, state) of the newest verified checkpoint; (None, None) if none.
 
-    An unverified checkpoint (no integrity record) that fails to restore is
-    set aside like a damaged one and the one before it is tried. A verified
-    one that fails does not fit this run's state (another model or version):
+    Every step restored was verified against its integrity record, so one
+    that fails does not fit this run's state (another model or version):
     that raises CheckpointRestoreError instead of discarding intact work.
     """
     for step in sorted(self.all_steps(), reverse=True):
@@ -296,21 +313,11 @@ class Checkpoints:
         with quiet_failures():
           return step, self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        if self.status.get(step) == "verified":
-          raise CheckpointRestoreError(
-              f"Checkpoint step {step} in {self.directory} is intact but does "
-              f"not fit this run's model ({describe(e)}); it was written by "
-              "another model or itr_jax version. Use another --workdir, or "
-              "--fresh to move that run aside.") from e
-        if self.read_only:
-          raise
-        self._set_aside(step, f"it cannot be restored: {describe(e)}")
-        if jax.process_count() > 1:
-          multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
-        # A fresh manager: after a failed restore orbax no longer infers the
-        # single-item layout, and every later restore would fail too.
-        self.manager.close()
-        self.manager = self._open_manager()
+        raise CheckpointRestoreError(
+            f"Checkpoint step {step} in {self.directory} is intact but does "
+            f"not fit this run's model ({describe(e)}); it was written by "
+            "another model or itr_jax version. Use another --workdir, or "
+            "--fresh to move that run aside.") from e
     return None, None
 
   def intact_step(self, step: int) -> Optional[str]:
@@ -325,8 +332,11 @@ class Checkpoints:
     return reason
 
   def prune(self) -> None:
-    """Deletes steps beyond the policy (latest N + best): a kill right after a
-    save can leave them before orbax's own pruning ran."""
+    """Deletes steps beyond the policy (latest N + the best by dev RSUM).
+
+    A step that cannot be deleted (permissions, an immutable file) is kept
+    with a warning naming it; the newer steps are never touched.
+    """
     if self.read_only:
       return
     steps = sorted(self.all_steps())
@@ -336,7 +346,14 @@ class Checkpoints:
       keep.add(best)
     for step in steps:
       if step not in keep:
-        self.manager.delete(step)
+        try:
+          self.manager.delete(step)
+        except Exception as e:  # pylint: disable=broad-except
+          logging.warning(
+              "Could not delete old checkpoint step %d in %s (%s); it is kept (the "
+              "newer checkpoints are intact). Delete it by hand to free its space.",
+              step, self.directory, describe(e))
+          self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

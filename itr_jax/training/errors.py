@@ -36,7 +36,7 @@ _VERBOSE = flags.DEFINE_bool(
 
 # Raised for what the user or the environment got wrong (messages written
 # for people); other exceptions are bugs.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, app.UsageError,
+USER_ERRORS = (ValueError, OSError, FloatingPointError, app.UsageError, MemoryError,
                workdir.WorkdirLockedError)
 
 
@@ -45,6 +45,13 @@ def _user_errors() -> tuple:
   # (if not, its error cannot have been raised), so --help stays fast.
   checkpointing = sys.modules.get("itr_jax.training.checkpointing")
   return USER_ERRORS + ((checkpointing.CheckpointRestoreError,) if checkpointing else ())
+
+
+def _is_data_loss(error: BaseException) -> bool:
+  """TensorFlow's DataLossError: a damaged record (TFDS/Riegeli/ArrayRecord)."""
+  tf = sys.modules.get("tensorflow")
+  errors = getattr(tf, "errors", None)
+  return errors is not None and isinstance(error, errors.DataLossError)
 
 
 def _config_argument(argv) -> Optional[str]:
@@ -121,7 +128,7 @@ def run(main: Callable, **app_run_kwargs) -> None:
     sys.exit(130)
   except Exception as e:  # pylint: disable=broad-except
     problem = config_flag_problem(sys.argv)
-    if problem is None and not isinstance(e, _user_errors()):
+    if problem is None and not isinstance(e, _user_errors()) and not _is_data_loss(e):
       raise
     if verbose:
       traceback.print_exc()
@@ -133,6 +140,14 @@ def run(main: Callable, **app_run_kwargs) -> None:
 
 def message(error: BaseException) -> str:
   """The readable part of `error`: its message, or errno text and file."""
+  if isinstance(error, MemoryError):
+    return ("Out of memory" + (f" ({str(error)[:200]})" if str(error) else "") +
+            "; lower train.batch_size, eval.batch_size or data.max_len, or use a machine "
+            "with more memory.")
+  if _is_data_loss(error):
+    detail = (getattr(error, "message", "") or str(error)).strip().splitlines()
+    return (f"A data record is damaged ({detail[0][:200] if detail else 'DataLossError'}); "
+            "regenerate or re-download the dataset's files.")
   if isinstance(error, OSError) and error.strerror and type(error) in (
       OSError, PermissionError, FileNotFoundError, IsADirectoryError,
       NotADirectoryError, FileExistsError):

@@ -75,15 +75,16 @@ def read_record(directory: str) -> dict:
 
 
 def verify(directory: str) -> Optional[str]:
-  """None if every recorded file is present and matches; else what is wrong.
-
-  Files added after the record (none are, by itr_jax) are ignored: only
-  recorded content is vouched for.
-  """
+  """None if the record covers every file and each is present and matches;
+  else what is wrong (a file the record does not list is not trusted)."""
   try:
     record = read_record(directory)
   except IntegrityError as e:
     return str(e)
+  uncovered = sorted(set(list_files(directory)) - set(record["files"]))
+  if uncovered:
+    return (f"file {uncovered[0]!r} is not covered by its integrity record"
+            + (f" (nor are {len(uncovered) - 1} more)" if len(uncovered) > 1 else ""))
   for rel, expected in sorted(record["files"].items()):
     path = fs.join(directory, rel)
     if not fs.isfile(path):
@@ -92,6 +93,42 @@ def verify(directory: str) -> Optional[str]:
         or file_sha256(path) != expected.get("sha256")):
       return f"file {rel!r} does not match its checksum"
   return None
+
+
+ACCEPT_COMMAND = "python -m itr_jax.training.integrity --accept="
+
+
+def accept(step_dir: str) -> None:
+  """Records an unrecorded step as it is now: the user vouches for its bytes.
+
+  For checkpoints written by an itr_jax without integrity records, or whose
+  record a copy dropped; afterwards every change to them is detected.
+  """
+  if has_record(step_dir):
+    raise ValueError(f"{step_dir} already has an integrity record; nothing to accept.")
+  write_record(step_dir, extra={"accepted_without_record": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def main(argv=None) -> None:
+  """`python -m itr_jax.training.integrity --accept=<workdir>/checkpoints/<step>`."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+
+  def define(values):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flags.DEFINE_multi_string("accept", [], "A checkpoint step directory without an "
+                              "integrity record to trust as it is now.", flag_values=values)
+
+  values = cli.parse_own_flags(argv, define, usage=__doc__.split("\n\n")[0] + (
+      "\n\n  " + ACCEPT_COMMAND + "<workdir>/checkpoints/<step>"))
+  try:
+    for step_dir in values.accept:
+      if not fs.isdir(step_dir):
+        raise ValueError(f"--accept={step_dir}: not a checkpoint step directory.")
+      accept(step_dir)
+      print(f"Recorded {step_dir}: it is trusted from now on as it is now.")
+  except (ValueError, OSError) as e:
+    print(f"Error: {e}", file=__import__("sys").stderr)
+    raise SystemExit(1) from None
 
 
 def move_aside(path: str, target_dir: str) -> str:
@@ -141,3 +178,7 @@ def is_no_space(error: BaseException) -> bool:
 
 def mib(n: int) -> str:
   return f"{n / 2**20:.1f} MiB"
+
+
+if __name__ == "__main__":
+  main()

@@ -199,8 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data = sharding.main_process_first(lambda: experiment_data.prepare(
       config, workdir, reuse_workdir_vocab=not fresh))
   model = build_model(config, len(data.vocab))
-  with workdir_lib.WorkdirLock(workdir):
-    return _train(config, workdir, data, model, fresh=fresh)
+  with workdir_lib.WorkdirLock(workdir) as lock:
+    return _train(config, workdir, data, model, fresh=fresh, lock=lock)
 
 
 def _pending_record(host_metrics: list[dict]) -> dict:
@@ -228,7 +228,7 @@ def _report_truncation(config, data, log, start_step: int) -> None:
                           "train_captions": data.train.num_captions})
 
 
-def _train(config, workdir, data, model, *, fresh: bool) -> dict:
+def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
   """The loop of `train_and_evaluate`, once everything is validated and locked."""
   workdir_lib.prepare(workdir, config, fresh=fresh)
   data.save_vocab(workdir)
@@ -315,6 +315,8 @@ def _train(config, workdir, data, model, *, fresh: bool) -> dict:
     last_log_time, last_log_step = time.time(), start_step
     compile_seconds = None
     for step in range(start_step, total_steps):
+      if lock is not None:
+        lock.check()  # stop rather than train in a workdir another trainer may take
       batch = sharding.global_batch(next(batches), mesh)
       step_start = time.time()
       done = step + 1

@@ -37,6 +37,20 @@ _INT_FIELDS = {
     "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
     "eval.every_epochs": 1, "optim.lr_update": 1,
 }
+# field: (the largest allowed value, why). Sizes beyond these only exhaust
+# memory after config.json was written; the memory estimate below bounds
+# their product.
+_INT_LIMITS = {
+    "data.max_len": (1024, "longer than any caption of the supported datasets; the text "
+                     "tower's memory grows with it (BERT takes at most 512)"),
+    "model.word_dim": (16384, "a word embedding this wide does not fit memory with a "
+                       "real vocabulary"),
+    "model.embed_size": (16384, "the joint embedding's weights and similarity matrices "
+                         "grow with its square"),
+    "train.batch_size": (65536, "the batch's similarity matrix grows with its square"),
+    "eval.batch_size": (65536, "a larger evaluation batch does not fit memory"),
+    "train.keep_checkpoints": (1000, "each kept checkpoint holds the whole train state"),
+}
 _CHOICES = {
     "data.name": ("precomputed", "synthetic_scenes", "tfds"),
     "model.pooling": ("max", "gpo"),
@@ -77,6 +91,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       continue  # configs of older runs may lack newer fields
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       _fail(path, f"must be an int >= {low}", value)
+    high, why = _INT_LIMITS.get(path, (None, ""))
+    if high is not None and value > high:
+      _fail(path, f"must be at most {high} ({why})", value)
+  _check_memory(config)
   for path, choices in _CHOICES.items():
     try:
       value = _get(config, path)
@@ -111,6 +129,31 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f"must not exceed train.num_epochs={config.train.num_epochs}",
           config.train.warmup_epochs)
   train_step_lib.check_loss_config(config.loss)
+
+
+def _check_memory(config) -> None:
+  """Refuses a train batch whose text activations alone exceed the host's memory.
+
+  Estimate: batch_size * max_len * max(word_dim, embed_size) float32 values,
+  times 16 for the recurrent or attention layers' intermediate values and
+  their gradients (a low bound: the real use is higher).
+  """
+  try:
+    batch, length = config.train.batch_size, config.data.max_len
+    width = max(config.model.word_dim, config.model.embed_size)
+  except (KeyError, AttributeError):
+    return
+  need = batch * length * width * 4 * 16
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):
+    return
+  if need > memory:
+    raise ValueError(
+        f"config.train.batch_size={batch} x config.data.max_len={length} x a width of "
+        f"{width} needs at least {need / 2**30:.1f} GiB for the text activations, more "
+        f"than this machine's {memory / 2**30:.1f} GiB; lower data.max_len or "
+        "train.batch_size.")
 
 
 def check_workdir(workdir: str) -> None:

@@ -8,6 +8,7 @@ the old run is moved aside, never deleted. The workdir may be a gs:// URL
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,7 +131,7 @@ def _move_aside(workdir: str) -> None:
     raise FileExistsError(f"{target} exists; start again in a second.")
   fs.makedirs(target)
   for name in fs.listdir(workdir):
-    if name not in ("previous_runs", LOCK_FILE):
+    if name != "previous_runs" and not name.startswith(LOCK_FILE):
       fs.rename_tree(fs.join(workdir, name), fs.join(target, name))
 
 
@@ -167,21 +168,42 @@ def _pid_alive(pid: int, start_ticks: Optional[int]) -> bool:
   return start_ticks is None or ticks is None or ticks == start_ticks
 
 
-def lock_holder(workdir: str) -> Optional[dict]:
-  """The lock's record ({host, pid, start_time, ...}) if a live process holds it."""
-  path = fs.join(workdir, LOCK_FILE)
+def _read_lock(path: str) -> tuple[Optional[dict], float]:
+  """(holder record or None if unreadable, age in seconds); FileNotFoundError if gone."""
+  age = time.time() - fs.mtime(path)
   try:
     with fs.open(path) as f:
-      holder = json.load(f)
-    age = time.time() - fs.mtime(path)
+      holder = json.loads(f.read(64 << 10))
+  except FileNotFoundError:
+    raise
+  except Exception:  # pylint: disable=broad-except
+    return None, age  # binary, half-written, or gone mid-read on gs://
+  pid = holder.get("pid") if isinstance(holder, dict) else None
+  if (not isinstance(holder, dict) or not isinstance(holder.get("host"), str)
+      or type(pid) is not int or pid <= 0):  # pylint: disable=unidiomatic-typecheck
+    return None, age  # '[]', no pid, pid 0 (os.kill(0) would signal our own group)
+  return holder, age
+
+
+def lock_holder(workdir: str) -> Optional[dict]:
+  """The lock's record ({host, pid, start_time, ...}) if a live process holds it.
+
+  A lock whose contents cannot be read as a holder counts as held until it
+  is STALE_AFTER_SECONDS old (it may be one a trainer is writing right now),
+  then as stale; its record is then {"unreadable": True}.
+  """
+  path = fs.join(workdir, LOCK_FILE)
+  try:
+    holder, age = _read_lock(path)
   except FileNotFoundError:
     return None
   except Exception:  # pylint: disable=broad-except
-    # Unreadable (a half-written lock of a killed process) or gone (a
-    # NotFoundError of tf.io.gfile on gs://).
-    return None
+    return None  # gone between listing and reading (tf.io.gfile's NotFoundError)
+  if holder is None:
+    return {"unreadable": True, "host": "?", "pid": "?",
+            "start_time": f"{int(age)} s ago"} if age < STALE_AFTER_SECONDS else None
   if holder.get("host") == socket.gethostname():
-    alive = _pid_alive(int(holder.get("pid", -1)), holder.get("pid_start_ticks"))
+    alive = _pid_alive(holder["pid"], holder.get("pid_start_ticks"))
   else:
     alive = age < STALE_AFTER_SECONDS
   return holder if alive else None
@@ -192,15 +214,21 @@ class WorkdirLock:
 
   Taken with an exclusive create; a lock left by a dead process (same host:
   its pid is gone or reused; another host: no heartbeat for
-  STALE_AFTER_SECONDS) is taken over with a warning. A daemon thread
-  refreshes the file's mtime as a heartbeat. Only process 0 of a multi-host
-  run takes it. Usable as a context manager.
+  STALE_AFTER_SECONDS; unreadable contents: STALE_AFTER_SECONDS old) is taken
+  over with a warning. Only process 0 of a multi-host run takes it. Usable as
+  a context manager.
 
-  On gs:// the exclusive create is an upload with the precondition
-  if-generation-match=0 (of two trainers, one succeeds), the heartbeat
-  rewrites LOCK, and a stale lock is taken over by deleting it and creating
-  it again: two trainers taking over the same stale lock at the same moment
-  could both delete and one then create; the other is refused.
+  Take-over is atomic (one winner): locally, only the process holding the
+  take-over mutex `LOCK.takeover` (an exclusive create) may remove a stale
+  LOCK, after checking under the mutex that LOCK is still the file it judged
+  stale; then the exclusive create of LOCK decides. On gs:// the stale
+  object is deleted only if its generation is the one judged stale, and the
+  create is an upload with if-generation-match=0.
+
+  A daemon thread renews the lock every HEARTBEAT_SECONDS (the mtime, or a
+  rewrite on gs://), retrying failures; if the lock cannot be renewed for
+  STALE_AFTER_SECONDS, or another process took it, `check()` raises
+  WorkdirLockedError so the trainer stops instead of running unprotected.
   """
 
   def __init__(self, workdir: str):
@@ -209,91 +237,143 @@ class WorkdirLock:
     self.remote = fs.is_remote(workdir)
     self.record = {"host": socket.gethostname(), "pid": os.getpid(),
                    "pid_start_ticks": _process_start_ticks(os.getpid()),
-                   "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                   "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "token": os.urandom(8).hex()}
     self._stop = threading.Event()
     self._held = False
+    self.lost: Optional[str] = None
 
   def acquire(self) -> "WorkdirLock":
     if _process_index() != 0:
       return self
     fs.makedirs(self.workdir)
-    for _ in range(3):
-      try:
-        fd = self._create_exclusive()
-      except FileExistsError:
-        holder = lock_holder(self.workdir)
-        if holder is not None:
-          raise WorkdirLockedError(
-              f"Workdir {self.workdir!r} is in use by another "
-              f"trainer (host {holder.get('host')}, pid {holder.get('pid')}, "
-              f"started {holder.get('start_time')}); wait for it to finish or "
-              f"stop it, or use another --workdir.") from None
-        self._take_over_stale()
-        continue
-      if fd is not None:
-        with os.fdopen(fd, "w") as f:
-          json.dump(self.record, f)
-      self._held = True
-      threading.Thread(target=self._heartbeat, daemon=True,
-                       name="workdir-lock-heartbeat").start()
-      return self
+    for _ in range(5):
+      if self._create_exclusive():
+        self._held = True
+        self._clean_leftovers()
+        threading.Thread(target=self._heartbeat, daemon=True,
+                         name="workdir-lock-heartbeat").start()
+        return self
+      holder = lock_holder(self.workdir)
+      if holder is not None:
+        raise WorkdirLockedError(
+            f"Workdir {self.workdir!r} is in use by another "
+            f"trainer (host {holder.get('host')}, pid {holder.get('pid')}, "
+            f"started {holder.get('start_time')}); wait for it to finish or "
+            f"stop it, or use another --workdir." if not holder.get("unreadable") else
+            f"Workdir {self.workdir!r} has a lock file whose contents cannot be read, "
+            f"written {holder['start_time']}; it counts as held until it is "
+            f"{STALE_AFTER_SECONDS} s old (a trainer may be starting), then it is taken over.")
+      self._take_over_stale()
+      time.sleep(0.05)
     raise WorkdirLockedError(f"Could not take the lock {self.path!r}; another "
                              "trainer is starting in this workdir.")
 
-  def _create_exclusive(self) -> Optional[int]:
-    """A new lock file's descriptor (locally), None on gs:// (claim made);
-    FileExistsError if the lock is taken."""
-    if self.remote:
-      if not fs.create_exclusive(self.path, json.dumps(self.record)):
-        raise FileExistsError(self.path)
-      return None
-    return os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  def _create_exclusive(self) -> bool:
+    return fs.create_exclusive(self.path, json.dumps(self.record))
 
   def _take_over_stale(self) -> None:
+    """Removes LOCK if it is still the stale lock just judged so; one process at a time."""
     if self.remote:
-      logging.warning("Took over the stale lock of a stopped trainer in %s.",
-                      self.workdir)
+      self._take_over_remote()
+      return
+    mutex = f"{self.path}.takeover"
+    if not fs.create_exclusive(mutex, json.dumps(self.record)):
+      # Another process is taking over (try again from the start), or one
+      # was killed doing so: its mutex is removed like a stale lock.
+      stale = _identity(mutex)
+      if stale is not None and _mutex_stale(mutex):
+        _remove_if_same(mutex, stale)
+      return
+    try:
+      judged = _identity(self.path)
+      if judged is None or lock_holder(self.workdir) is not None:
+        return  # gone, or someone took it over and holds it now
+      if _remove_if_same(self.path, judged):
+        logging.warning("Took over the stale lock of a stopped trainer in %s (%s).",
+                        self.workdir, judged[2][:200].decode("utf-8", "replace") or "empty")
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(mutex)
+
+  def _take_over_remote(self) -> None:
+    from google.api_core import exceptions  # pylint: disable=import-outside-toplevel
+    if not self.path.startswith("gs://"):
       try:
-        fs.remove(self.path)
+        fs.remove(self.path)  # other URL schemes: no conditional delete
       except FileNotFoundError:
         pass
       return
-    # Renaming is atomic: of two processes taking over, one wins the rename.
-    stale = f"{self.path}.stale-{os.getpid()}"
+    blob = fs._gcs_blob(self.path)  # pylint: disable=protected-access
     try:
-      os.rename(self.path, stale)
-    except FileNotFoundError:
+      blob.reload()
+      generation = blob.generation
+      if lock_holder(self.workdir) is not None:
+        return
+      blob.delete(if_generation_match=generation)
+      logging.warning("Took over the stale lock of a stopped trainer in %s.", self.workdir)
+    except (exceptions.NotFound, exceptions.PreconditionFailed):
+      pass  # gone or replaced meanwhile: someone else took it over
+
+  def _clean_leftovers(self) -> None:
+    """Removes `LOCK.stale-*` files older versions of this lock left behind."""
+    if self.remote:
       return
+    for name in os.listdir(self.workdir):
+      if name.startswith(f"{LOCK_FILE}.stale-"):
+        try:
+          os.remove(os.path.join(self.workdir, name))
+        except OSError:
+          pass
+
+  def _still_mine(self) -> bool:
     try:
-      with open(stale) as f:
-        old = f.read().strip()
-    except OSError:
-      old = ""
-    os.remove(stale)
-    logging.warning("Took over the stale lock of a stopped trainer in %s (%s).",
-                    os.path.dirname(self.path), old or "unreadable")
+      holder, _ = _read_lock(self.path)
+    except FileNotFoundError:
+      return False
+    return holder is not None and holder.get("token") == self.record["token"]
+
+  def _renew(self) -> None:
+    if not self._still_mine():
+      raise WorkdirLockedError("another process replaced or removed the lock")
+    if self.remote:
+      fs.atomic_write_text(self.path, json.dumps(self.record))
+    else:
+      os.utime(self.path)
 
   def _heartbeat(self) -> None:
-    while not self._stop.wait(HEARTBEAT_SECONDS):
+    last_renewal = time.monotonic()
+    wait = HEARTBEAT_SECONDS
+    while not self._stop.wait(wait):
       try:
-        if self.remote:
-          fs.atomic_write_text(self.path, json.dumps(self.record))
-        else:
-          os.utime(self.path)
-      except Exception:  # pylint: disable=broad-except
+        self._renew()
+        last_renewal, wait = time.monotonic(), HEARTBEAT_SECONDS
+      except WorkdirLockedError as e:
+        self.lost = str(e)
         return
+      except Exception as e:  # pylint: disable=broad-except
+        # A transient failure (network, a full disk): retry sooner.
+        logging.warning("Could not renew the lock %s (%s); retrying.", self.path, e)
+        wait = min(HEARTBEAT_SECONDS, 10)
+        if time.monotonic() - last_renewal >= STALE_AFTER_SECONDS - HEARTBEAT_SECONDS:
+          self.lost = (f"it could not be renewed for {int(time.monotonic() - last_renewal)} s "
+                       f"({e})")
+          return
+
+  def check(self) -> None:
+    """Raises WorkdirLockedError if the lock was lost (see the class doc)."""
+    if self.lost:
+      raise WorkdirLockedError(
+          f"Stopped: the lock of workdir {self.workdir!r} was lost ({self.lost}), so "
+          "another trainer may take the workdir over; the last checkpoint is kept, and "
+          "running the same command again resumes from it.")
 
   def release(self) -> None:
     self._stop.set()
     if not self._held:
       return
     self._held = False
-    try:
-      with fs.open(self.path) as f:
-        mine = json.load(f).get("pid") == os.getpid()
-    except Exception:  # pylint: disable=broad-except
-      mine = False
-    if mine:
+    if self._still_mine():
       fs.remove(self.path)
 
   def __enter__(self) -> "WorkdirLock":
@@ -301,3 +381,47 @@ class WorkdirLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def _mutex_stale(path: str) -> bool:
+  """Whether the take-over mutex was left by a process killed while taking over."""
+  try:
+    holder, age = _read_lock(path)
+  except FileNotFoundError:
+    return False
+  if holder is not None and holder.get("host") == socket.gethostname():
+    return not _pid_alive(holder["pid"], holder.get("pid_start_ticks"))
+  return age > STALE_AFTER_SECONDS
+
+
+def _identity(path: str) -> Optional[tuple]:
+  """(inode, mtime, contents) of a small file, or None if it is gone: inode
+  numbers alone are reused as soon as a file is deleted."""
+  try:
+    st = os.stat(path)
+    with open(path, "rb") as f:
+      return st.st_ino, st.st_mtime_ns, f.read(64 << 10)
+  except FileNotFoundError:
+    return None
+
+
+def _remove_if_same(path: str, identity: tuple) -> bool:
+  """Removes `path` if it is still the file `identity` describes, atomically:
+  it is renamed to a unique name first and put back if it is another file."""
+  aside = f"{path}.stale-{os.getpid()}-{os.urandom(4).hex()}"
+  try:
+    os.rename(path, aside)
+  except FileNotFoundError:
+    return False
+  got = _identity(aside)
+  if got == identity:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(aside)
+    return True
+  if got is None:
+    return False  # removed meanwhile (a new holder cleaning leftovers)
+  with contextlib.suppress(FileExistsError, FileNotFoundError):
+    os.link(aside, path)  # not the file judged stale: put it back
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(aside)
+  return False
