@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from train_step import random_batch  # noqa: E402  pylint: disable=wrong-import-position
 
+from itr_jax import losses  # noqa: E402
 from itr_jax import models  # noqa: E402
 from itr_jax import sharding  # noqa: E402
 from itr_jax.evaluation import similarity  # noqa: E402
@@ -73,7 +74,8 @@ def train_row(name, batch_size, args):
   mesh = sharding.create_mesh((("data", -1),))
   augment = augment_lib.make_augment(config.train.augment, seed=0,
                                      mask_id=args.vocab_size - 1, num_ids=args.vocab_size)
-  step = train_step_lib.make_train_step(model, config.loss, mesh=mesh, augment=augment)
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(config.loss),
+                                        mesh=mesh, augment=augment)
   state = init_state(model, config, args)
   batch = sharding.global_batch(random_batch(np.random.default_rng(0), batch_size, args), mesh)
   t0 = time.time()
@@ -99,7 +101,7 @@ def eval_row(name, args):
   rng = np.random.default_rng(0)
   n = args.eval_sample
   batch = random_batch(rng, 5 * n, args)
-  variables = train_step_lib.variables(init_state(model, config, args))
+  variables = init_state(model, config, args).variables()
   enc_img = jax.jit(lambda v, x: model.apply(v, x, method="encode_images"))
   enc_cap = jax.jit(lambda v, t, l: model.apply(v, t, l, method="encode_texts"))
 

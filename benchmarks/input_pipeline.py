@@ -283,7 +283,7 @@ def input_rate(fmt: str, root: str, vocab, args) -> dict:
 def paper_train_step(vocab_size: int, batch: dict):
   """(jitted step, state): the paper's VSE++ config, as the trainer builds it."""
   import jax  # pylint: disable=g-import-not-at-top
-  from itr_jax import models  # pylint: disable=g-import-not-at-top
+  from itr_jax import losses, models  # pylint: disable=g-import-not-at-top
   from itr_jax.training import defaults, optimizer  # pylint: disable=g-import-not-at-top
   from itr_jax.training import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
   config = defaults.base_config()
@@ -294,7 +294,8 @@ def paper_train_step(vocab_size: int, batch: dict):
   state = train_step_lib.TrainState.create(
       apply_fn=model.apply, params=params,
       tx=optimizer.create_optimizer(config.optim, steps_per_epoch=1000))
-  return train_step_lib.make_train_step(model, config.loss), state
+  return train_step_lib.make_train_step(
+      model, losses.LossOptions.from_config(config.loss)), state
 
 
 def train_rate(fmt: str, root: str, vocab, args) -> dict:

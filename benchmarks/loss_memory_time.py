@@ -54,8 +54,7 @@ def run_one(b: int, mode: str, chunk_size, repeats: int, dim: int,
   rel = jax.device_put(rel)
 
   def kernel(scores, relevance):
-    return losses.listwise_itr_loss(scores, relevance, chunk_size=chunk_size,
-                                    rank_method=mode)[0]
+    return losses.listwise_itr_loss(scores, relevance, losses.LossOptions(chunk_size=chunk_size, rank_method=mode))[0]
 
   def dense(scores, relevance, weight=0.5):
     # Same loss, with the O(B^3) reference in place of the chunked S-NDCG.

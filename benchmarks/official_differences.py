@@ -31,6 +31,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from itr_jax import losses, metrics, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from itr_jax.models import scorer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.data import pipeline, precomputed, vocab as vocab_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
 from itr_jax.relevance import rsc  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -62,9 +63,10 @@ def snap_effects(model, params_by_name, batches, mesh):
 
   @jax.jit
   def eight_devices(img, cap, batch):
-    return {snap: sharding.global_batch_listwise_loss(
-        img, cap, batch["image_caption_emb"], batch["caption_emb"], mesh=mesh,
-        rsc_snap=snap)[1] for snap in (True, False)}
+    return {snap: sharding.global_batch_loss(
+        scorer.dot_product_scores, None, img, cap, batch["image_caption_emb"],
+        batch["caption_emb"], options=losses.LossOptions(rsc_snap=snap), mesh=mesh)[1]
+            for snap in (True, False)}
 
   rows = []
   for name, params in params_by_name.items():

@@ -93,7 +93,8 @@ def bench(batch_size: int, num_devices: int, args, config, model, init) -> dict:
   if args.fsdp:
     rules.rules = sharding.FSDP_RULES
   state_sharding = sharding.state_shardings(abstract_state, mesh, rules)
-  step = train_step_lib.make_train_step(model, config.loss, mesh=mesh,
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(config.loss),
+                                        mesh=mesh,
                                         state_sharding=state_sharding)
   rows = sharding.batch_sharding(mesh)
   abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=rows)

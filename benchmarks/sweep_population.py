@@ -22,6 +22,7 @@ import time
 
 import jax
 
+from itr_jax import losses
 from itr_jax.sweeps import declaration
 from itr_jax.sweeps import population
 from itr_jax.training import experiment_data
@@ -63,7 +64,7 @@ def main(argv=None):
   tx = optimizer_lib.create_optimizer(config.optim, data.steps_per_epoch)
   batches = data.train_batches()
 
-  single = train_step.make_train_step(model, config.loss)
+  single = train_step.make_train_step(model, losses.LossOptions.from_config(config.loss))
   state = trainer.create_train_state(config, model, tx, data.train)
   first, wall1, cpu1 = time_steps(single, state, batches, args.steps)
   print(f"jax {jax.__version__}, {jax.device_count()} device(s), {os.cpu_count()} CPUs; "

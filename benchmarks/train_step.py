@@ -38,11 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from itr_jax import losses
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.training import augment as augment_lib
 from itr_jax.training import defaults
 from itr_jax.training import optimizer
+from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
 
 
@@ -93,17 +95,15 @@ def bench_train_step(batch_size: int, args):
                                        batch["tokens"], batch["lengths"]))
   params = variables.pop("params")
   tx = optimizer.create_optimizer(config.optim, steps_per_epoch=1000)
-  if variables:  # BatchNorm statistics
-    state = train_step_lib.StatefulTrainState.create(
-        apply_fn=model.apply, params=params, tx=tx, model_state=variables)
-  else:
-    state = train_step_lib.TrainState.create(apply_fn=model.apply,
-                                             params=params, tx=tx)
+  # As the trainer's state: any BatchNorm statistics, and the step's key.
+  state = train_step_lib.TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx, model_state=variables,
+      rng=state_lib.initial_rng(0))
   augment = augment_lib.make_augment(
       config.train.augment, seed=0, mask_id=args.vocab_size - 1,
       num_ids=args.vocab_size)
-  train_step = train_step_lib.make_train_step(model, config.loss,
-                                              augment=augment)
+  train_step = train_step_lib.make_train_step(
+      model, losses.LossOptions.from_config(config.loss), augment=augment)
   peak = sharding.memory_stats(
       train_step.lower(state, batch).compile())["peak"] / 2**20
   holder = [state]  # the step donates its input state
@@ -122,11 +122,10 @@ def bench_loss(batch_size: int, args):
   VSE++ settings), relevance given (RSC is part of the step, not of this),
   with the logged aux metrics.
   """
-  from itr_jax import losses  # pylint: disable=g-import-not-at-top
-  from itr_jax.losses import ranks
+  from itr_jax.losses import ranks  # pylint: disable=g-import-not-at-top
   config = defaults.base_config()
   config.loss.rank_method = args.rank_method
-  kwargs = train_step_lib.loss_kwargs(config.loss)
+  options = losses.LossOptions.from_config(config.loss)
   rng = np.random.default_rng(0)
   emb = rng.standard_normal((2, batch_size, 1024)).astype(np.float32)
   emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
@@ -135,7 +134,7 @@ def bench_loss(batch_size: int, args):
   # IDCG sorts at compile time. The aux metrics (hard NDCG) are returned, as
   # the train step logs them.
   grad = jax.jit(jax.value_and_grad(
-      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, **kwargs),
+      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, options),
       argnums=(0, 1), has_aux=True))
   v, t = jax.device_put(emb[0]), jax.device_put(emb[1])
   _, walls, cpus = time_calls(lambda: grad(v, t, rel), args.steps)

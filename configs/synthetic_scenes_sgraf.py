@@ -11,21 +11,19 @@ BatchNorm needs. Train both and evaluate the SGRAF ensemble:
   python -m itr_jax.train --config=configs/synthetic_scenes_sgraf.py:saf --workdir=workdirs/demo_saf
   python -m itr_jax.evaluate --workdir=workdirs/demo_sgr --ensemble=workdirs/demo_saf
 """
-import importlib.util
 import os
 
+from itr_jax.sweeps import declaration
 from itr_jax.training import defaults
+
+_DEMO = os.path.join(os.path.dirname(__file__), "synthetic_scenes.py")
 
 
 def get_config(module: str = "sgr"):
   if module not in ("sgr", "saf"):
     raise ValueError(f"Unknown variant {module!r}: use "
                      "configs/synthetic_scenes_sgraf.py:sgr or :saf.")
-  spec = importlib.util.spec_from_file_location(
-      "demo_config", os.path.join(os.path.dirname(__file__), "synthetic_scenes.py"))
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  c = defaults.sgraf_model(demo.get_config(), module)
+  c = defaults.sgraf_model(declaration.load_config_file(_DEMO), module)
   c.model.word_dim = 64
   c.model.embed_size = 128
   c.model.sim_dim = 32

@@ -28,7 +28,6 @@ cross-attention on every pair.
 from __future__ import annotations
 
 import dataclasses
-import types
 from typing import Sequence
 
 import jax
@@ -42,7 +41,6 @@ from itr_jax.models import scorer
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import init_from
-from itr_jax.training import train_step
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
@@ -136,6 +134,6 @@ def load(workdir: str, checkpoint: str = "best", *, batch_size: int = 128) -> Re
   if not steps:
     raise ValueError(f"No intact checkpoint in {directory}; train first with itr-train.")
   step = steps[0]
-  saved = init_from.restore_on_one_device(directory, step)
-  variables = train_step.variables(types.SimpleNamespace(**saved))
+  saved = init_from.model_variables_of(init_from.restore_on_one_device(directory, step))
+  variables = {"params": saved["params"], **saved["model_state"]}
   return Retriever(workdir, step, config, model, variables, tokenizer, batch_size)

@@ -140,15 +140,13 @@ STATIC = ("t2i_relevance", "idcg", "hardest", "chunk_size")
 @functools.partial(jax.jit, static_argnames=STATIC)
 def jit_loss(scores, relevance, margin, tau, weight, **static):
   # Hyperparameters are traced, so one compilation serves every value.
-  return losses.listwise_itr_loss(scores, relevance, margin=margin, tau=tau,
-                                  weight=weight, **static)
+  return losses.listwise_itr_loss(scores, relevance, losses.LossOptions(margin=margin, tau=tau, weight=weight, **static))
 
 
 @functools.partial(jax.jit, static_argnames=STATIC)
 def jit_grad_embeddings(v, t, relevance, margin, tau, weight, **static):
   def f(v, t):
-    return losses.listwise_itr_loss(v @ t.T, relevance, margin=margin, tau=tau,
-                                    weight=weight, **static)[0]
+    return losses.listwise_itr_loss(v @ t.T, relevance, losses.LossOptions(margin=margin, tau=tau, weight=weight, **static))[0]
   return jax.grad(f, argnums=(0, 1))(v, t)
 
 
@@ -441,7 +439,7 @@ def test_row_blocks_compose_to_the_full_batch_loss():
     return (1 - weight) * parts["pair"] + weight * listwise
 
   def full(s):
-    return losses.listwise_itr_loss(s, r, margin=margin, tau=tau, weight=weight)[0]
+    return losses.listwise_itr_loss(s, r, losses.LossOptions(margin=margin, tau=tau, weight=weight))[0]
 
   got, got_grad = jax.jit(jax.value_and_grad(blockwise))(s)
   want, want_grad = jax.jit(jax.value_and_grad(full))(s)
@@ -456,7 +454,7 @@ def test_row_blocks_compose_to_the_full_batch_loss():
 
 def _finite_loss_and_grad(scores, rel, **kw):
   (loss, aux), grad = jax.jit(jax.value_and_grad(
-      lambda s, r: losses.listwise_itr_loss(s, r, **kw), has_aux=True))(scores, rel)
+      lambda s, r: losses.listwise_itr_loss(s, r, losses.LossOptions(**kw)), has_aux=True))(scores, rel)
   assert np.isfinite(float(loss))
   assert all(np.isfinite(float(x)) for x in aux.values())
   assert np.all(np.isfinite(np.asarray(grad)))
@@ -510,8 +508,9 @@ def test_zero_relevance_rows_give_zero_ndcg_without_nan():
 def test_jit_matches_eager():
   v, t, rel = make_batch(12, seed=10)
   s, r = f32(v @ t.T), f32(rel)
-  eager = losses.listwise_itr_loss(s, r, idcg="sorted")
-  jitted = jax.jit(functools.partial(losses.listwise_itr_loss, idcg="sorted"))(s, r)
+  eager = losses.listwise_itr_loss(s, r, losses.LossOptions(idcg="sorted"))
+  jitted = jax.jit(functools.partial(losses.listwise_itr_loss,
+                                     options=losses.LossOptions(idcg="sorted")))(s, r)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), eager, jitted)
 
 
@@ -521,7 +520,7 @@ def test_vmap_over_tau_weight_and_margin():
   grid = {"tau": [0.005, 0.01, 0.05], "weight": [0.0, 0.5, 1.0], "margin": [0.2, 0.5, 0.9]}
   for name, values in grid.items():
     def loss(x):  # chunk_size=5: several chunks, the last one padded
-      return losses.listwise_itr_loss(s, r, chunk_size=5, **{name: x})[0]
+      return losses.listwise_itr_loss(s, r, losses.LossOptions(chunk_size=5, **{name: x}))[0]
     swept = jax.jit(jax.vmap(jax.value_and_grad(loss)))(jnp.array(values))
     for i, x in enumerate(values):
       single = jax.value_and_grad(loss)(x)  # a separate, unmapped call
@@ -541,15 +540,15 @@ S3 = jnp.eye(3)
     (lambda: losses.listwise_itr_loss(jnp.ones((3, 4)), jnp.ones((3, 4))), "scores"),
     (lambda: losses.listwise_itr_loss(jnp.ones((1, 1)), jnp.ones((1, 1))), "scores"),
     (lambda: losses.listwise_itr_loss(S3, jnp.ones((3, 2))), "relevance"),
-    (lambda: losses.listwise_itr_loss(S3, S3, tau=0.0), "tau"),
-    (lambda: losses.listwise_itr_loss(S3, S3, tau=-0.01), "tau"),
-    (lambda: losses.listwise_itr_loss(S3, S3, tau=jnp.array([0.01, 0.02])), "tau"),
-    (lambda: losses.listwise_itr_loss(S3, S3, margin=-0.1), "margin"),
-    (lambda: losses.listwise_itr_loss(S3, S3, weight=-0.1), "weight"),
-    (lambda: losses.listwise_itr_loss(S3, S3, weight=1.5), "weight"),
-    (lambda: losses.listwise_itr_loss(S3, S3, t2i_relevance="rows"), "t2i_relevance"),
-    (lambda: losses.listwise_itr_loss(S3, S3, idcg="ideal"), "idcg"),
-    (lambda: losses.listwise_itr_loss(S3, S3, chunk_size=0), "chunk_size"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(tau=0.0)), "tau"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(tau=-0.01)), "tau"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(tau=jnp.array([0.01, 0.02]))), "tau"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(margin=-0.1)), "margin"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(weight=-0.1)), "weight"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(weight=1.5)), "weight"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(t2i_relevance="rows")), "t2i_relevance"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(idcg="ideal")), "idcg"),
+    (lambda: losses.listwise_itr_loss(S3, S3, losses.LossOptions(chunk_size=0)), "chunk_size"),
     (lambda: losses.smooth_ndcg_loss(S3, jnp.ones((2, 3))), "relevance"),
     (lambda: losses.smooth_ndcg_loss(S3, S3, idcg="dcg"), "idcg"),
     (lambda: losses.smooth_ndcg_rows(jnp.ones((2, 3)), jnp.ones((3, 2))), "query_relevance"),
@@ -568,9 +567,9 @@ def test_bad_arguments_raise_value_error_naming_them(call, name):
 def test_traced_hyperparameters_are_not_validated_but_concrete_ones_are_under_jit():
   # Concrete (closed-over) values are checked even inside jit...
   with pytest.raises(ValueError, match="tau"):
-    jax.jit(lambda s: losses.listwise_itr_loss(s, S3, tau=-1.0)[0])(S3)
+    jax.jit(lambda s: losses.listwise_itr_loss(s, S3, losses.LossOptions(tau=-1.0))[0])(S3)
   # ...traced ones cannot be, and must not break tracing.
-  out = jax.jit(lambda s, tau: losses.listwise_itr_loss(s, S3, tau=tau)[0])(S3, 0.01)
+  out = jax.jit(lambda s, tau: losses.listwise_itr_loss(s, S3, losses.LossOptions(tau=tau))[0])(S3, 0.01)
   assert np.isfinite(float(out))
 
 

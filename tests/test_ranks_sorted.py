@@ -191,7 +191,7 @@ def test_listwise_loss_with_sorted_ranks_equals_chunked():
 
   def loss(method):
     return jax.value_and_grad(lambda x: losses.listwise_itr_loss(
-        x, relevance, tau=0.05, rank_method=method)[0])(scores)
+        x, relevance, losses.LossOptions(tau=0.05, rank_method=method))[0])(scores)
 
   (value, grad), (ref_value, ref_grad) = loss("sorted"), loss("chunked")
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)
@@ -255,7 +255,7 @@ def test_auto_method_and_bad_methods():
     jax.eval_shape(lambda x: ranks.smooth_ranks(x, method="sorted"), too_many)
   config = defaults.base_config()
   assert config.loss.rank_method == "auto"
-  assert train_step.loss_kwargs(config.loss)["rank_method"] == "auto"
+  assert train_step.check_loss_config(config.loss).rank_method == "auto"
   config.loss.rank_method = "fastest"
   with pytest.raises(ValueError, match="config.loss.*rank_method"):
     train_step.check_loss_config(config.loss)

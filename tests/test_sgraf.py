@@ -64,9 +64,10 @@ def test_eval_scores_match_official(ref, module):
 def _train_loss(model, batch_stats, images, tokens, lengths, weights):
   def loss(params):
     variables = {"params": params, "batch_stats": batch_stats}
-    img, cap, stats = scorer.encode(model, variables, images, tokens, lengths, train=True)
+    img, cap, variables = scorer.encode(model, variables, images, tokens, lengths, train=True)
     scores, aux = scorer.similarity(model, variables, img, cap, train=True, chunk_size=2)
-    return jnp.sum(scores * weights), (scores, scorer.merge_batch_stats(model, stats, aux))
+    return jnp.sum(scores * weights), (
+        scores, scorer.merge_similarity_state(model, variables, aux)["batch_stats"])
   return loss
 
 
@@ -166,14 +167,13 @@ def test_chunked_scores_equal_one_shot_values_and_grads(module):
 @pytest.mark.parametrize("module", ["sgr", "saf"])
 def test_sharded_scorer_loss_equals_one_device(module):
   model, variables, b = _tiny(module)
-  cfg = defaults.base_config().loss
+  options = losses.LossOptions.from_config(defaults.base_config().loss)
   rng = jax.random.key(3)
 
   def run(mesh):
     def loss(params):
-      return train_step_lib.scorer_batch_loss(
-          model, {**variables, "params": params}, b, hardest=True, loss_config=cfg,
-          mesh=mesh, rng=rng)
+      return train_step_lib.batch_loss(
+          model, {**variables, "params": params}, b, options=options, mesh=mesh, rng=rng)
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
   (want_loss, (want_aux, want_stats)), want_grads = run(None)
@@ -194,7 +194,7 @@ def test_sharded_scorer_loss_equals_one_device(module):
   scores, _ = scorer.similarity(model, v, img, cap, train=True)
   direct, _ = losses.listwise_itr_loss(
       scores, relevance_lib.rsc(b["image_caption_emb"], b["caption_emb"]),
-      **train_step_lib.loss_kwargs(cfg))
+      options)
   np.testing.assert_allclose(want_loss, direct, rtol=1e-5)
 
 

@@ -19,6 +19,7 @@ from itr_jax import losses
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.evaluation import encode
+from itr_jax.models import scorer
 from itr_jax.relevance import rsc
 from itr_jax.sharding import mesh as mesh_lib
 from itr_jax.sharding import multihost
@@ -109,6 +110,14 @@ def loss_inputs():
           rng.standard_normal((B, D_S)).astype(np.float32))
 
 
+def global_loss(img, cap, img_caps, caps, *, mesh=None, **options):
+  """`sharding.global_batch_loss` of embeddings: (loss, aux)."""
+  loss, aux, _ = sharding.global_batch_loss(
+      scorer.dot_product_scores, None, img, cap, img_caps, caps,
+      options=losses.LossOptions(**options), mesh=mesh)
+  return loss, aux
+
+
 def value_and_grads(loss_fn, inputs):
   """{mode: ((loss, aux), (d/d image_emb, d/d caption_emb))}, one compile."""
   img, cap, img_caps, caps = inputs
@@ -125,12 +134,12 @@ def single_device_losses(loss_inputs):
   """Loss, aux and gradients of `listwise_itr_loss` per mode (the oracle)."""
   return value_and_grads(
       lambda i, c, img_caps, caps, mode: losses.listwise_itr_loss(
-          i @ c.T, rsc(img_caps, caps), **mode, **COMMON), loss_inputs)
+          i @ c.T, rsc(img_caps, caps), losses.LossOptions(**mode, **COMMON)), loss_inputs)
 
 
 def sharded_losses(mesh, inputs):
   return value_and_grads(
-      lambda i, c, img_caps, caps, mode: sharding.global_batch_listwise_loss(
+      lambda i, c, img_caps, caps, mode: global_loss(
           i, c, img_caps, caps, mesh=mesh, **mode, **COMMON), inputs)
 
 
@@ -179,7 +188,7 @@ def test_each_device_scores_only_its_rows(loss_inputs):
   """The 8-way program all-gathers embeddings and works on [B/8, B] blocks."""
   mesh = mesh_of(8)
   img, cap, img_caps, caps = loss_inputs
-  hlo = jax.jit(lambda i, c: sharding.global_batch_listwise_loss(
+  hlo = jax.jit(lambda i, c: global_loss(
       i, c, img_caps, caps, mesh=mesh, chunk_size=CHUNK)).lower(img, cap).as_text()
   assert "all_gather" in hlo or "all-gather" in hlo
   assert re.search(rf"tensor<{B // 8}x{B}xf32>", hlo)
@@ -188,10 +197,9 @@ def test_each_device_scores_only_its_rows(loss_inputs):
 
 def test_local_loss_without_axis_is_the_batch_loss(loss_inputs):
   img, cap, img_caps, caps = (x[:5] for x in loss_inputs)
-  loss, aux = jax.jit(lambda *a: sharding.local_listwise_itr_loss(
-      *a, axis_name=None, tau=0.05))(img, cap, img_caps, caps)
+  loss, aux = jax.jit(lambda *a: global_loss(*a, tau=0.05))(img, cap, img_caps, caps)
   ref_loss, ref_aux = jax.jit(lambda i, c: losses.listwise_itr_loss(
-      i @ c.T, rsc(img_caps, caps), tau=0.05))(img, cap)
+      i @ c.T, rsc(img_caps, caps), losses.LossOptions(tau=0.05)))(img, cap)
   np.testing.assert_allclose(loss, ref_loss, atol=1e-6)
   for key in ref_aux:
     np.testing.assert_allclose(aux[key], ref_aux[key], atol=1e-6, err_msg=key)
@@ -201,16 +209,13 @@ def test_sharded_loss_bad_arguments(loss_inputs):
   img, cap, img_caps, caps = loss_inputs
   mesh = mesh_of(8)
   with pytest.raises(ValueError, match="multiple of the 8 batch shards"):
-    sharding.global_batch_listwise_loss(img[:20], cap[:20], img_caps[:20],
-                                        caps[:20], mesh=mesh)
+    global_loss(img[:20], cap[:20], img_caps[:20], caps[:20], mesh=mesh)
   with pytest.raises(ValueError, match="t2i_relevance"):
-    sharding.local_listwise_itr_loss(img, cap, img_caps, caps, axis_name=None,
-                                     t2i_relevance="rows")
+    global_loss(img, cap, img_caps, caps, t2i_relevance="rows")
   with pytest.raises(ValueError, match="one row per local pair"):
-    sharding.local_listwise_itr_loss(img, cap, img_caps[:3], caps, axis_name=None)
+    global_loss(img, cap, img_caps[:3], caps)
   with pytest.raises(ValueError, match="weight"):
-    sharding.local_listwise_itr_loss(img, cap, img_caps, caps, axis_name=None,
-                                     weight=1.5)
+    global_loss(img, cap, img_caps, caps, weight=1.5)
 
 
 # --------------------------------------------------------------------------
@@ -314,6 +319,7 @@ class CompiledSteps:
   def __init__(self):
     self.config, self.model, state = tiny_state()
     self.config.loss.tau = 0.05
+    self.options = losses.LossOptions.from_config(self.config.loss)
     # On the host, so every run's device_put copies it (steps donate the state).
     self.state = jax.device_get(state)
     self.batches = [random_batch(np.random.default_rng(i)) for i in range(STEPS)]
@@ -324,7 +330,7 @@ class CompiledSteps:
     key = (num_devices, rules)
     if key not in self._cache:
       if num_devices is None:
-        step = train_step_lib.make_train_step(self.model, self.config.loss)
+        step = train_step_lib.make_train_step(self.model, self.options)
         place_state = lambda s: jax.device_put(s, jax.devices()[0])
         place_batch = lambda b: jax.device_put(b, jax.devices()[0])
       else:
@@ -333,7 +339,7 @@ class CompiledSteps:
                                              fsdp_min_size=256))
         shardings = sharding.state_shardings(jax.eval_shape(lambda: self.state),
                                              mesh, cfg)
-        step = train_step_lib.make_train_step(self.model, self.config.loss,
+        step = train_step_lib.make_train_step(self.model, self.options,
                                               mesh=mesh, state_sharding=shardings)
         place_state = lambda s, shardings=shardings: jax.device_put(s, shardings)
         place_batch = lambda b, mesh=mesh: sharding.global_batch(b, mesh)
@@ -483,8 +489,7 @@ def test_batch_with_repeated_images_gives_the_same_loss_on_eight_devices():
   cap /= np.linalg.norm(cap, axis=1, keepdims=True)
   want_loss, want = losses.listwise_itr_loss(img @ cap.T, rsc(image_caption_emb, caption_emb))
   mesh = mesh_lib.create_mesh((("data", -1),), devices=jax.devices()[:8])
-  got_loss, got = sharding.global_batch_listwise_loss(
-      img, cap, image_caption_emb, caption_emb, mesh=mesh)
+  got_loss, got = global_loss(img, cap, image_caption_emb, caption_emb, mesh=mesh)
   np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
   for key in want:
     np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5, err_msg=key)
@@ -508,8 +513,8 @@ def test_rsc_snap_false_reaches_the_sharded_loss_and_changes_tied_batches():
   for snap in (True, False):
     want_loss, want = losses.listwise_itr_loss(
         img @ cap.T, rsc(image_caption_emb, caption_emb, snap=snap))
-    got_loss, got = sharding.global_batch_listwise_loss(
-        img, cap, image_caption_emb, caption_emb, mesh=mesh, rsc_snap=snap)
+    got_loss, got = global_loss(img, cap, image_caption_emb, caption_emb, mesh=mesh,
+                                rsc_snap=snap)
     np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
     for key in want:
       np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5,

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from itr_jax import losses
 from itr_jax import sweeps
 from itr_jax.sweeps import population
 from itr_jax.training import experiment_data
@@ -28,7 +29,7 @@ def _reference_metrics(config, workdir):
   model = trainer.build_model(config, len(data.vocab))
   tx = optimizer_lib.create_optimizer(config.optim, data.steps_per_epoch)
   state = trainer.create_train_state(config, model, tx, data.train)
-  step = train_step.make_train_step(model, config.loss)
+  step = train_step.make_train_step(model, losses.LossOptions.from_config(config.loss))
   batches = data.train_batches(start_step=0)
   result = []
   for _ in range(data.steps_per_epoch * config.train.num_epochs):

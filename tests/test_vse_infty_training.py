@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from itr_jax import losses
 from itr_jax.models import vse_infty
 from itr_jax.training import augment, checkpointing, defaults, optimizer
 from itr_jax.training import train_step as train_step_lib
@@ -211,8 +212,9 @@ def _batch(i, size=8):
 
 def test_train_step_updates_batch_stats_and_resumes_exactly(tmp_path):
   c, model, first, aug = _tiny_vse_infty()
-  assert isinstance(first, train_step_lib.StatefulTrainState)
-  step = train_step_lib.make_train_step(model, c.loss, augment=aug)
+  assert isinstance(first, train_step_lib.TrainState) and first.model_state
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(c.loss),
+                                        augment=aug)
   copy = lambda s: jax.device_put(s, jax.devices()[0])
   s = copy(first)
   for i in range(4):
@@ -235,7 +237,7 @@ def test_train_step_updates_batch_stats_and_resumes_exactly(tmp_path):
   for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Evaluation uses the running statistics: the encoders take the variables.
-  emb = model.apply(train_step_lib.variables(s), jnp.asarray(_batch(0)["images"]),
+  emb = model.apply(s.variables(), jnp.asarray(_batch(0)["images"]),
                     method="encode_images")
   assert emb.shape == (8, 8)
 
@@ -244,10 +246,11 @@ def test_sharded_train_step_equals_one_device():
   """BatchNorm statistics and augmentation draws over a batch split on 4 devices."""
   from itr_jax import sharding  # pylint: disable=import-outside-toplevel
   c, model, first, aug = _tiny_vse_infty()
-  single = train_step_lib.make_train_step(model, c.loss, augment=aug)
+  options = losses.LossOptions.from_config(c.loss)
+  single = train_step_lib.make_train_step(model, options, augment=aug)
   mesh = sharding.create_mesh((("data", -1),), devices=jax.devices()[:4])
   shardings = sharding.state_shardings(jax.eval_shape(lambda: first), mesh, c.sharding)
-  sharded = train_step_lib.make_train_step(model, c.loss, augment=aug, mesh=mesh,
+  sharded = train_step_lib.make_train_step(model, options, augment=aug, mesh=mesh,
                                            state_sharding=shardings)
   a = jax.device_put(first, jax.devices()[0])
   b = jax.device_put(first, shardings)

@@ -4,10 +4,11 @@ The demo config (configs/synthetic_scenes.py) shrunk to seconds of CPU work:
 48 training images (240 captions, 10 steps per epoch at batch 24), 12 epochs:
 enough steps for dev retrieval to rise clearly above the untrained model.
 """
-import importlib.util
 import os
 
 from ml_collections import config_dict
+
+from itr_jax.sweeps import declaration
 
 NUM_EPOCHS = 12
 STEPS_PER_EPOCH = 10
@@ -30,10 +31,7 @@ OVERRIDES = {
 
 
 def tiny_config(data_dir: str, num_epochs: int = NUM_EPOCHS) -> config_dict.ConfigDict:
-  spec = importlib.util.spec_from_file_location("demo_config", DEMO_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = declaration.load_config_file(DEMO_CONFIG)
   for path, value in {**OVERRIDES, "data.data_dir": data_dir,
                       "train.num_epochs": num_epochs}.items():
     *parents, leaf = path.split(".")

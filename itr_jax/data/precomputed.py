@@ -32,6 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
+from itr_jax.data import caption_embeddings
+
 # Rows of a memmap checked for NaN/Inf at a time: bounded memory on 100k-image
 # feature files, while large enough to keep the check I/O-bound.
 _CHECK_CHUNK_BYTES = 64 << 20
@@ -278,12 +280,10 @@ def load_split(data_dir: str, split: str, *,
           f"{os.path.basename(caps_path)} has {len(captions)} captions; the "
           f"embeddings must be aligned with the captions: "
           f"{_embed_fix(data_dir, split, emb_path, explicit, exists=True)}")
-    # Imported here: the tool pulls in the text encoders (JAX, Flax).
-    from itr_jax.tools import embed_captions  # pylint: disable=g-import-not-at-top
-    if os.path.isfile(embed_captions.sidecar_path(emb_path)):
+    if os.path.isfile(caption_embeddings.sidecar_path(emb_path)):
       # The provenance sidecar also catches captions edited after embedding
       # with their count unchanged.
-      embed_captions.check_sidecar(emb_path, caps_path)
+      caption_embeddings.check_sidecar(emb_path, caps_path, len(captions))
   elif require_caption_emb:
     raise ValueError(
         f"split {split!r} has no caption embeddings "

@@ -124,7 +124,7 @@ def write_caption_embeddings(data_dir: str, *, splits: Sequence[str] | None = No
   ``{split}_caps_emb.npy`` for each split; returns {split: path}."""
   # Imported here: precomputed.py points users at this module's CLI.
   from itr_jax.data import precomputed  # pylint: disable=g-import-not-at-top
-  from itr_jax.tools import embed_captions  # pylint: disable=g-import-not-at-top
+  from itr_jax.data import caption_embeddings  # pylint: disable=g-import-not-at-top
   featurizer = TfidfFeaturizer.fit(
       precomputed.read_captions(os.path.join(data_dir, f"{train_split}_caps.txt")),
       dim=dim, seed=seed, min_count=min_count)
@@ -138,7 +138,7 @@ def write_caption_embeddings(data_dir: str, *, splits: Sequence[str] | None = No
     np.save(path, featurizer.transform(captions))
     # A sentence-encoder sidecar describes the file just replaced: drop it so
     # the loader does not check the new embeddings against the old encoder.
-    stale_sidecar = embed_captions.sidecar_path(path)
+    stale_sidecar = caption_embeddings.sidecar_path(path)
     if os.path.exists(stale_sidecar):
       os.remove(stale_sidecar)
     written[split] = path

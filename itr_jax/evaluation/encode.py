@@ -17,7 +17,7 @@ def _encode_fns(model):
   return (lambda params, images: scorer.encode_images(
               model, scorer.as_variables(params), images)[0],
           lambda params, tokens, lengths: scorer.encode_texts(
-              model, scorer.as_variables(params), tokens, lengths))
+              model, scorer.as_variables(params), tokens, lengths)[0])
 
 
 @functools.lru_cache(maxsize=8)

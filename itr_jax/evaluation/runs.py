@@ -18,7 +18,6 @@ from itr_jax import sharding
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
@@ -85,7 +84,7 @@ def restore_params(config, workdir: str, model, split, which: str):
     for step in candidates:
       try:
         with checkpointing.quiet_failures():
-          return train_step_lib.variables(checkpoints.restore(step, abstract)), step
+          return checkpoints.restore(step, abstract).variables(), step
       except Exception as e:  # pylint: disable=broad-except
         if len(candidates) == 1 or checkpoints.status.get(step) == "verified":
           raise ValueError(

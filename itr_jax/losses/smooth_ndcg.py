@@ -285,20 +285,40 @@ def smooth_ndcg_loss(scores: jax.Array, relevance: jax.Array, *, tau=0.01,
   (0.0, 1.0)
   """
   check_batch(scores, relevance)
+  return smooth_ndcg_loss_of_rows(
+      scores, scores.T, relevance, t2i_relevance_rows(relevance, t2i_relevance),
+      tau=tau, idcg=idcg, chunk_size=chunk_size, rank_method=rank_method)
+
+
+def smooth_ndcg_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
+                             i2t_relevance: jax.Array, t2i_relevance: jax.Array, *,
+                             tau=0.01, idcg: str = "tied",
+                             chunk_size: Optional[int] = None,
+                             rank_method: str = "chunked", mean=jnp.mean):
+  """`smooth_ndcg_loss` from query rows of both directions: (loss, aux).
+
+  `i2t_scores` / `i2t_relevance` [Q, N]: image queries against all N
+  captions; `t2i_scores` / `t2i_relevance` [Q, N]: caption queries against
+  all N images (pass the same relevance array twice when the directions
+  share it: its IDCG is then computed once). `mean(rows)` reduces a [Q]
+  array to the batch mean (over devices, for a sharded batch).
+  """
   _validation.check_choice("idcg", idcg, IDCG_MODES)
-  t2i_rel = t2i_relevance_rows(relevance, t2i_relevance)
-  ideal_i2t, ideal_t2i = ideal_dcgs(relevance, t2i_rel, idcg=idcg)
+  ideal_i2t, ideal_t2i = ideal_dcgs(i2t_relevance, t2i_relevance, idcg=idcg)
   smooth = dict(tau=tau, idcg=idcg, chunk_size=chunk_size,
                 rank_method=rank_method)
-  ndcg_i2t = smooth_ndcg_rows(scores, relevance, ideal=ideal_i2t, **smooth).mean()
-  ndcg_t2i = smooth_ndcg_rows(scores.T, t2i_rel, ideal=ideal_t2i, **smooth).mean()
+  ndcg_i2t = mean(smooth_ndcg_rows(i2t_scores, i2t_relevance, ideal=ideal_i2t,
+                                   **smooth))
+  ndcg_t2i = mean(smooth_ndcg_rows(t2i_scores, t2i_relevance, ideal=ideal_t2i,
+                                   **smooth))
+  hard = jax.lax.stop_gradient
   aux = {
       "ndcg_i2t": ndcg_i2t,
       "ndcg_t2i": ndcg_t2i,
-      "hard_ndcg_i2t": hard_ndcg_rows(scores, relevance, idcg=idcg,
-                                      ideal=ideal_i2t).mean(),
-      "hard_ndcg_t2i": hard_ndcg_rows(scores.T, t2i_rel, idcg=idcg,
-                                      ideal=ideal_t2i).mean(),
+      "hard_ndcg_i2t": mean(hard_ndcg_rows(hard(i2t_scores), i2t_relevance,
+                                           idcg=idcg, ideal=ideal_i2t)),
+      "hard_ndcg_t2i": mean(hard_ndcg_rows(hard(t2i_scores), t2i_relevance,
+                                           idcg=idcg, ideal=ideal_t2i)),
   }
   loss = ((1.0 - ndcg_i2t) + (1.0 - ndcg_t2i)) / 2.0
   return loss, aux

@@ -10,6 +10,7 @@
 """
 from itr_jax.models.bert_text_encoder import BertTextEncoder, pretrained_text_tower, with_pretrained_bert
 from itr_jax.models.dense_max_pool import DenseMaxPool, dense_max_pool
+from itr_jax.models.dual_encoder import DualEncoder
 from itr_jax.models.gru import GRU, GRULayer, gru_cell, gru_scan, reverse_valid_prefix
 from itr_jax.models.image_encoder import ImageEncoder
 from itr_jax.models.initializers import symmetric_uniform
@@ -23,7 +24,7 @@ from itr_jax.models.registry import MODELS, create_model
 from itr_jax.models import scorer
 
 __all__ = [
-    "BertTextEncoder", "DenseMaxPool", "MODELS", "SGRAF", "scorer", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
+    "BertTextEncoder", "DenseMaxPool", "DualEncoder", "MODELS", "SGRAF", "scorer", "GPO", "GRU", "GRULayer", "ImageEncoder", "MODEL_FIELDS", "POOLINGS",
     "TextEncoder", "VSEInftyModel", "VSEModel", "create_model", "dense_max_pool", "gru_cell", "gru_scan",
     "l2_normalize", "max_pool", "positional_encoding", "reverse_valid_prefix",
     "pretrained_text_tower", "sort_descending", "symmetric_uniform",

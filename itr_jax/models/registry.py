@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from itr_jax.models import dual_encoder
 from itr_jax.models import sgraf
 from itr_jax.models import vse
 from itr_jax.models import vse_infty
@@ -34,12 +35,21 @@ def _create_sgraf(module):
   return build
 
 
-# name: (builder, the config.model fields it reads)
+def _create_dual_encoder(family):
+  def build(config: ml_collections.ConfigDict):
+    return dual_encoder.create_model(ml_collections.ConfigDict({**config, "name": family}))
+  return build
+
+
+# name: (builder, the config.model fields it reads); "clip" / "siglip" are
+# models.dual_encoder (ViT + text Transformer, published variants).
 MODELS = {
     "vse": (vse.create_model, vse.MODEL_FIELDS),
     "vse_infty": (vse_infty.create_model, vse.MODEL_FIELDS),
     "sgr": (_create_sgraf("sgr"), sgraf.MODEL_FIELDS),
     "saf": (_create_sgraf("saf"), sgraf.MODEL_FIELDS),
+    "clip": (_create_dual_encoder("clip"), dual_encoder.MODEL_FIELDS),
+    "siglip": (_create_dual_encoder("siglip"), dual_encoder.MODEL_FIELDS),
 }
 
 

@@ -1,19 +1,24 @@
 r"""One interface for every ITR model: encode images and captions, then score pairs.
 
-A *scorer* encodes images and captions into whatever representation it
-needs (a vector, or regions / words as pytrees of arrays with a leading item
-axis) and `similarity(image_repr, caption_repr) -> [N_images, N_captions]`
-scores every pair. The losses consume that matrix unchanged.
+A model (a flax module) provides
 
-* Two-tower models (`VSEModel`, `two_tower = True`): the representation is
-  one unit vector per item and the score a dot product (the fast path).
-* Cross-attention models (`SGRAF`): the model's own `similarity` method,
-  run here over chunks of captions (`lax.map` + `jax.checkpoint`, so a B×B
-  training batch holds only one chunk's activations at a time).
+* `encode_images(images [B, R, F], region_mask=None, train=False)` and
+  `encode_texts(tokens [B, L], lengths [B], train=False)`: a representation
+  per item (a vector, or regions / words as pytrees of arrays with a leading
+  item axis). `train=True` in training: dropout draws from the "dropout"
+  rng, and collections other than `params` (e.g. BatchNorm's `batch_stats`)
+  are updated.
+* `two_tower` (class attribute, default True): the score is the dot product
+  `image_repr @ caption_repr.T` of unit vectors (the fast path). Otherwise
+  (`SGRAF`) `similarity(image_repr, caption_repr, train=False) -> (scores
+  [I, C], aux)`, run here over chunks of captions (`lax.map` +
+  `jax.checkpoint`, so a B×B training batch holds one chunk's activations at
+  a time), and optionally `merge_similarity_stats(batch_stats, aux)`.
 
-Variables: a two-tower model only has `params`; models with BatchNorm also
-carry `batch_stats` (`has_batch_stats`). Functions here take the variables
-dict `{"params": ..., ["batch_stats": ...]}`.
+A new two-tower model needs only the two encoders (registered in
+`models.registry`); training, sharding, checkpoints and evaluation follow.
+Functions here take the variables dict `{"params": ..., **other
+collections}`.
 
 >>> import jax, jax.numpy as jnp
 >>> from itr_jax.models import VSEModel
@@ -26,21 +31,14 @@ dict `{"params": ..., ["batch_stats": ...]}`.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 
 Variables = dict[str, Any]
-
-
-def state_variables(state):
-  """What evaluation needs of a train state: the params of a two-tower model,
-  the variables dict (params + batch_stats) of a cross-attention one."""
-  batch_stats = getattr(state, "batch_stats", None)
-  if batch_stats is None:
-    return state.params
-  return {"params": state.params, "batch_stats": batch_stats}
+AxisName = str | tuple[str, ...]
 
 
 def as_variables(params_or_variables) -> Variables:
@@ -55,48 +53,49 @@ def is_two_tower(model) -> bool:
   return getattr(model, "two_tower", True)
 
 
-def has_batch_stats(variables) -> bool:
-  return isinstance(variables, dict) and "batch_stats" in variables
-
-
-def _stats_mutable(variables, train):
-  return ["batch_stats"] if train and has_batch_stats(variables) else False
-
-
-def encode_images(model, variables: Variables, images, *, train: bool = False,
-                  rng: Optional[jax.Array] = None):
-  """(image_repr, updated batch_stats or None) of images [B, R, F]."""
-  if is_two_tower(model):
-    return model.apply(variables, images, method="encode_images"), None
-  out = model.apply(variables, images, train=train, method="encode_images",
+def _apply(model, variables: Variables, *args, method: str, train: bool,
+           rng: Optional[jax.Array], **kwargs):
+  """(output, variables after the call): in training the collections other
+  than `params` are mutable and come back updated."""
+  mutable = [k for k in variables if k != "params"] if train else []
+  out = model.apply(variables, *args, train=train, method=method,
                     rngs=None if rng is None else {"dropout": rng},
-                    mutable=_stats_mutable(variables, train))
-  return (out[0], out[1]["batch_stats"]) if _stats_mutable(variables, train) else (out, None)
+                    mutable=mutable or False, **kwargs)
+  if not mutable:
+    return out, variables
+  out, updated = out
+  return out, {**variables, **updated}
+
+
+def encode_images(model, variables: Variables, images, *, region_mask=None,
+                  train: bool = False, rng: Optional[jax.Array] = None):
+  """(image_repr, variables after the call) of images [B, R, F]."""
+  return _apply(model, variables, images, region_mask=region_mask,
+                method="encode_images", train=train, rng=rng)
 
 
 def encode_texts(model, variables: Variables, tokens, lengths, *, train: bool = False,
                  rng: Optional[jax.Array] = None):
-  """Caption representation of tokens [B, L] / lengths [B]."""
-  if is_two_tower(model):
-    return model.apply(variables, tokens, lengths, method="encode_texts")
-  return model.apply(variables, tokens, lengths, train=train, method="encode_texts",
-                     rngs=None if rng is None else {"dropout": rng})
+  """(caption_repr, variables after the call) of tokens [B, L] / lengths [B]."""
+  return _apply(model, variables, tokens, lengths, method="encode_texts",
+                train=train, rng=rng)
 
 
 def encode(model, variables: Variables, images, tokens, lengths, *,
-           train: bool = False, rng: Optional[jax.Array] = None):
-  """(image_repr, caption_repr, new batch_stats or None) of one batch.
+           region_mask=None, train: bool = False, rng: Optional[jax.Array] = None):
+  """(image_repr, caption_repr, variables after both encoders) of one batch.
 
-  In training (`train=True`) cross-attention models use dropout (rng
-  `rng`, split between the towers) and batch statistics, which update
-  `batch_stats`.
+  In training (`train=True`) dropout draws from `rng` (split between the
+  towers) and collections such as `batch_stats` are updated.
   """
   image_rng = text_rng = None
   if rng is not None:
     image_rng, text_rng = jax.random.split(rng)
-  image_repr, batch_stats = encode_images(model, variables, images, train=train, rng=image_rng)
-  caption_repr = encode_texts(model, variables, tokens, lengths, train=train, rng=text_rng)
-  return image_repr, caption_repr, batch_stats
+  image_repr, variables = encode_images(model, variables, images, region_mask=region_mask,
+                                        train=train, rng=image_rng)
+  caption_repr, variables = encode_texts(model, variables, tokens, lengths, train=train,
+                                         rng=text_rng)
+  return image_repr, caption_repr, variables
 
 
 def num_items(repr_tree) -> int:
@@ -134,9 +133,58 @@ def similarity(model, variables: Variables, image_repr, caption_repr, *,
   return scores, aux
 
 
-def merge_batch_stats(model, batch_stats, aux):
-  """Batch statistics after the similarity network's own updates (if any)."""
+def query_scores(model, variables: Variables, image_repr, caption_repr, *,
+                 axis_name: Optional[AxisName] = None, train: bool = False):
+  """(i2t [Q, B], t2i [Q, B], aux): this device's query rows of a batch's scores.
+
+  Each device holds Q = B / D pairs of the batch (rows offset..offset+Q-1,
+  split over `axis_name`; None: one device, Q = B). `i2t` are its images
+  against all B captions, `t2i` its captions against all B images. Two-tower:
+  dot products with the all-gathered other tower (B x E each way; aux {}).
+  Cross-attention: the device scores all B images against its own Q captions
+  (so a per-caption statistic sees the whole batch, as on one device), the
+  columns are all-gathered into [B, B] and its image rows sliced out; aux
+  holds `similarity`'s per-caption arrays of its captions.
+  """
+  if is_two_tower(model):
+    return dot_product_scores(None, image_repr, caption_repr, axis_name=axis_name)
+  gather = functools.partial(_gather, axis_name=axis_name)
+  columns, aux = similarity(model, variables, jax.tree.map(gather, image_repr),
+                            caption_repr, train=train)  # [B, Q]
+  if axis_name is None:
+    return columns, columns.T, aux
+  local = columns.shape[1]
+  scores = gather(columns, axis=1)  # [B, B]
+  i2t = jax.lax.dynamic_slice_in_dim(scores, jax.lax.axis_index(axis_name) * local,
+                                     local, axis=0)
+  return i2t, columns.T, aux
+
+
+def dot_product_scores(variables, image_emb, caption_emb, *,
+                       axis_name: Optional[AxisName] = None):
+  """`query_scores` of embeddings [Q, E]: dot products, aux {} (`variables` unused).
+
+  >>> i2t, t2i, _ = dot_product_scores(None, jnp.eye(2), 2 * jnp.eye(2))
+  >>> i2t.tolist(), t2i.tolist()
+  ([[2.0, 0.0], [0.0, 2.0]], [[2.0, 0.0], [0.0, 2.0]])
+  """
+  del variables
+  if axis_name is None:
+    scores = image_emb @ caption_emb.T
+    return scores, scores.T, {}
+  return (image_emb @ _gather(caption_emb, axis_name=axis_name).T,
+          caption_emb @ _gather(image_emb, axis_name=axis_name).T, {})
+
+
+def _gather(x, axis=0, *, axis_name):
+  if axis_name is None:
+    return x
+  return jax.lax.all_gather(x, axis_name, axis=axis, tiled=True)
+
+
+def merge_similarity_state(model, variables: Variables, aux) -> Variables:
+  """`variables` after the similarity network's own statistics updates (if any)."""
   merge = getattr(type(model), "merge_similarity_stats", None)
-  if merge is None or batch_stats is None:
-    return batch_stats
-  return merge(batch_stats, aux)
+  if merge is None or "batch_stats" not in variables:
+    return variables
+  return {**variables, "batch_stats": merge(variables["batch_stats"], aux)}

@@ -22,9 +22,9 @@ class VSEModel(nn.Module):
   Scores are dot products `image_emb @ caption_emb.T` (cosine similarities).
   Methods, all usable as `model.apply(variables, ..., method=...)`:
 
-  * `encode_images(images [B, R, F], region_mask [B, R] | None) -> [B, E]`
-  * `encode_texts(tokens int32 [B, L], lengths int32 [B]) -> [B, E]`
-  * `__call__(images, tokens, lengths, region_mask=None) -> (img_emb, cap_emb)`
+  * `encode_images(images [B, R, F], region_mask [B, R] | None, train=False) -> [B, E]`
+  * `encode_texts(tokens int32 [B, L], lengths int32 [B], train=False) -> [B, E]`
+  * `__call__(images, tokens, lengths, region_mask=None, train=False) -> (img_emb, cap_emb)`
 
   Parameters live under `image_encoder` and `text_encoder` (the names a
   per-module learning-rate multiplier refers to). Embeddings are float32 even
@@ -80,16 +80,21 @@ class VSEModel(nn.Module):
         embed_size=self.embed_size, bidirectional=self.bidirectional,
         dtype=self.dtype, param_dtype=self.param_dtype)
 
-  def encode_images(self, images: jax.Array,
-                    region_mask: Optional[jax.Array] = None) -> jax.Array:
+  # `train` is part of the model interface (`scorer`); this model has no
+  # dropout or batch statistics, so it computes the same either way.
+  def encode_images(self, images: jax.Array, region_mask: Optional[jax.Array] = None,
+                    train: bool = False) -> jax.Array:
+    del train
     return self.image_encoder(images, region_mask)
 
-  def encode_texts(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+  def encode_texts(self, tokens: jax.Array, lengths: jax.Array,
+                   train: bool = False) -> jax.Array:
+    del train
     return self.text_encoder(tokens, lengths)
 
-  def __call__(self, images, tokens, lengths, region_mask=None):
-    return self.encode_images(images, region_mask), self.encode_texts(
-        tokens, lengths)
+  def __call__(self, images, tokens, lengths, region_mask=None, train: bool = False):
+    return (self.encode_images(images, region_mask, train=train),
+            self.encode_texts(tokens, lengths, train=train))
 
 
 TEXT_TOWERS = ("gru", "bert")

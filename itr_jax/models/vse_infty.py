@@ -151,7 +151,7 @@ class VSEInftyModel(nn.Module):
   """The VSE-infinity two-tower model; same interface as `VSEModel`.
 
   * `encode_images(images [B, R, F], region_mask [B, R] | None, train=False) -> [B, E]`
-  * `encode_texts(tokens [B, L], lengths [B]) -> [B, E]`
+  * `encode_texts(tokens [B, L], lengths [B], train=False) -> [B, E]`
   * `__call__(images, tokens, lengths, region_mask=None, train=False)`
 
   Variables: `params` (`image_encoder`, `text_encoder`) and `batch_stats`
@@ -187,12 +187,13 @@ class VSEInftyModel(nn.Module):
   def encode_images(self, images, region_mask=None, train: bool = False):
     return self.image_encoder(images, region_mask, train=train)
 
-  def encode_texts(self, tokens, lengths):
+  def encode_texts(self, tokens, lengths, train: bool = False):
+    del train  # no dropout or batch statistics in the text towers
     return self.text_encoder(tokens, lengths)
 
   def __call__(self, images, tokens, lengths, region_mask=None, train=False):
     return (self.encode_images(images, region_mask, train=train),
-            self.encode_texts(tokens, lengths))
+            self.encode_texts(tokens, lengths, train=train))
 
 
 def create_model(config: ml_collections.ConfigDict) -> VSEInftyModel:

@@ -1,4 +1,4 @@
 """Graded relevance between the images and captions of a batch."""
-from itr_jax.relevance.rsc import rsc, rsc_matrix
+from itr_jax.relevance.rsc import rsc, rsc_matrix, with_positives
 
-__all__ = ["rsc", "rsc_matrix"]
+__all__ = ["rsc", "rsc_matrix", "with_positives"]

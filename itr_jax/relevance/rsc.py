@@ -101,5 +101,17 @@ def rsc(image_caption_emb: jax.Array, caption_emb: jax.Array, *,
     raise ValueError(
         f"`caption_emb` must be [B, D] = {(b, d)} to match `image_caption_emb` "
         f"[B, C, D] = {image_caption_emb.shape}, got {caption_emb.shape}.")
-  relevance = rsc_matrix(image_caption_emb, caption_emb, snap=snap)
-  return jnp.where(jnp.eye(b, dtype=bool), jnp.ones((), relevance.dtype), relevance)
+  return with_positives(rsc_matrix(image_caption_emb, caption_emb, snap=snap))
+
+
+def with_positives(relevance_rows: jax.Array, offset=0) -> jax.Array:
+  """`relevance_rows` [Q, B] with R[r, offset + r] = 1: query row r is pair
+  offset + r of the batch (a device's rows of a sharded batch start at its
+  offset).
+
+  >>> with_positives(jnp.zeros((1, 3)), offset=1).tolist()
+  [[0.0, 1.0, 0.0]]
+  """
+  rows, cols = relevance_rows.shape
+  is_pair = jnp.arange(cols)[None, :] == offset + jnp.arange(rows)[:, None]
+  return jnp.where(is_pair, jnp.ones((), relevance_rows.dtype), relevance_rows)

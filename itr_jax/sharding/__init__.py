@@ -3,14 +3,14 @@ sharded global batch, and multi-host start-up.
 
 * `create_mesh(config.mesh)`, `batch_sharding`, `global_batch` (mesh.py)
 * `state_shardings(abstract_state, mesh, config.sharding)` (partitioning.py)
-* `global_batch_listwise_loss`, `local_listwise_itr_loss`, `global_batch_scorer_loss`
-  (cross-attention scorers) (global_batch_loss.py)
+* `global_batch_loss`: the loss of any model on one device or a mesh, and
+  its per-device parts `local_loss`, `relevance_rows` (global_batch_loss.py)
 * `initialize(mode, coordinator_address=..., ...)` (multihost.py)
 * `memory_stats(compiled)`: per-device bytes from XLA (memory.py)
 """
-from itr_jax.sharding.global_batch_loss import global_batch_listwise_loss
-from itr_jax.sharding.global_batch_loss import global_batch_scorer_loss
-from itr_jax.sharding.global_batch_loss import local_listwise_itr_loss
+from itr_jax.sharding.global_batch_loss import global_batch_loss
+from itr_jax.sharding.global_batch_loss import local_loss
+from itr_jax.sharding.global_batch_loss import relevance_rows
 from itr_jax.sharding.mesh import BATCH_AXIS_NAMES
 from itr_jax.sharding.mesh import batch_axes
 from itr_jax.sharding.mesh import batch_sharding
@@ -36,14 +36,14 @@ __all__ = [
     "check_batch_size",
     "create_mesh",
     "global_batch",
-    "global_batch_listwise_loss",
-    "global_batch_scorer_loss",
+    "global_batch_loss",
     "initialize",
-    "local_listwise_itr_loss",
+    "local_loss",
     "main_process_first",
     "memory_stats",
     "num_batch_shards",
     "peak_bytes_per_device",
+    "relevance_rows",
     "replicated",
     "state_shardings",
     "tree_shardings",

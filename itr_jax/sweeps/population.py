@@ -27,15 +27,14 @@ from __future__ import annotations
 import json
 import os
 import time
-import types
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.training import train_state
 
+from itr_jax import losses
 from itr_jax import models
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import runs as runs_lib
@@ -45,6 +44,7 @@ from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import progress as progress_lib
 from itr_jax.training import reporting
+from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
@@ -66,7 +66,7 @@ def check_population(overrides_list: Sequence[dict]) -> None:
 
 
 def init_population(config: ml_collections.ConfigDict, model, tx, split,
-                    seeds: Sequence[int]) -> train_state.TrainState:
+                    seeds: Sequence[int]) -> state_lib.TrainState:
   """Train states stacked on axis 0, member i initialised from seeds[i]."""
   def one(seed):
     member = ml_collections.ConfigDict(config.to_dict())
@@ -89,12 +89,10 @@ def make_population_step(model, loss_config: ml_collections.ConfigDict, *,
   Each member runs `train_step.make_train_step`'s step with its own
   weight/tau/margin (traced, so one compilation serves every value).
   """
-  static = {k: loss_config[k] for k in ("t2i_relevance", "idcg")}
-  static["rsc_snap"] = train_step_lib.rsc_snap(loss_config)
+  options = losses.LossOptions.from_config(loss_config).replace(hardest=hardest)
 
   def member(state, hp, batch):
-    config = types.SimpleNamespace(**static, **hp)
-    return train_step_lib.make_train_step(model, config, hardest=hardest)(state, batch)
+    return train_step_lib.make_train_step(model, options.replace(**hp))(state, batch)
 
   return jax.jit(jax.vmap(member, in_axes=(0, 0, None)), donate_argnums=0)
 
@@ -152,7 +150,7 @@ def train_population(base: ml_collections.ConfigDict,
 
   def evaluate_dev(step):
     for i, log in enumerate(logs):
-      params = _member(train_step_lib.variables(states), i)  # + BatchNorm stats
+      params = _member(states.variables(), i)  # + BatchNorm stats
       metrics = evaluate.evaluate_split(model, params, data.dev, data.vocab, config,
                                         rsc_relevance=data.dev_relevance)
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})

@@ -40,65 +40,17 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from itr_jax import filesystem as fs
+from itr_jax.data import caption_embeddings
+# The loader's own caption reader, so the rows align with what training reads.
+from itr_jax.data import precomputed
 from itr_jax.data import staging
+from itr_jax.data.caption_embeddings import SIDECAR_FORMAT
+from itr_jax.data.caption_embeddings import default_output_path
+from itr_jax.data.caption_embeddings import fix_command
+from itr_jax.data.caption_embeddings import read_sidecar
+from itr_jax.data.caption_embeddings import sidecar_path
+from itr_jax.data.caption_embeddings import stage_embeddings
 from itr_jax.text_encoders.file_sha256 import file_sha256
-
-SIDECAR_FORMAT = "itr_jax.caption_embeddings/1"
-_CAPS_SUFFIX = "_caps.txt"
-
-
-def default_output_path(captions_path: str) -> str:
-  """``{split}_caps.txt`` -> ``{split}_caps_emb.npy`` (the loader's default).
-
-  >>> default_output_path("/data/f30k/train_caps.txt")
-  '/data/f30k/train_caps_emb.npy'
-  """
-  stem = captions_path[:-4] if captions_path.endswith(".txt") else captions_path
-  return stem + "_emb.npy"
-
-
-def sidecar_path(emb_path: str) -> str:
-  """``x.npy`` -> ``x.json``, the provenance record next to the embeddings."""
-  stem = emb_path[:-4] if emb_path.endswith(".npy") else emb_path
-  return stem + ".json"
-
-
-def stage_embeddings(emb_url: str, cache: str) -> str:
-  """Local verified copy (`staging`) of remote embeddings and, if any, their sidecar."""
-  if fs.exists(sidecar_path(emb_url)):
-    staging.stage(sidecar_path(emb_url), cache)
-  return staging.stage(emb_url, cache)
-
-
-def read_sidecar(emb_path: str) -> Optional[dict]:
-  """The sidecar record of `emb_path`, or None when it has none."""
-  path = sidecar_path(emb_path)
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _command(captions_path: str, emb_path: str, overwrite: bool) -> str:
-  """The CLI invocation that (re)writes `emb_path` from `captions_path`."""
-  data_dir = os.path.dirname(captions_path) or "."
-  name = os.path.basename(captions_path)
-  if name.endswith(_CAPS_SUFFIX):
-    args = f"--data_dir={data_dir} --split={name[:-len(_CAPS_SUFFIX)]}"
-  else:
-    args = f"--captions={captions_path}"
-  if os.path.abspath(emb_path) != os.path.abspath(
-      default_output_path(captions_path)):
-    args += f" --out={emb_path}"
-  return (f"python -m itr_jax.tools.embed_captions {args}"
-          + (" --overwrite" if overwrite else ""))
-
-
-def _read_captions(path: str) -> list[str]:
-  # The loader's own reader, so the rows align with what training reads.
-  from itr_jax.data.precomputed import read_captions  # pylint: disable=g-import-not-at-top
-  return read_captions(path)
-
 
 def _identity(captions_path: str, count: int, encoder: Any) -> dict:
   """The sidecar fields that must match for an output to be reusable."""
@@ -225,7 +177,7 @@ def embed_captions_file(
         batch_size=batch_size, chunk_size=chunk_size, overwrite=overwrite,
         progress=progress, on_chunk_done=on_chunk_done,
         cache=staging.cache_dir(local_cache_dir))
-  captions = _read_captions(captions_path)
+  captions = precomputed.read_captions(captions_path)
   if not out_path.endswith(".npy"):
     raise ValueError(f"out_path {out_path!r} must end in .npy")
   if encoder is None:
@@ -244,7 +196,7 @@ def embed_captions_file(
           f"{out_path} exists but was not made from {captions_path} with "
           f"encoder {encoder.name!r}: {_differences(record, identity)}. "
           "Refusing to replace it; rerun with --overwrite (overwrite=True) "
-          f"to do so: {_command(captions_path, out_path, True)}")
+          f"to do so: {fix_command(captions_path, out_path, True)}")
 
   partial_dir = out_path + ".partial"
   chunk_size = _prepare_partial(partial_dir, identity, chunk_size)
@@ -312,45 +264,9 @@ def _embed_via_cache(captions_path: str, out_path: str, *, cache: str,
 
 
 def check_sidecar(emb_path: str, captions_path: str) -> None:
-  """Raises ValueError (with the command to fix it) if `emb_path` is stale.
-
-  Checks the row count against the captions and, when the sidecar exists, the
-  captions' sha256, count, dim and dtype it records, and the embeddings'
-  own sha256 (sidecars written since it was added). Embeddings without a
-  sidecar (e.g. downloaded ones) pass on the count alone.
-  """
-  fix = _command(captions_path, emb_path, True)
-  if not os.path.isfile(emb_path):
-    raise ValueError(f"missing caption embeddings {emb_path!r}; run: "
-                     f"{_command(captions_path, emb_path, False)}")
-  emb = np.load(emb_path, mmap_mode="r")
-  count = len(_read_captions(captions_path))
-  if emb.ndim != 2 or emb.shape[0] != count:
-    raise ValueError(f"{emb_path!r} has shape {emb.shape} but "
-                     f"{captions_path!r} has {count} captions; re-embed: "
-                     f"{fix}")
-  record = read_sidecar(emb_path)
-  if record is None:
-    return
-  problems = []
-  if record.get("captions_sha256") != file_sha256(captions_path):
-    problems.append(f"it was made from a different "
-                    f"{record.get('captions_file', 'captions file')} "
-                    "(sha256 mismatch)")
-  if record.get("count") != count:
-    problems.append(f"it records {record.get('count')} captions, not {count}")
-  if record.get("dim") != emb.shape[1] or record.get("dtype") != str(
-      emb.dtype):
-    problems.append(f"it records dim {record.get('dim')} / dtype "
-                    f"{record.get('dtype')} but the file is {emb.shape[1]} / "
-                    f"{emb.dtype}")
-  if ("embeddings_sha256" in record and not problems
-      and record["embeddings_sha256"] != file_sha256(emb_path)):
-    problems.append("the embeddings file changed after its sidecar was "
-                    "written (sha256 mismatch)")
-  if problems:
-    raise ValueError(f"{emb_path!r} does not match {captions_path!r}: "
-                     f"{'; '.join(problems)}. Re-embed: {fix}")
+  """`caption_embeddings.check_sidecar` against the captions file's own count."""
+  caption_embeddings.check_sidecar(emb_path, captions_path,
+                                   len(precomputed.read_captions(captions_path)))
 
 
 def _define_flags(fv) -> None:
@@ -386,7 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.captions:
     captions_path = args.captions
   elif args.data_dir:
-    captions_path = os.path.join(args.data_dir, f"{args.split}{_CAPS_SUFFIX}")
+    captions_path = os.path.join(args.data_dir,
+                                 args.split + caption_embeddings.CAPS_SUFFIX)
   else:
     print("Error: pass --data_dir (with --split) or --captions", file=sys.stderr)
     return 1

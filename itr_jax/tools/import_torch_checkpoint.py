@@ -285,18 +285,11 @@ def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
   split_shape = types.SimpleNamespace(num_regions=_num_regions(variables),
                                       feature_dim=int(opt.get("img_dim", 2048)))
   state = trainer.create_train_state(config, model, tx, split_shape)
-  fresh = {"params": state.params, **({"batch_stats": state.batch_stats}
-                                      if getattr(state, "batch_stats", None) else {}),
-           **(getattr(state, "model_state", None) or {})}
+  fresh = state.variables()
   _compare(fresh, variables, "weights")
   variables = jax.tree.map(lambda new, old: np.asarray(new, np.asarray(old).dtype),
                            variables, fresh)
-  replace = {"params": variables["params"]}
-  if hasattr(state, "model_state"):
-    replace["model_state"] = {k: v for k, v in variables.items() if k != "params"}
-  elif hasattr(state, "batch_stats"):
-    replace["batch_stats"] = variables.get("batch_stats", {})
-  state = state.replace(**replace)
+  state = state.replace(params=variables.pop("params"), model_state=variables)
 
   for key in ("Eiters", "epoch", "best_rsum"):
     value = ckpt.get(key)

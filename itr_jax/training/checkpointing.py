@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 
 from itr_jax import filesystem as fs
 from itr_jax.training import integrity
+from itr_jax.training import state as state_lib
 
 CORRUPTED_DIR = "checkpoints_corrupted"
 # In checkpoints/ once an itr_jax that writes integrity records opened it: a
@@ -161,7 +162,10 @@ class Checkpoints:
         # run killed right after cannot leave the only good one half-written.
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(self.directory, options=options)
+    # The handler named: item_metadata (a checkpoint's tree, read to restore
+    # older layouts) works before the first save or restore.
+    return ocp.CheckpointManager(self.directory, options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
   def _scan(self) -> None:
     """Classifies every step entry; sets damaged ones aside (unless read-only).
@@ -298,8 +302,15 @@ class Checkpoints:
     raise error
 
   def restore(self, step: int, abstract_state: Any) -> Any:
-    """Restores `step` into the structure (and shardings) of `abstract_state`."""
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    """Restores `step` into the structure (and shardings) of `abstract_state`.
+
+    A checkpoint of an older train-state layout is converted
+    (`state.restore_target`).
+    """
+    saved = getattr(self.manager.item_metadata(step), "tree", None)
+    target, convert = state_lib.restore_target(
+        saved.keys() if isinstance(saved, dict) else (), abstract_state)
+    return convert(self.manager.restore(step, args=ocp.args.StandardRestore(target)))
 
   def restore_latest(self, abstract_state: Any) -> tuple[Optional[int], Any]:
     """(step, state) of the newest verified checkpoint; (None, None) if none.

@@ -74,6 +74,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.smooth = 9.0
   c.model.dropout_rate = 0.4
   c.model.score_chunk = 16
+  # CLIP / SigLIP ("clip" / "siglip", itr_jax.models.dual_encoder) only: the
+  # published size ("B/32", "B/16", "L/14"; "B/16", "So400m/14"; "tiny" for
+  # demos, whose vocabulary is the data's), the input resolution (0: the
+  # variant's), architecture overrides written by the checkpoint importers,
+  # and per-block rematerialisation (less activation memory, ~1/3 more compute).
+  c.model.variant = "tiny"
+  c.model.image_size = 0
+  c.model.arch = ml_collections.ConfigDict()
+  c.model.remat = False
+  # Tokenizer files of published weights (written by
+  # itr_jax.tools.import_dual_encoder); '': the data's word vocabulary ("tiny").
+  c.model.tokenizer = ""
+  # LiT: lock the image tower; training reads cached image embeddings
+  # (itr_jax.training.lit_cache) and runs only the text tower.
+  c.model.lit = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.margin = 0.2
@@ -88,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Smooth-rank kernel: "chunked" (O(B^3) time), "sorted" (O(B^2 log B)) or
   # "auto" (chunked below 1024 pairs, where it is faster, sorted from there).
   c.loss.rank_method = "auto"
+  # The pairwise term mixed with S-NDCG by `weight`: "triplet" (VSE++ hinge,
+  # margin), "infonce" (CLIP's symmetric cross-entropy) or "sigmoid" (SigLIP);
+  # the last two use the model's learnable logit scale (and bias): clip/siglip.
+  c.loss.pairwise = "triplet"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-4
@@ -99,6 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.lr_multipliers = ml_collections.ConfigDict()
   c.optim.name = "adam"  # or "adamw" (VSE-infinity)
   c.optim.weight_decay = 0.0  # AdamW's decoupled decay; "adam" needs 0.
+  # "all" parameters decay, or "matrices" only (no norms, biases, embeddings,
+  # logit scale/bias: the CLIP / SigLIP fine-tuning convention).
+  c.optim.decay_mask = "all"
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128

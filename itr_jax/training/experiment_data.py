@@ -24,7 +24,6 @@ from itr_jax.data import tfds_source
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.data import wordpiece_vocab
 from itr_jax.evaluation import evaluate
-from itr_jax.tools import embed_captions
 
 
 VOCAB_FILE = "vocab.json"
@@ -122,7 +121,7 @@ def _split_files(split: str) -> list[str]:
   """The files of `split` in a precomputed folder (those present are staged)."""
   emb = f"{split}_caps_emb.npy"
   return [f"{split}_ims.npy", f"{split}_caps.txt", emb,
-          embed_captions.sidecar_path(emb), f"{split}_relevance.npy"]
+          caption_embeddings.sidecar_path(emb), f"{split}_relevance.npy"]
 
 
 def _stage_dir(config: ml_collections.ConfigDict) -> str:
@@ -164,7 +163,7 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
   emb_path = config.data.caption_emb_path or None
   emb_path = emb_path.format(split=split) if emb_path else None
   if emb_path and fs.is_remote(emb_path):
-    emb_path = embed_captions.stage_embeddings(emb_path, cache)
+    emb_path = caption_embeddings.stage_embeddings(emb_path, cache)
   return precomputed.load_split(
       directory, split, max_images=max_images or None,
       caption_emb_path=emb_path, require_caption_emb=require_caption_emb)

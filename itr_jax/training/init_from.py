@@ -44,9 +44,18 @@ def _describe(tree) -> dict:
           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-# The train-state fields holding model variables (train_step's TrainState
-# kinds): what a fine-tune takes. `opt_state`, `step`, `dropout_rng` are not.
-MODEL_FIELDS = ("params", "batch_stats", "model_state")
+# The train-state fields holding model variables (state.TrainState): what a
+# fine-tune takes. `opt_state`, `step` and `rng` are not.
+MODEL_FIELDS = ("params", "model_state")
+
+
+def model_variables_of(saved: dict) -> dict:
+  """{"params", "model_state"} of a saved train state of any layout (the
+  older SGR/SAF layout kept BatchNorm statistics in `batch_stats`)."""
+  model_state = dict(saved.get("model_state") or {})
+  if saved.get("batch_stats"):
+    model_state["batch_stats"] = saved["batch_stats"]
+  return {"params": saved["params"], "model_state": model_state}
 
 
 def model_fields(state) -> dict:
@@ -88,7 +97,10 @@ def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
   try:
     saved = manager.item_metadata(step)
     saved = getattr(saved, "tree", saved)
-    missing = [f for f in abstract if f not in saved]
+    if "params" not in saved:
+      raise ValueError(f"Checkpoint {directory}/{step} holds no `params`.")
+    saved = model_variables_of(saved)
+    missing = [f for f in abstract if not saved.get(f)]
     if missing:
       raise ValueError(f"Checkpoint {directory}/{step} holds no {missing}: it is "
                        "not a run of this model.")
@@ -105,7 +117,7 @@ def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
           "model.* settings (and vocabulary size) as the source run.")
   finally:
     manager.close()
-  restored = restore_on_one_device(directory, step)
+  restored = model_variables_of(restore_on_one_device(directory, step))
   placed = {f: jax.tree.map(lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
                             restored[f], abstract[f]) for f in abstract}
   return placed, f"{directory}/{step}"

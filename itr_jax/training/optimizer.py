@@ -11,8 +11,12 @@ and `lr = 5e-4 * 0.1 ** (epoch // lr_update)`. Fields of `config.optim`:
   `{"text_encoder": 0.1}` for a pretrained text tower. A parameter whose path
   contains the name gets `factor` x the learning rate.
 * `name` ("adam"): "adam", or "adamw" (VSE-infinity: `torch.optim.AdamW`).
-* `weight_decay` (0.0): AdamW's decoupled weight decay, on every parameter,
-  scaled by the (per-module) learning rate like PyTorch's; "adam" needs 0.
+* `weight_decay` (0.0): AdamW's decoupled weight decay, scaled by the
+  (per-module) learning rate like PyTorch's; "adam" needs 0.
+* `decay_mask` ("all"): which parameters decay: "all" (PyTorch's AdamW on
+  every parameter), or "matrices": weight matrices only, no decay on norms,
+  biases, embeddings (token / position / class token / MAP probe) and the
+  logit scale and bias (`decays`), as CLIP / SigLIP fine-tuning recipes.
 """
 from __future__ import annotations
 
@@ -20,10 +24,14 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 OPTIM_FIELDS = ("learning_rate", "grad_clip", "lr_update", "lr_decay",
-                "lr_multipliers", "name", "weight_decay")
+                "lr_multipliers", "name", "weight_decay", "decay_mask")
+DECAY_MASKS = ("all", "matrices")
+# Leaf names that are embeddings (or temperatures), never decayed under "matrices".
+_NO_DECAY_NAMES = ("embedding", "pos_embed", "cls", "probe", "logit_scale", "logit_bias")
 OPTIMIZERS = ("adam", "adamw")
 
 
@@ -57,6 +65,9 @@ def _check(config: ml_collections.ConfigDict, steps_per_epoch: int):
   if name == "adam" and weight_decay:
     raise ValueError("config.optim.weight_decay needs config.optim.name="
                      "'adamw' (decoupled decay, as VSE-infinity's AdamW).")
+  if config.get("decay_mask", "all") not in DECAY_MASKS:
+    raise ValueError(f"config.optim.decay_mask must be one of {DECAY_MASKS}, got "
+                     f"{config.get('decay_mask')!r}.")
   grad_clip = config.get("grad_clip")
   if grad_clip is not None and grad_clip < 0:
     raise ValueError("config.optim.grad_clip must be >= 0 (0 or None: no "
@@ -117,6 +128,20 @@ def _multiplier_labels(multipliers: Mapping[str, float]):
   return labels
 
 
+def decays(params):
+  """True for the leaves "matrices" decays: kernels of rank >= 2, not embeddings.
+
+  >>> decays({"fc": {"kernel": np.ones((2, 3)), "bias": np.ones(3)},
+  ...         "token_embed": {"embedding": np.ones((5, 2))}, "logit_scale": np.ones(())})
+  {'fc': {'bias': False, 'kernel': True}, 'logit_scale': False, 'token_embed': {'embedding': False}}
+  """
+  def leaf(path, x):
+    names = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path]
+    return bool(np.ndim(x) >= 2 and not any(n in _NO_DECAY_NAMES for n in names))
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
 def create_optimizer(config: ml_collections.ConfigDict,
                      steps_per_epoch: int) -> optax.GradientTransformation:
   r"""Clip by global norm, then Adam (+ weight decay), then the (per-module) learning rate.
@@ -158,6 +183,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
   weight_decay = config.get("weight_decay", 0.0)
   # No decay stage at 0, so the optimizer state (and checkpoints) of Adam
   # runs keep their structure.
-  decay = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+  mask = decays if config.get("decay_mask", "all") == "matrices" else None
+  decay = [optax.add_decayed_weights(weight_decay, mask=mask)] if weight_decay else []
   return optax.chain(clip, optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
                      *decay, step)

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
-from flax.training import train_state
 
 from itr_jax import filesystem as fs
+from itr_jax import losses
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
@@ -36,6 +36,7 @@ from itr_jax.training import paths
 from itr_jax.training import preemption as preemption_lib
 from itr_jax.training import progress as progress_lib
 from itr_jax.training import reporting
+from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
 from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
@@ -73,31 +74,27 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int):
 
 
 def create_train_state(config: ml_collections.ConfigDict, model, tx,
-                       split, pretrained_bert=None) -> train_state.TrainState:
-  """Fresh parameters (seeded by config.seed) and optimizer state.
+                       split, pretrained_bert=None) -> state_lib.TrainState:
+  """Fresh parameters and model variables (seeded by config.seed), optimizer
+  state and RNG key.
 
   `pretrained_bert` (BERT text tower only) replaces the tower's initial BERT
-  weights (`models.pretrained_text_tower(config.model)`). A model with
-  variables besides `params` (VSE-infinity's BatchNorm statistics) gets a
-  `train_step.StatefulTrainState` holding them.
+  weights (`models.pretrained_text_tower(config.model)`).
   """
-  images = jnp.zeros((1, split.num_regions, split.feature_dim), jnp.float32)
-  tokens = jnp.zeros((1, config.data.max_len), jnp.int32)
+  # Pixel models (CLIP / SigLIP) take whole images, the others region features.
+  image_shape = getattr(model, "image_shape", None) or (split.num_regions, split.feature_dim)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  tokens = jnp.zeros((1, min(config.data.max_len, getattr(model, "context_length", 1 << 30))),
+                     jnp.int32)
   lengths = jnp.full((1,), 2, jnp.int32)
   variables = dict(model.init(jax.random.PRNGKey(config.seed), images, tokens,
                               lengths))
   params = variables.pop("params")
   if pretrained_bert is not None:
     params = models.with_pretrained_bert(params, pretrained_bert)
-  if not models.scorer.is_two_tower(model):
-    return train_step_lib.ScorerTrainState.create(
-        apply_fn=model.apply, params=params, tx=tx,
-        batch_stats=variables.get("batch_stats", {}),
-        dropout_rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
-  if variables:
-    return train_step_lib.StatefulTrainState.create(
-        apply_fn=model.apply, params=params, tx=tx, model_state=variables)
-  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return state_lib.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                                     model_state=variables,
+                                     rng=state_lib.initial_rng(config.seed))
 
 
 def make_augment(config: ml_collections.ConfigDict, vocab):
@@ -287,7 +284,7 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
     def evaluate_dev(state, step: int) -> dict:
       t0 = time.time()
       with progress.paused():
-        metrics = evaluate.evaluate_split(model, train_step_lib.variables(state), data.dev,
+        metrics = evaluate.evaluate_split(model, state.variables(), data.dev,
                                           data.vocab, config,
                                           rsc_relevance=data.dev_relevance)
       metrics["eval_seconds"] = time.time() - t0
@@ -303,9 +300,10 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
       evaluate_dev(state, 0)  # the untrained model, as a baseline
 
     augment = make_augment(config, data.vocab)
+    options = losses.LossOptions.from_config(config.loss)
     train_steps = {
         hardest: train_step_lib.make_train_step(
-            model, config.loss, hardest=hardest, mesh=mesh,
+            model, options.replace(hardest=hardest), mesh=mesh,
             state_sharding=state_sharding, augment=augment)
         for hardest in (True, False)}
     # An epoch's last, smaller batch (data.drop_last False) must split over the
