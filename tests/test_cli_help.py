@@ -31,6 +31,7 @@ OWN = {
     "itr-coco-ids": ("--karpathy_json", "coco_ids"),
     "itr-build-tfds": ("--local_cache_dir", "TFDS builder"),
     "itr-import-torch": ("--backbone", "Import an official PyTorch checkpoint"),
+    "itr-import-dual-encoder": ("--tokenizer", "Import published CLIP / SigLIP weights"),
 }
 
 
