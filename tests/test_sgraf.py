@@ -288,7 +288,9 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   ckpt = checkpointing.Checkpoints(workdirs["saf"], keep=2)
   restored = ckpt.manager.restore(ckpt.latest_step())
   ckpt.close()
-  assert float(np.asarray(restored["batch_stats"]["SAF_module"]["bn_var"])[0]) != 1.0
+  from itr_jax.training import init_from  # pylint: disable=import-outside-toplevel
+  stats = init_from.model_variables_of(restored)["model_state"]["batch_stats"]
+  assert float(np.asarray(stats["SAF_module"]["bn_var"])[0]) != 1.0
   # A fine-tune from the SAF run starts from all of its variables (BatchNorm
   # statistics too): its step-0 dev evaluation is the source's best one.
   # train.max_steps=2 ends mid-epoch, saved and evaluated.
