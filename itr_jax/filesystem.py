@@ -213,6 +213,22 @@ def mtime(path: str) -> float:
   return os.path.getmtime(path)
 
 
+def mtime_ns(path: str) -> int:
+  """Last modification time of `path`, nanoseconds since the epoch."""
+  if is_remote(path):
+    return int(_gfile().stat(path).mtime_nsec)
+  return os.stat(path).st_mtime_ns
+
+
+def errors(path: str) -> tuple[type[BaseException], ...]:
+  """What a failed read or write of `path` raises: OSError, and TensorFlow's
+  OpError for URLs."""
+  if not is_remote(path):
+    return (OSError,)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return (OSError, tf.errors.OpError)
+
+
 def create_exclusive(path: str, text: str) -> bool:
   """Writes `text` to a new file `path`; False if `path` already exists.
 

@@ -133,6 +133,8 @@ def test_evaluate_bad_checkpoint_flag_and_damaged_checkpoints(tiny_run, tmp_path
     ("itr_jax.data.synthetic_scenes", "--caption_encoder"),
     ("itr_jax.data.text_features", "--min_count"),
     ("itr_jax.tools.embed_captions", "--chunk_size"),
+    ("itr_jax.data.karpathy", "--restval"),
+    ("itr_jax.data.image_records", "--skip_corrupt"),
 ])
 def test_library_module_commands_parse_absl_flags(module, flag, capsys):
   """Commands living in library modules use absl syntax with flags of their

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["vocab", "precomputed", "text_features", "synthetic_scenes",
-           "pipeline", "testing", "tfds_source", "check_record", "staging"]
+           "pipeline", "testing", "tfds_source", "check_record", "staging",
+           "image_preprocessing", "image_sources", "synthetic_pixels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

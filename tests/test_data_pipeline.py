@@ -284,3 +284,25 @@ def test_last_batch_size_and_drop_last_checks(data):
   assert pipeline.last_batch_size(32, 8, batch_multiple=8) == 0
   with pytest.raises(ValueError, match="drop_last"):
     pipeline.steps_per_epoch(data["five"], 8, drop_last="no")
+
+
+def test_without_tensorflow_a_thread_pool_gives_the_same_batches(data, monkeypatch):
+  """The TensorFlow-free input path (tests/test_tf_free.py runs it without TF
+  installed) yields the tf.data pipeline's batches, dtypes included."""
+  def every_kind():
+    return [_take(_train(data, seed=3, drop_last=False, start_step=2), 7),
+            list(pipeline.eval_caption_batches(data["five"], data["vocab"], batch_size=7,
+                                               max_len=L, with_images=True)),
+            list(pipeline.eval_image_batches(data["one"], batch_size=3))]
+
+  with_tf = every_kind()
+  monkeypatch.setattr(pipeline, "_tensorflow", lambda: None)
+  without = every_kind()
+  for a, b in zip(with_tf, without):
+    _assert_batches_equal(a, b)
+    assert [{k: v.dtype for k, v in x.items()} for x in a] == [
+        {k: v.dtype for k, v in x.items()} for x in b]
+  forever = _train(data)
+  assert isinstance(forever, pipeline._ClosableIterator) and len(_take(forever, 9)) == 9
+  forever.close()  # stops the pool; the iterator then ends
+  assert next(forever, None) is None

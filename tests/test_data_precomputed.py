@@ -278,7 +278,7 @@ def test_value_check_without_a_writable_folder_runs_every_time(
   def read_only(*args, **kwargs):
     raise OSError("Read-only file system")
 
-  monkeypatch.setattr(check_record.tf.io.gfile, "rename", read_only)
+  monkeypatch.setattr(check_record.fs, "atomic_write_text", read_only)
   write_random_split(str(tmp_path), "train", num_images=96, regions=8,
                      feature_dim=1024, emb_dim=0)
   ims = str(tmp_path / "train_ims.npy")

@@ -78,7 +78,7 @@ def test_clipping_happens_before_adam_on_the_global_norm():
   # After one step Adam's first moment is (1 - b1) * (the gradient it saw).
   seen = jax.tree.map(lambda m: m / 0.1, adam.mu)
   norm = 13.0  # sqrt(3^2 + 4^2 + 4 * 6^2), over the whole tree
-  np.testing.assert_allclose(optax.global_norm(seen), 2.0, rtol=1e-5)
+  np.testing.assert_allclose(optax.tree.norm(seen), 2.0, rtol=1e-5)
   np.testing.assert_allclose(seen["a"], grads["a"] * 2.0 / norm, rtol=1e-5)
   np.testing.assert_allclose(seen["b"]["c"], grads["b"]["c"] * 2.0 / norm,
                              rtol=1e-5)

@@ -21,6 +21,8 @@ import zipfile
 from packaging.requirements import Requirement
 import pytest
 
+import itr_jax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Libraries the core must not need: the [train], [eval], [report], [torch] ones.
@@ -57,10 +59,17 @@ CORE_SCRIPT = textwrap.dedent(f"""
 """)
 
 
-def _pinned() -> dict[str, str]:
-  """{normalised name: version} of requirements*.txt."""
+# The CI lanes' pinned sets: Python 3.11 (oldest tested versions) and 3.12
+# (newest); pyproject.toml's ranges of the core libraries span exactly these.
+LANES = ("requirements.txt", "requirements-py312.txt")
+CORE = ("jax", "numpy", "flax", "optax", "orbax-checkpoint", "ml-collections",
+        "tensorflow-cpu", "tensorflow-datasets", "clu")
+
+
+def _pinned(lane: str = LANES[0]) -> dict[str, str]:
+  """{normalised name: version} of a lane's requirements and requirements-nodeps.txt."""
   pins = {}
-  for name in ("requirements.txt", "requirements-nodeps.txt"):
+  for name in (lane, "requirements-nodeps.txt", "requirements-docs.txt"):
     for line in (ROOT / name).read_text().splitlines():
       line = line.split("#")[0].strip()
       if line:
@@ -73,32 +82,47 @@ def _norm(name: str) -> str:
   return name.lower().replace("_", "-")
 
 
-def test_declared_ranges_admit_the_pinned_versions():
-  """Every declared range holds the version requirements.txt pins (they resolve)."""
-  pins = _pinned()
+def _declared() -> list[Requirement]:
   project = PYPROJECT["project"]
   declared = list(project["dependencies"])
   for extra, reqs in project["optional-dependencies"].items():
-    assert extra in ("train", "eval", "report", "torch", "test"), extra
+    assert extra in ("train", "eval", "report", "torch", "test", "docs"), extra
     declared += [r for r in reqs if not r.startswith("itr_jax[")]
+  return [Requirement(line) for line in declared]
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_declared_ranges_admit_the_pinned_versions(lane):
+  """Every declared range holds the version each lane pins (they resolve)."""
+  pins = _pinned(lane)
   unpinned = []
-  for line in declared:
-    req = Requirement(line)
+  for req in _declared():
     version = pins.get(_norm(req.name))
     if version is None:
       unpinned.append(req.name)
       continue
-    assert req.specifier.contains(version), (line, version)
+    assert req.specifier.contains(version), (str(req), lane, version)
   # Only the PyTorch extra is not part of the pinned environment.
   assert sorted(unpinned) == ["torch"], unpinned
-  assert {_norm(Requirement(r).name) for r in project["dependencies"]} == {"jax", "numpy"}
+  assert {_norm(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]} == {
+      "jax", "numpy"}
+  assert set(_pinned(lane)) == set(_pinned(LANES[0])), "the lanes pin the same packages"
+
+
+def test_core_ranges_are_the_tested_ones():
+  """The core libraries' declared range is [3.11 lane's pin, 3.12 lane's pin]."""
+  oldest, newest = _pinned(LANES[0]), _pinned(LANES[1])
+  ranges = {_norm(r.name): {(s.operator, s.version) for s in r.specifier}
+            for r in _declared() if _norm(r.name) in CORE}
+  assert ranges == {name: {(">=", oldest[name]), ("<=", newest[name])} for name in CORE}
 
 
 def test_console_scripts_point_at_functions():
   scripts = PYPROJECT["project"]["scripts"]
   assert set(scripts) == {"itr-train", "itr-evaluate", "itr-sweep", "itr-report",
                           "itr-embed-captions", "itr-retrieve", "itr-coco-ids",
-                          "itr-examples", "itr-import-torch", "itr-build-tfds"}
+                          "itr-examples", "itr-import-torch", "itr-build-tfds",
+                          "itr-import-dual-encoder", "itr-image-records", "itr-karpathy"}
   for target in scripts.values():
     module, function = target.split(":")
     path = ROOT / (module.replace(".", "/") + ".py")
@@ -144,7 +168,10 @@ def test_wheel_metadata_and_core_import_from_it(tmp_path):
   assert meta["Requires-Python"] == ">=3.11"
   core = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
   assert sorted(Requirement(r).name for r in core) == ["jax", "numpy"]
-  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test"}
+  assert set(meta.get_all("Provides-Extra")) == {"train", "eval", "report", "torch", "test",
+                                                 "docs"}
+  # One source for the version: itr_jax/__init__.py.
+  assert meta["Version"] == itr_jax.__version__
   for script in PYPROJECT["project"]["scripts"]:
     assert f"{script} = " in entry_points
 
@@ -177,3 +204,13 @@ def test_wheel_installs_into_a_clean_venv_from_pypi(tmp_path):
                        text=True, check=False, env={"PATH": os.environ["PATH"]})
   assert out.returncode == 0, out.stderr
   assert "core ok" in out.stdout
+
+
+def test_citation_and_changelog_name_the_version():
+  """CITATION.cff and CHANGELOG.md follow itr_jax.__version__ (the single source)."""
+  citation = (ROOT / "CITATION.cff").read_text()
+  assert f"\nversion: {itr_jax.__version__}\n" in citation
+  assert "arXiv:2305.16566" in citation
+  changelog = (ROOT / "CHANGELOG.md").read_text()
+  first = next(line for line in changelog.splitlines() if line.startswith("## "))
+  assert first.startswith(f"## {itr_jax.__version__}"), first

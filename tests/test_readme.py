@@ -1,13 +1,17 @@
-"""The README's shell commands run as written (on a fresh clone after setup.sh).
+"""The documented shell commands run as written (on a fresh clone after setup.sh).
 
-Every ```bash block is split into commands. Each must start with something
-that exists after `bash launch/setup.sh`: `bash launch/<script>.sh` (checked
-with `bash -n`), or `.venv/bin/<tool>` (never a bare `python`/`tensorboard`,
-which is not on PATH). For `.venv/bin/python -m MODULE ...` the module's
-`--help` must exit 0 and name every flag the command passes; `--config=FILE`
+Every ```bash block of README.md and of the docs pages (docs/**/*.md) is split
+into commands. After any leading `NAME=value` settings, each must start with
+something that exists after `bash launch/setup.sh`: `bash launch/<script>.sh`
+(checked with `bash -n`), or `.venv/bin/<tool>` (never a bare
+`python`/`tensorboard`, which is not on PATH); `pip install ...` lines are
+install instructions for the reader's own environment. For
+`.venv/bin/python -m MODULE ...` the module's `--help` must exit 0 and name every flag the command passes; `--config=FILE`
 must exist and every `--config.a.b=` must be a field of that config (of the
 base config for commands without --config=, e.g. itr_jax.evaluate); files
-under configs/ and launch/ that a command names must exist.
+under configs/ and launch/ that a command names must exist. Every link of the
+README resolves: relative links to files that exist, and anchors to headings
+of the linked page (the docs build itself fails on broken links in docs/).
 """
 import concurrent.futures
 import importlib.util
@@ -22,6 +26,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The docs pages, without the build output and the generated API pages.
+DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md")
+              if not {"_build", "api"} & set(p.relative_to(ROOT / "docs").parts))
+PAGES = [README] + DOCS
 VENV_BIN = pathlib.Path(sys.executable).parent
 
 
@@ -39,11 +47,19 @@ def readme_commands(text: str) -> list[str]:
   return commands
 
 
-COMMANDS = readme_commands(README.read_text())
+COMMANDS = sorted({c for page in PAGES for c in readme_commands(page.read_text())})
+
+
+def _words(command: str) -> list[str]:
+  """The command's words after any leading `NAME=value` environment settings."""
+  words = shlex.split(command)
+  while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+    words = words[1:]
+  return words
 
 
 def _module(command: str) -> str | None:
-  words = shlex.split(command)
+  words = _words(command)
   if words[0] == ".venv/bin/python" and words[1] == "-m":
     return words[2]
   return None
@@ -65,21 +81,64 @@ def helps() -> dict[str, str]:
     return dict(zip(modules, pool.map(_help, modules)))
 
 
-def test_inline_commands_use_the_venv():
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_inline_commands_use_the_venv(page):
   """Commands quoted in the prose (`python benchmarks/...`) run as written too."""
-  prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+  prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
   spans = re.findall(r"`((?:python|tensorboard)\s[^`]*)`", prose)
   assert not spans, f"use .venv/bin/...: {spans}"
 
 
 def test_readme_has_commands():
-  assert len(COMMANDS) >= 10
+  readme = readme_commands(README.read_text())
+  assert "bash launch/demo.sh" in readme and "bash launch/test.sh" in readme
   assert any(_module(c) == "itr_jax.train" for c in COMMANDS)
+  # The docs pages are read too (the guides hold most commands).
+  assert len(COMMANDS) > len(readme)
+
+
+def _slug(heading: str) -> str:
+  """The anchor GitHub and MyST (myst_heading_anchors) give a heading."""
+  text = re.sub(r"[`*_]|\[([^]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+  return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: pathlib.Path) -> set[str]:
+  text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+  return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def _links(text: str) -> list[str]:
+  prose = re.sub(r"```.*?```", "", text, flags=re.S)
+  prose = re.sub(r"`[^`\n]*`", "", prose)
+  return re.findall(r"\]\(([^)\s]+)\)", prose)
+
+
+def test_slug_matches_the_docs_anchors():
+  assert _slug("The paper's numbers") == "the-papers-numbers"
+  assert _slug("Workdirs and data on Cloud Storage (`gs://`)") == (
+      "workdirs-and-data-on-cloud-storage-gs")
+
+
+def test_readme_links_resolve():
+  links = _links(README.read_text())
+  assert any(link.startswith("docs/") for link in links)
+  for link in links:
+    if re.match(r"[a-z]+://", link):
+      continue
+    path, _, anchor = link.partition("#")
+    target = (ROOT / path) if path else README
+    assert target.exists(), f"README links to {path}, which does not exist"
+    if anchor:
+      assert target.suffix == ".md", link
+      assert anchor in _anchors(target), f"README links to {link}: no such heading"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_starts_with_an_installed_program(command):
-  words = shlex.split(command)
+  words = _words(command)
+  if words[:2] == ["pip", "install"]:
+    return  # an install instruction for the reader's own environment
   if words[0] == "bash":
     script = ROOT / words[1]
     assert script.exists(), f"{words[1]} does not exist"
@@ -115,7 +174,7 @@ def _config_fields(config_arg: str | None) -> set[str]:
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if _module(c)])
 def test_python_command_flags_exist(command, helps):
-  words = shlex.split(command)
+  words = _words(command)
   module, args = words[2], words[3:]
   text = helps[module]
   config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def restore_on_one_device(workdir, step, like):
   """The state saved at `step` (by any number of processes) on device 0."""
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.make_single_device_sharding(jax.devices()[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like)
   ckpt = checkpointing.Checkpoints(workdir)

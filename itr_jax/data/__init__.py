@@ -1,7 +1,8 @@
 """Data: the precomputed ITR format, vocabulary, synthetic scenes, tf.data input.
 
-Import the other modules explicitly (``pipeline`` and ``tfds_builder`` import
-TensorFlow; ``synthetic_scenes`` and ``text_features`` are also CLIs).
+Import the other modules explicitly (``tfds_builder`` imports TensorFlow,
+``pipeline`` uses it when installed; ``synthetic_scenes`` and
+``text_features`` are also CLIs).
 """
 from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.precomputed import available_splits

@@ -10,7 +10,7 @@ change of size, mtime or those blocks) is checked again. When the record
 cannot be written (a read-only data folder) the check runs at every start,
 with a one-line note; it never fails for that reason.
 
-Paths go through ``tf.io.gfile``, so a gs:// data folder works too.
+Paths go through `itr_jax.filesystem`, so a gs:// data folder works too.
 
 >>> import tempfile, numpy as np
 >>> d = tempfile.mkdtemp()
@@ -25,10 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from typing import Callable
 
-import tensorflow as tf
+from itr_jax import filesystem as fs
 
 SUFFIX = ".checked.json"
 _BLOCK = 1 << 20  # fingerprinted bytes at each end of the file
@@ -41,22 +40,22 @@ def record_path(path: str) -> str:
 
 def file_state(path: str) -> dict:
   """Size, mtime (ns) and sha256 of the first and last MiB of `path`."""
-  stat = tf.io.gfile.stat(path)
+  size, mtime_ns = fs.getsize(path), fs.mtime_ns(path)
   digest = hashlib.sha256()
-  with tf.io.gfile.GFile(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     digest.update(f.read(_BLOCK))
-    if stat.length > _BLOCK:
-      f.seek(max(_BLOCK, stat.length - _BLOCK))
+    if size > _BLOCK:
+      f.seek(max(_BLOCK, size - _BLOCK))
       digest.update(f.read(_BLOCK))
-  return {"size": int(stat.length), "mtime_ns": int(stat.mtime_nsec),
+  return {"size": int(size), "mtime_ns": int(mtime_ns),
           "head_tail_sha256": digest.hexdigest()}
 
 
 def _read(path: str) -> dict | None:
   try:
-    with tf.io.gfile.GFile(record_path(path), "r") as f:
+    with fs.open(record_path(path), "r") as f:
       return json.load(f)
-  except (tf.errors.OpError, OSError, ValueError):
+  except (*fs.errors(path), ValueError):
     return None  # missing or unreadable: check again
 
 
@@ -86,14 +85,9 @@ def run_once(path: str, name: str, check: Callable[[], None], *,
   if not record or file_state(path) != state:
     return True
   passed = sorted(set(previous.get("passed", []) if same else []) | {name})
-  tmp = f"{record_path(path)}.tmp{os.getpid()}"
   try:
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      json.dump({**state, "passed": passed}, f)
-    tf.io.gfile.rename(tmp, record_path(path), overwrite=True)
-  except (tf.errors.OpError, OSError) as e:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
+    fs.atomic_write_text(record_path(path), json.dumps({**state, "passed": passed}))
+  except fs.errors(path) as e:
     logging.warning("cannot record the %s check of %s (%s): it runs again at "
                     "every start", name, path, e)
   return True

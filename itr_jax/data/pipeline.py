@@ -6,7 +6,8 @@ Every batch is a dict of NumPy arrays with a leading batch dimension ``b``
 =====================  ===========  =========================================
 key                    shape/dtype  meaning
 =====================  ===========  =========================================
-``images``             f32[b,R,F]   region features of the caption's image
+``images``             f32[b,R,F]   region features of the caption's image;
+                                    f32[b,S,S,3] pixels for raw images
 ``tokens``             i32[b,L]     ``<start> words <end> <pad>...``, L=max_len
                                     (``[CLS] pieces [SEP] 0...`` with WordPiece)
 ``lengths``            i32[b]       true token count incl. <start>/<end>
@@ -33,10 +34,19 @@ resumed at step ``s`` sees exactly the batches of an uninterrupted run, and
 skipped steps read nothing. With P processes, ``batch_size`` is the global
 batch and process p gets its rows ``[p*b/P, (p+1)*b/P)`` of each batch of b.
 
+A split of raw images (``images`` an `image_sources.ImageSource`, with its
+`image_preprocessing.ImagePreprocessing` attached) is read as encoded bytes
+and decoded, cropped, resized and normalised by a second parallel tf.data
+map: the training transform for train batches, with each row's random crop
+drawn from the stateless seed (seed, step * batch_size + global row), so a
+resumed run and any process count see the same pixels; the evaluation
+transform (resize + center crop) otherwise.
+
 Batches are assembled by a parallel, order-preserving ``tf.data`` map: each
 step's caption indices are computed first, then the whole batch's features
 are gathered from the memmap in one fancy-indexing read (unique images, in
-file order) and prefetched.
+file order) and prefetched. Without TensorFlow installed, a thread pool
+runs the same map: the batches are identical.
 
 >>> import tempfile
 >>> from itr_jax.data import synthetic_scenes, precomputed, vocab as V
@@ -54,14 +64,19 @@ file order) and prefetched.
 from __future__ import annotations
 
 import atexit
+import collections
+import concurrent.futures
 import functools
 import gc
+import itertools
 import weakref
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from itr_jax import optional
+from itr_jax.data import image_preprocessing
+from itr_jax.data import image_sources
 from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.vocab import Vocabulary
 
@@ -76,12 +91,19 @@ class Tokenizer(Protocol):
                    max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(``int32[N, max_len]`` ids, ``int32[N]`` lengths)."""
 
-# tf.data only runs host-side input code here: keep TensorFlow off any GPU so
-# it cannot claim accelerator memory that JAX needs.
-try:
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # devices already initialised by the caller
-  pass
+@functools.cache
+def _tensorflow():
+  """TensorFlow, kept off any GPU, or None when it is not installed."""
+  if not optional.available("tensorflow"):
+    return None
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # tf.data only runs host-side input code here: keep TensorFlow off any GPU
+  # so it cannot claim accelerator memory that JAX needs.
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # devices already initialised by the caller
+    pass
+  return tf
 
 
 def _steps(num_captions: int, batch_size: int, drop_last: bool) -> int:
@@ -181,18 +203,38 @@ def _gather(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 class _Assembler:
-  """Builds batches of a split from caption or image indices."""
+  """Builds batches of a split from caption or image indices.
+
+  For a split of raw images (an `image_sources.ImageSource`), the NumPy step
+  reads each image's encoded bytes (``image_bytes``) and its augmentation
+  seed (``image_seeds``); `finish` decodes them into ``images`` in tf.data.
+  """
 
   def __init__(self, split: PrecomputedSplit, vocab: Tokenizer | None,
                max_len: int | None):
     self.split = split
     self.has_emb = split.caption_emb is not None
+    self.pixels = image_sources.is_image_source(split.images)
+    if self.pixels and split.images.preprocessing is None:
+      raise ValueError(f"split {split.split!r} holds raw images but no "
+                       "preprocessing (size, mean, std) was attached to it")
     if vocab is not None:
       # Tokenised once up front; batches then just index these arrays.
       self.tokens, self.lengths = vocab.encode_batch(split.captions, max_len)
 
+  def _images(self, image_ids: np.ndarray, seeds: np.ndarray | None) -> Batch:
+    if not self.pixels:
+      return {"images": _gather(self.split.images, image_ids)}
+    unique, inverse = np.unique(image_ids, return_inverse=True)
+    encoded = np.empty(len(unique), dtype=object)
+    encoded[:] = [self.split.images.read(int(i)) for i in unique]
+    if seeds is None:  # evaluation: no randomness
+      seeds = np.zeros((len(image_ids), 2), np.int64)
+    return {"image_bytes": encoded[inverse.reshape(-1)],
+            "image_seeds": seeds.astype(np.int64)}
+
   def captions(self, caption_ids: np.ndarray, mask: np.ndarray,
-               with_images: bool) -> Batch:
+               with_images: bool, seeds: np.ndarray | None = None) -> Batch:
     split = self.split
     image_ids = split.image_of_caption(caption_ids)
     batch = {"tokens": self.tokens[caption_ids],
@@ -201,7 +243,7 @@ class _Assembler:
              "caption_ids": np.where(mask, caption_ids, -1).astype(np.int32),
              "mask": mask}
     if with_images:
-      batch["images"] = _gather(split.images, image_ids)
+      batch.update(self._images(image_ids, seeds))
     if self.has_emb:
       batch["caption_emb"] = _gather(split.caption_emb, caption_ids)
       if with_images:
@@ -211,7 +253,7 @@ class _Assembler:
 
   def images(self, image_ids: np.ndarray, mask: np.ndarray) -> Batch:
     split = self.split
-    batch = {"images": _gather(split.images, image_ids),
+    batch = {**self._images(image_ids, None),
              "image_ids": np.where(mask, image_ids, -1).astype(np.int32),
              "mask": mask}
     if self.has_emb:
@@ -222,20 +264,44 @@ class _Assembler:
   def signature(self, b: int, keys: list[str], max_len: int | None):
     s = self.split
     c, d = s.captions_per_image, s.emb_dim
-    specs = {"images": ((b, s.num_regions, s.feature_dim), tf.float32),
-             "tokens": ((b, max_len), tf.int32),
-             "lengths": ((b,), tf.int32),
-             "image_ids": ((b,), tf.int32),
-             "caption_ids": ((b,), tf.int32),
-             "image_caption_emb": ((b, c, d), tf.float32),
-             "caption_emb": ((b, d), tf.float32),
-             "mask": ((b,), tf.bool)}
+    specs = {"tokens": ((b, max_len), np.int32),
+             "lengths": ((b,), np.int32),
+             "image_ids": ((b,), np.int32),
+             "caption_ids": ((b,), np.int32),
+             "image_caption_emb": ((b, c, d), np.float32),
+             "caption_emb": ((b, d), np.float32),
+             "mask": ((b,), np.bool_)}
+    if self.pixels:
+      specs["image_bytes"] = ((b,), np.object_)  # tf.string
+      specs["image_seeds"] = ((b, 2), np.int64)
+      keys = [k for key in keys for k in (
+          ("image_bytes", "image_seeds") if key == "images" else (key,))]
+    else:
+      specs["images"] = ((b, s.num_regions, s.feature_dim), np.float32)
     return {k: specs[k] for k in keys}
 
+  def finish(self, train: bool) -> Callable[[dict], dict] | None:
+    """The tf.data map that decodes ``image_bytes`` into ``images``."""
+    if not self.pixels:
+      return None
+    options = self.split.images.preprocessing
 
-def _dataset(steps: tf.data.Dataset, make: Callable[[int], Batch],
-             spec: dict, prefetch: int) -> tf.data.Dataset:
-  """Maps step numbers to batches with ``make`` (order-preserving, parallel)."""
+    def fn(batch):
+      if "image_bytes" not in batch:  # caption batches
+        return batch
+      batch = dict(batch)
+      batch["images"] = image_preprocessing.preprocess_batch(
+          batch.pop("image_bytes"), batch.pop("image_seeds"), options,
+          train=train)
+      return batch
+    return fn
+
+
+def _dataset(steps, make: Callable[[int], Batch], spec: dict, prefetch: int,
+             finish: Callable[[dict], dict] | None = None):
+  """Maps step numbers to batches with ``make`` (order-preserving, parallel),
+  then with the TensorFlow map ``finish`` if any (image decoding)."""
+  tf = _tensorflow()
   keys = list(spec)
 
   def py_fn(step):
@@ -243,15 +309,57 @@ def _dataset(steps: tf.data.Dataset, make: Callable[[int], Batch],
     return [batch[k] for k in keys]
 
   def tf_fn(step):
-    values = tf.numpy_function(py_fn, [step], [spec[k][1] for k in keys],
+    values = tf.numpy_function(py_fn, [step],
+                               [tf.as_dtype(spec[k][1]) for k in keys],
                                stateful=False)
     return {k: tf.ensure_shape(v, spec[k][0]) for k, v in zip(keys, values)}
 
   options = tf.data.Options()
   options.deterministic = True
-  return (steps.map(tf_fn, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-          .prefetch(prefetch).with_options(options))
+  dataset = steps.map(tf_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True)
+  if finish is not None:
+    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+  return dataset.prefetch(prefetch).with_options(options)
+
+
+def _threaded_batches(start: int, stop: int | None, make: Callable[[int], Batch],
+                      spec: dict, prefetch: int) -> Iterator[Batch]:
+  """`_dataset` without TensorFlow: ``make(step)`` for steps ``[start, stop)``
+  (forever if stop is None), in order, on a thread pool that keeps
+  ``prefetch + 1`` batches in flight."""
+  steps = itertools.count(start) if stop is None else iter(range(start, stop))
+  ahead = max(prefetch, 0) + 1
+  pool = concurrent.futures.ThreadPoolExecutor(ahead, "itr_jax_input")
+  pending = collections.deque()
+  try:
+    for step in itertools.islice(steps, ahead):
+      pending.append(pool.submit(make, step))
+    while pending:
+      batch = pending.popleft().result()
+      for step in itertools.islice(steps, 1):
+        pending.append(pool.submit(make, step))
+      yield {k: np.asarray(batch[k], dtype) for k, (_, dtype) in spec.items()}
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batches(start: int, stop: int | None, make: Callable[[int], Batch],
+             spec: dict, prefetch: int,
+             finish: Callable[[dict], dict] | None = None) -> "_ClosableIterator":
+  """Batches ``make(step)`` for steps ``[start, stop)`` (stop None: forever):
+  a tf.data pipeline, or `_threaded_batches` without TensorFlow (which cannot
+  run ``finish``, the image decoding of raw-image datasets)."""
+  tf = _tensorflow()
+  if tf is None:
+    if finish is not None:
+      optional.require("tensorflow", "Decoding raw images", "tensorflow-cpu")
+    return _ClosableIterator(_threaded_batches(start, stop, make, spec, prefetch))
+  steps = (tf.data.Dataset.counter(start) if stop is None else
+           tf.data.Dataset.range(start, stop))
+  return _ClosableIterator(
+      _dataset(steps, make, spec, prefetch, finish).as_numpy_iterator())
 
 
 def _check_max_len(max_len):
@@ -274,14 +382,16 @@ def count_truncated(tokenizer: Tokenizer, captions: Sequence[str],
   return int(np.count_nonzero(lengths > max_len))
 
 
-def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
-                       batch_size: int, seed: int, max_len: int,
-                       start_step: int = 0, num_steps: int | None = None,
-                       process_index: int | None = None,
-                       process_count: int | None = None,
-                       prefetch: int = 2, drop_last: bool = True,
-                       batch_multiple: int = 1) -> tf.data.Dataset:
-  """The training ``tf.data.Dataset`` of batch dicts (see module doc).
+def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
+                  batch_size: int, seed: int, max_len: int,
+                  start_step: int = 0, num_steps: int | None = None,
+                  process_index: int | None = None,
+                  process_count: int | None = None,
+                  prefetch: int = 2, drop_last: bool = True,
+                  batch_multiple: int = 1) -> Iterator[Batch]:
+  """Iterator of training batches (NumPy dicts; see module doc).
+
+  Its ``close()`` stops the input threads early (done at exit otherwise).
 
   Args:
     split: the training split.
@@ -315,25 +425,29 @@ def make_train_dataset(split: PrecomputedSplit, vocab: Vocabulary, *,
   def make(step):
     ids = train_caption_ids(n, batch_size=batch_size, seed=seed, step=step,
                             drop_last=drop_last, batch_multiple=batch_multiple)
-    if len(ids) != batch_size:  # the last, smaller batch
-      ids = ids[_process_slice(len(ids), process_index, process_count)]
-    else:
-      ids = ids[rows]
-    ids = np.asarray(ids)
-    return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True)
+    # The last, smaller batch has its own process slice.
+    own = (_process_slice(len(ids), process_index, process_count)
+           if len(ids) != batch_size else rows)
+    ids = np.asarray(ids[own])
+    # Image augmentation seeds: a function of (seed, step, global row), so
+    # every process count and every resume draws the same crops.
+    positions = step * batch_size + np.arange(own.start, own.stop)
+    seeds = np.stack([np.full(len(ids), seed), positions], axis=1)
+    return assembler.captions(ids, np.ones(ids.shape, bool), with_images=True,
+                              seeds=seeds)
 
   keys = ["images", "tokens", "lengths", "image_ids", "caption_ids", "mask"]
   if assembler.has_emb:
     keys += ["image_caption_emb", "caption_emb"]
-  steps = (tf.data.Dataset.counter(start_step) if num_steps is None else
-           tf.data.Dataset.range(start_step, start_step + num_steps))
   rows_per_batch = rows.stop - rows.start if drop_last else None  # may vary
-  return _dataset(steps, make,
-                  assembler.signature(rows_per_batch, keys, max_len), prefetch)
+  stop = None if num_steps is None else start_step + num_steps
+  return _batches(start_step, stop, make,
+                  assembler.signature(rows_per_batch, keys, max_len), prefetch,
+                  assembler.finish(train=True))
 
 
 class _ClosableIterator:
-  """A tf.data NumPy iterator that is closed before the interpreter exits.
+  """A batch iterator that is closed before the interpreter exits.
 
   A tf.data iterator destroyed during interpreter finalisation waits for its
   in-flight `tf.numpy_function` calls, which wait for the GIL the finalising
@@ -370,24 +484,6 @@ def _close_live_iterators() -> None:
     iterator.close()
 
 
-def train_batches(split: PrecomputedSplit, vocab: Vocabulary, *,
-                  batch_size: int, seed: int, max_len: int,
-                  start_step: int = 0, num_steps: int | None = None,
-                  process_index: int | None = None,
-                  process_count: int | None = None,
-                  prefetch: int = 2, drop_last: bool = True,
-                  batch_multiple: int = 1) -> Iterator[Batch]:
-  """Iterator of training batches (NumPy dicts); see ``make_train_dataset``.
-
-  Its ``close()`` stops the input threads early (done at exit otherwise).
-  """
-  return _ClosableIterator(make_train_dataset(
-      split, vocab, batch_size=batch_size, seed=seed, max_len=max_len,
-      start_step=start_step, num_steps=num_steps, process_index=process_index,
-      process_count=process_count, prefetch=prefetch, drop_last=drop_last,
-      batch_multiple=batch_multiple).as_numpy_iterator())
-
-
 def _padded_ids(total: int, batch_size: int, step: int, rows: slice):
   ids = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
   mask = ids < total
@@ -406,8 +502,8 @@ def _eval_dataset(total, batch_size, process_index, process_count, make_rows,
     return make_rows(ids, mask)
 
   spec = assembler.signature(rows.stop - rows.start, keys, max_len)
-  return _ClosableIterator(_dataset(tf.data.Dataset.range(num_batches), make,
-                                    spec, prefetch).as_numpy_iterator())
+  return _batches(0, num_batches, make, spec, prefetch,
+                  assembler.finish(train=False))
 
 
 def eval_caption_batches(split: PrecomputedSplit, vocab: Vocabulary, *,

@@ -9,6 +9,10 @@ A dataset directory holds, per split (``train``, ``dev``, ``test``, ...):
 * ``{split}_caps_emb.npy`` (optional; path overridable): float
   ``[N_captions, D]`` sentence embeddings aligned with the captions, used by
   RSC relevance.
+* Instead of ``{split}_ims.npy``, a dataset of raw images has
+  ``{split}_images.txt`` (image paths under an image root) or ArrayRecord
+  shards of encoded images (``image_sources``); ``images`` is then an
+  `image_sources.ImageSource` that the pipeline decodes.
 * ``{split}_relevance.npy`` (optional, synthetic data only): float
   ``[N_images, N_captions]`` ground-truth graded relevance in [0, 1].
 
@@ -46,7 +50,8 @@ class PrecomputedSplit:
   Attributes:
     data_dir: the dataset directory.
     split: the split name, e.g. "train".
-    images: ``[N_images, R, F]`` float region features (a read-only memmap).
+    images: ``[N_images, R, F]`` float region features (a read-only memmap),
+      or the split's raw images (an `image_sources.ImageSource`).
     captions: the ``N_captions`` caption strings.
     captions_per_image: C = 5 (caption c belongs to image c // 5) or 1.
     caption_emb: ``[N_captions, D]`` float sentence embeddings (read-only
@@ -77,6 +82,15 @@ class PrecomputedSplit:
   @property
   def feature_dim(self) -> int:
     return int(self.images.shape[2])
+
+  @property
+  def image_input_shape(self) -> tuple[int, ...]:
+    """Shape of one image as the model sees it: ``(R, F)`` region features,
+    or ``(S, S, 3)`` pixels for raw images (S from their preprocessing)."""
+    preprocessing = getattr(self.images, "preprocessing", None)
+    if preprocessing is not None:
+      return (preprocessing.size, preprocessing.size, 3)
+    return (self.num_regions, self.feature_dim)
 
   @property
   def emb_dim(self) -> int | None:
@@ -231,11 +245,43 @@ def _embed_fix(data_dir: str, split: str, emb_path: str, explicit: bool, *,
           f"{os.path.basename(emb_path)}")
 
 
+def _open_images(data_dir: str, split: str, image_root: str | None,
+                 preprocessing) -> tuple[object, str]:
+  """(images, path) of `split`: the region features, else its raw images."""
+  ims_path = os.path.join(data_dir, f"{split}_ims.npy")
+  if os.path.exists(ims_path):
+    images = _open_npy(ims_path, "image features")
+    _check_float(images, ims_path, 3, "[N_images, regions, feature_dim]")
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+      raise ValueError(f"{ims_path!r} has an empty dimension: {images.shape}")
+    return images, ims_path
+  # Imported here: the region-feature path needs neither.
+  from itr_jax.data import image_sources  # pylint: disable=g-import-not-at-top
+  if image_sources.shard_names(data_dir, split):
+    return (image_sources.open_records(data_dir, split, preprocessing),
+            os.path.join(data_dir, f"{split}-*.array_record"))
+  list_path = os.path.join(data_dir, split + image_sources.IMAGES_SUFFIX)
+  if os.path.exists(list_path):
+    if not image_root:
+      raise ValueError(
+          f"{list_path!r} lists image files relative to an image root, but "
+          "none was given: set --config.data.image_root=/path/to/images")
+    paths = image_sources.read_image_list(list_path)
+    return (image_sources.ImageFiles(image_root, tuple(paths), preprocessing),
+            list_path)
+  raise ValueError(
+      f"missing image features file {split + '_ims.npy'!r} (or, for raw "
+      f"images, {split}_images.txt or {split}-*.array_record shards); "
+      f"{_listing(data_dir)}")
+
+
 def load_split(data_dir: str, split: str, *,
                caption_emb_path: str | None = None,
                require_caption_emb: bool = False,
                max_images: int | None = None,
-               check_values: bool = True) -> PrecomputedSplit:
+               check_values: bool = True,
+               image_root: str | None = None,
+               preprocessing=None) -> PrecomputedSplit:
   """Opens and validates one split of a precomputed dataset.
 
   Args:
@@ -249,17 +295,19 @@ def load_split(data_dir: str, split: str, *,
     max_images: keep only the first ``max_images`` images and their captions
       (e.g. to validate on part of a large dev set); None or 0 keeps all.
     check_values: scan features and embeddings for NaN/Inf (reads the whole
-      feature file once, in chunks); a file that passed before and has not
-      changed since is not scanned again (`check_record`).
+      feature file once, in chunks), or decode every listed image file once;
+      a file that passed before and has not changed since is not scanned
+      again (`check_record`; for image files: the list file).
+    image_root: folder (local or gs://) of the files a ``{split}_images.txt``
+      lists; unused for region features and record shards.
+    preprocessing: the `image_preprocessing.ImagePreprocessing` attached to
+      a split of raw images (the pipeline needs it to decode them).
 
   Returns:
     A PrecomputedSplit.
   """
-  ims_path = os.path.join(data_dir, f"{split}_ims.npy")
-  images = _open_npy(ims_path, "image features")
-  _check_float(images, ims_path, 3, "[N_images, regions, feature_dim]")
-  if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-    raise ValueError(f"{ims_path!r} has an empty dimension: {images.shape}")
+  images, ims_path = _open_images(data_dir, split, image_root, preprocessing)
+  features = isinstance(images, np.ndarray)  # else raw images, checked on decode
   caps_path = os.path.join(data_dir, f"{split}_caps.txt")
   captions = read_captions(caps_path)
   per_image = captions_per_image(
@@ -316,7 +364,16 @@ def load_split(data_dir: str, split: str, *,
   if check_values:
     # Recorded next to each file once it passed (the whole file only).
     from itr_jax.data import check_record  # pylint: disable=g-import-not-at-top
-    checks = [(ims_path, "finite", lambda: check_finite(images, ims_path))]
+    if features:
+      checks = [(ims_path, "finite", lambda: check_finite(images, ims_path))]
+    elif ims_path.endswith("_images.txt"):
+      # Image files: each decoded once, so a corrupt one is named now rather
+      # than failing a decode hours into training (shards were checked when
+      # converted). The record follows the list file, not each image.
+      from itr_jax.data import image_sources  # pylint: disable=g-import-not-at-top
+      checks = [(ims_path, "images_decode", lambda: image_sources.check_all(images))]
+    else:
+      checks = []
     if caption_emb is not None:
       checks += [(emb_path, "finite", lambda: check_finite(caption_emb, emb_path)),
                  (emb_path, "embedding_rows",
@@ -334,10 +391,12 @@ def load_split(data_dir: str, split: str, *,
 
 def available_splits(data_dir: str,
                      candidates: Sequence[str] | None = None) -> list[str]:
-  """Split names with both ``{split}_ims.npy`` and ``{split}_caps.txt``."""
+  """Split names with ``{split}_caps.txt`` and ``{split}_ims.npy`` or
+  ``{split}_images.txt``."""
   names = set(os.listdir(data_dir)) if os.path.isdir(data_dir) else set()
-  found = sorted(n[:-len("_ims.npy")] for n in names if n.endswith("_ims.npy")
-                 and n[:-len("_ims.npy")] + "_caps.txt" in names)
+  found = sorted({n[:-len(suffix)] for n in names
+                  for suffix in ("_ims.npy", "_images.txt")
+                  if n.endswith(suffix) and n[:-len(suffix)] + "_caps.txt" in names})
   if candidates is not None:
     found = [s for s in candidates if s in found]
   return found

@@ -40,11 +40,14 @@ import tempfile
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow_datasets as tfds
 
 from itr_jax import cli
 from itr_jax import filesystem as fs
+from itr_jax import optional
 from itr_jax.data import precomputed
+
+tfds = optional.require("tensorflow_datasets", "Building TFDS records (itr-build-tfds)",
+                        "tensorflow-datasets")
 
 VOCAB_FILE = "vocab.json"
 INFO_FILE = "dataset_info.json"  # TFDS's mark of a prepared dataset

@@ -33,8 +33,8 @@ import threading
 from typing import Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from itr_jax import optional
 from itr_jax.data import precomputed
 
 # Decoded records kept for reuse: a training batch reads each of its images'
@@ -143,6 +143,8 @@ class RecordColumn:
 
 
 def _builder(name: str, data_dir: str | None):
+  tfds = optional.require("tensorflow_datasets", "config.data.name='tfds'",
+                          "tensorflow-datasets")
   # Imported for its side effect: registers "itr_precomputed".
   from itr_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top,unused-import
   try:

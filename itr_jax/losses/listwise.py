@@ -60,7 +60,7 @@ def listwise_loss_of_rows(i2t_scores: jax.Array, t2i_scores: jax.Array,
   with P the pairwise term (`pairwise_rows`) and NDCG the smooth NDCG.
 
   Returns:
-    (loss, aux): aux holds `pairwise`, `listwise` and the batch means
+    The pair `(loss, aux)`; aux holds `pairwise`, `listwise` and the batch means
     `ndcg_i2t`, `ndcg_t2i` (smooth) and `hard_ndcg_i2t`, `hard_ndcg_t2i`.
   """
   _validation.check_rank("i2t_scores", i2t_scores, 2)
@@ -102,7 +102,7 @@ def listwise_itr_loss(scores: jax.Array, relevance: jax.Array,
   validated when concrete.
 
   Returns:
-    (loss, aux): as `listwise_loss_of_rows`.
+    The pair `(loss, aux)`, as `listwise_loss_of_rows`.
 
   >>> s = jnp.array([[0.9, 0.1], [0.2, 0.8]])
   >>> r = jnp.array([[1.0, 0.3], [0.3, 1.0]])

@@ -47,9 +47,10 @@ class LossOptions:
     reduction: per-row terms to a batch value, "mean".
     chunk_size: candidates per chunk of the chunked smooth ranks (None: the
       kernel's default); memory only, not the value.
-    logit_scale, logit_bias: log-temperature and bias of "infonce" /
-      "sigmoid": the model's learnable parameters, set (traced) by the train
-      step (`train_step.logit_options`).
+    logit_scale: log-temperature of "infonce" / "sigmoid": the model's
+      learnable parameter, set (traced) by the train step
+      (`train_step.logit_options`).
+    logit_bias: bias of "sigmoid", set the same way.
 
   >>> LossOptions(tau=0.02).weight
   0.5

@@ -144,8 +144,8 @@ def _official_t2i_ranks(sims: np.ndarray, cpi: int) -> np.ndarray:
 def summarize_ranks(ranks) -> dict[str, float]:
   """R@1/5/10 (percent), median and mean rank (1-based) of 0-based ranks.
 
-  r_K = 100 * |{q : rank_q < K}| / n,  medr = floor(median(rank)) + 1,
-  meanr = mean(rank) + 1.
+  `r_K = 100 * |{q : rank_q < K}| / n`,  `medr = floor(median(rank)) + 1`,
+  `meanr = mean(rank) + 1`.
 
   >>> summarize_ranks([0, 0, 3, 12])
   {'r1': 50.0, 'r5': 75.0, 'r10': 75.0, 'medr': 2.0, 'meanr': 4.75}

@@ -309,7 +309,7 @@ class DualEncoder(nn.Module):
 
   @property
   def image_shape(self):
-    """(S, S, 3): the images `encode_images` takes ((E,) embeddings with `locked_image`)."""
+    """Shape `(S, S, 3)` of the images `encode_images` takes ((E,) embeddings with `locked_image`)."""
     if self.locked_image:
       return (self.arch.embed_dim,)
     return (self.arch.image_size, self.arch.image_size, 3)

@@ -17,12 +17,14 @@ features) and as "image <row>" otherwise, with the image's id when
 community's `{split}_ids.txt`, or the .npz of `itr-coco-ids`), and a
 thumbnail (embedded in the page) when --image_dir holds the image files
 (`--image_pattern`, e.g. 'COCO_val2014_{id:012d}.jpg' or '{id}.jpg'; `{row}`
-is the image's row). Retrieved images list their own captions. The split's metrics head the page. --mode=worst shows the failure
+is the image's row); a dataset of raw images (the pixel demo, image files,
+image records) shows its own images without --image_dir. Retrieved images list their own captions. The split's metrics head the page. --mode=worst shows the failure
 cases instead of a random sample: the queries with the lowest NDCG@k.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import json
 import os
@@ -36,6 +38,7 @@ import numpy as np
 
 from itr_jax import filesystem as fs
 from itr_jax import metrics
+from itr_jax.data import image_sources
 from itr_jax.data import synthetic_scenes
 
 SPLIT_INDEX = {"train": 0, "dev": 1, "test": 2}  # generate()'s split order
@@ -70,7 +73,13 @@ def describe_scene(scene: synthetic_scenes.Scene) -> str:
 
 
 def scene_descriptions(data_dir: str, split: str, num_images: int) -> list[str] | None:
-  """Descriptions of the first `num_images` scenes of a synthetic split, else None."""
+  """Descriptions of the first `num_images` scenes of a synthetic split (region
+  features or rendered pixels), else None."""
+  from itr_jax.data import synthetic_pixels  # pylint: disable=import-outside-toplevel
+  scenes = synthetic_pixels.scenes_of(data_dir, split)
+  if scenes is not None:
+    return ([describe_scene(s) for s in scenes[:num_images]]
+            if num_images <= len(scenes) else None)
   path = os.path.join(data_dir, synthetic_scenes.MANIFEST)
   if not os.path.exists(path) or split not in SPLIT_INDEX:
     return None
@@ -194,20 +203,34 @@ def read_image_ids(path: str, num_images: int, captions_per_image: int) -> list:
   return ids
 
 
-def thumbnail_html(path: str, size: int = 160) -> str:
+def thumbnail_html(path: str, size: int = 160, *, read=None) -> str:
   """An <img> with the image at `path` scaled to fit `size` px, embedded as
-  base64 JPEG (the page stays one file); a note if it cannot be read."""
+  base64 JPEG (the page stays one file); a note if it cannot be read.
+
+  `read`: returns the image's bytes (an image source's ``read(i)``) instead
+  of opening `path`, which then only names it.
+  """
   import base64  # pylint: disable=import-outside-toplevel
   import io  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
-    with fs.open(path, "rb") as f, Image.open(f) as image:
+    if read is None:
+      with fs.open(path, "rb") as f:
+        data = f.read()
+    else:
+      data = read()
+    with Image.open(io.BytesIO(data)) as image:
       image = image.convert("RGB")
-      image.thumbnail((size, size))
+      # Small renders (the pixel demo) are enlarged, pixels kept sharp.
+      scale = size / max(image.size)
+      image = image.resize((max(1, round(image.width * scale)),
+                            max(1, round(image.height * scale))),
+                           Image.Resampling.NEAREST if scale > 1
+                           else Image.Resampling.LANCZOS)
       buffer = io.BytesIO()
-      image.save(buffer, format="JPEG", quality=80)
+      image.save(buffer, format="JPEG", quality=85)
   except (OSError, ValueError) as e:
-    return f'<div class="missing">no thumbnail: {html.escape(str(e))}</div>'
+    return f'<div class="missing">no thumbnail of {html.escape(path)}: {html.escape(str(e))}</div>'
   data = base64.b64encode(buffer.getvalue()).decode("ascii")
   return f'<div><img class="thumb" src="data:image/jpeg;base64,{data}"></div>'
 
@@ -395,9 +418,13 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   labels = [f"image {i}" + (f" (id {ids[i]})" if ids is not None else "")
             + (f": {labels[i]}" if labels else "") for i in range(n_img)]
   thumbnails = None
+  shown = sorted(set(image_queries) | {h.index for q in t2i for h in q.hits})
   if image_dir:
-    shown = set(image_queries) | {h.index for q in t2i for h in q.hits}
-    thumbnails = image_thumbnails(image_dir, image_pattern, ids, sorted(shown))
+    thumbnails = image_thumbnails(image_dir, image_pattern, ids, shown)
+  elif image_sources.is_image_source(data.images):  # a dataset of raw images
+    thumbnails = {i: thumbnail_html(data.images.name(i),
+                                    read=functools.partial(data.images.read, i))
+                  for i in shown}
   page = render_html(i2t, t2i, captions=data.captions, image_labels=labels,
                      captions_per_image=data.captions_per_image,
                      title=f"Retrieval examples: {workdir} ({split}, step {step})",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import difflib
 import dataclasses
-import importlib.machinery
+import importlib.util
 import os
 import uuid
 from typing import Any, Mapping, Sequence
@@ -58,7 +58,10 @@ def load_module(path: str):
     raise ValueError(f"config file {path!r} does not exist; pass a path such "
                      "as configs/ablations/loss_terms.py")
   name = f"itr_jax_sweep_config_{uuid.uuid4().hex[:8]}"
-  return importlib.machinery.SourceFileLoader(name, path).load_module()
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -16,9 +16,12 @@ import ml_collections
 import numpy as np
 
 from itr_jax import filesystem as fs
+from itr_jax.data import image_preprocessing
+from itr_jax.data import image_sources
 from itr_jax.data import pipeline
 from itr_jax.data import precomputed
 from itr_jax.data import staging
+from itr_jax.data import synthetic_pixels
 from itr_jax.data import synthetic_scenes
 from itr_jax.data import tfds_source
 from itr_jax.data import vocab as vocab_lib
@@ -96,12 +99,25 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
   data = config.data
   if data.name == "tfds":
     return tfds_source.dataset_dir(data.tfds_name, data.tfds_data_dir)
+  if data.name == "synthetic_pixels":
+    if not data.data_dir:
+      raise ValueError("config.data.data_dir is empty: set it to the folder the "
+                       "pixel demo is generated in, e.g. data/synthetic_pixels")
+    target = os.path.join(data.data_dir, f"pixels{data.pixels_size}")
+    if not generate and not os.path.exists(
+        os.path.join(target, synthetic_pixels.MANIFEST)):
+      raise FileNotFoundError(
+          f"No pixel demo dataset in {os.path.abspath(target)!r}. Pass the "
+          "folder the run was trained on with --data_dir=..., or train first.")
+    return synthetic_pixels.generate(data.data_dir, image_size=data.pixels_size,
+                                     **data.synthetic)
   if not data.data_dir:
     raise ValueError(
         "config.data.data_dir is empty: set it to the folder holding "
         "{split}_ims.npy and {split}_caps.txt, e.g. "
         "--config.data.data_dir=/path/to/f30k_precomp")
-  if data.name in ("precomputed", "synthetic_scenes") and fs.is_remote(data.data_dir):
+  if data.name in ("precomputed", "synthetic_scenes", "images") and fs.is_remote(
+      data.data_dir):
     return _stage_dir(config)
   if data.name == "synthetic_scenes":
     if not generate and not os.path.exists(
@@ -111,10 +127,39 @@ def data_dir(config: ml_collections.ConfigDict, *, generate: bool = True) -> str
           "(config.data.data_dir). Pass the folder the run was trained on with "
           "--data_dir=..., or train first (training generates it).")
     return synthetic_scenes.generate(data.data_dir, **data.synthetic)
-  if data.name != "precomputed":
-    raise ValueError(f"config.data.name must be 'precomputed', "
-                     f"'synthetic_scenes' or 'tfds', got {data.name!r}")
+  if data.name not in ("precomputed", "images"):
+    raise ValueError(f"config.data.name must be 'precomputed', 'images', "
+                     f"'synthetic_scenes', 'synthetic_pixels' or 'tfds', got "
+                     f"{data.name!r}")
   return data.data_dir
+
+
+def image_preprocessing_of(config: ml_collections.ConfigDict
+                           ) -> image_preprocessing.ImagePreprocessing | None:
+  """How raw images become model inputs (None for region-feature data):
+  config.data.image, with size / mean / std from the image tower when unset."""
+  if config.data.name not in ("images", "synthetic_pixels"):
+    return None
+  image = config.data.image
+  size, mean, std = image.size, tuple(image.mean), tuple(image.std)
+  if not size or not mean or not std:
+    try:
+      from itr_jax.models import dual_encoder  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(
+          "config.data.image.size/mean/std are unset and this installation has "
+          "no image towers to take them from; set all three") from e
+    model = config.model.copy_and_resolve_references()
+    # The vocabulary is not known yet and does not change the image tower.
+    model.vocab_size = model.get("vocab_size") or 1
+    tower_size, tower_mean, tower_std = dual_encoder.image_preprocessing(model)
+    size, mean, std = size or tower_size, mean or tower_mean, std or tower_std
+  try:
+    return image_preprocessing.ImagePreprocessing(
+        size=int(size), mean=tuple(mean), std=tuple(std), crop=image.crop,
+        scale=tuple(image.scale), ratio=tuple(image.ratio), flip=bool(image.flip))
+  except ValueError as e:
+    raise ValueError(f"Invalid config.data.image: {e}") from e
 
 
 def _split_files(split: str) -> list[str]:
@@ -146,6 +191,13 @@ def _stage_dir(config: ml_collections.ConfigDict) -> str:
   return local
 
 
+def _image_files(url: str, split: str) -> list[str]:
+  """A raw-image split's files in folder `url` (shards included)."""
+  shards = [n for n in fs.listdir(url)
+            if n.startswith(f"{split}-") and n.endswith(".array_record")]
+  return _split_files(split) + [split + image_sources.IMAGES_SUFFIX] + shards
+
+
 def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
                max_images: int | None = None,
                require_caption_emb: bool = False) -> precomputed.PrecomputedSplit:
@@ -159,24 +211,36 @@ def load_split(config: ml_collections.ConfigDict, directory: str, split: str, *,
         max_images=max_images or None, require_caption_emb=require_caption_emb)
   cache = staging.cache_dir(config.data.get("local_cache_dir", ""))
   if fs.is_remote(config.data.data_dir):
-    directory = staging.stage_dir(config.data.data_dir, _split_files(split), cache)
+    directory = staging.stage_dir(config.data.data_dir,
+                                  _image_files(config.data.data_dir, split)
+                                  if config.data.name == "images" else
+                                  _split_files(split), cache)
   emb_path = config.data.caption_emb_path or None
   emb_path = emb_path.format(split=split) if emb_path else None
   if emb_path and fs.is_remote(emb_path):
     emb_path = caption_embeddings.stage_embeddings(emb_path, cache)
+  image_root = (directory if config.data.name == "synthetic_pixels"
+                else config.data.get("image_root", "") or None)
   return precomputed.load_split(
       directory, split, max_images=max_images or None,
-      caption_emb_path=emb_path, require_caption_emb=require_caption_emb)
+      caption_emb_path=emb_path, require_caption_emb=require_caption_emb,
+      image_root=image_root, preprocessing=image_preprocessing_of(config))
 
 
 def resolve_tokenizer(config: ml_collections.ConfigDict, directory: str, *,
                       workdir: str | None = None):
   """The caption tokenizer config.model.text_tower needs.
 
+  CLIP / SigLIP with config.model.tokenizer (imported published weights): that
+  tokenizer (`tower_tokenizer`).
   "bert": the WordPiece ids of config.model.bert_path's tokenizer; else the
   word vocabulary (`vocab_lib.resolve_vocab`: config.data.vocab_path, then
   `workdir`'s, then the dataset's, else built from the train captions).
   """
+  if config.model.name in ("clip", "siglip") and config.model.get("tokenizer"):
+    # Imported published weights: their own tokenizer, not the data's words.
+    from itr_jax.data import tower_tokenizer  # pylint: disable=g-import-not-at-top
+    return tower_tokenizer.TowerTokenizer(config.model.tokenizer, config.model.name)
   if config.model.get("text_tower", "gru") == "bert":
     return wordpiece_vocab.WordPieceVocabulary(
         config.model.get("bert_path") or None)

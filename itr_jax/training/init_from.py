@@ -70,7 +70,7 @@ def restore_on_one_device(directory: str, step: int) -> dict:
   try:
     saved = manager.item_metadata(step)
     saved = getattr(saved, "tree", saved)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
     return manager.restore(step, args=ocp.args.StandardRestore(target))

@@ -111,14 +111,14 @@ def accept(step_dir: str) -> None:
 
 def main(argv=None) -> None:
   """`python -m itr_jax.training.integrity --accept=<workdir>/checkpoints/<step>`."""
-  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  from itr_jax import own_flags  # pylint: disable=import-outside-toplevel
 
   def define(values):
     from absl import flags  # pylint: disable=import-outside-toplevel
     flags.DEFINE_multi_string("accept", [], "A checkpoint step directory without an "
                               "integrity record to trust as it is now.", flag_values=values)
 
-  values = cli.parse_own_flags(argv, define, usage=__doc__.split("\n\n")[0] + (
+  values = own_flags.parse_own_flags(argv, define, usage=__doc__.split("\n\n")[0] + (
       "\n\n  " + ACCEPT_COMMAND + "<workdir>/checkpoints/<step>"))
   try:
     for step_dir in values.accept:

@@ -1,5 +1,8 @@
 """Where training metrics go: TensorBoard (via clu), `metrics.jsonl`, the console.
 
+Without clu and TensorFlow installed, metrics go to `metrics.jsonl` and the
+console only (a warning says so once).
+
 Only process 0 writes; other processes get a writer that drops everything, so
 multi-host runs do not produce duplicate logs. The workdir may be on gs://:
 TensorBoard writes there natively (TensorFlow's file system), and
@@ -9,14 +12,15 @@ re-uploads the object each time (a few KB; one record per log step).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from typing import Mapping
 
 import jax
-from clu import metric_writers
 
 from itr_jax import filesystem as fs
+from itr_jax import optional
 from itr_jax.training import workdir as workdir_lib
 
 
@@ -26,9 +30,8 @@ class MetricsLog:
   def __init__(self, workdir: str):
     self.is_main = jax.process_index() == 0
     self.path = fs.join(workdir, "metrics.jsonl")
-    self._writer = metric_writers.create_default_writer(
-        fs.join(workdir, "tensorboard"), just_logging=not self.is_main,
-        asynchronous=False)
+    self._writer = _tensorboard_writer(fs.join(workdir, "tensorboard"),
+                                       just_logging=not self.is_main)
 
   def write(self, step: int, kind: str, metrics: Mapping[str, float], *,
             jsonl: bool = True) -> None:
@@ -59,6 +62,34 @@ class MetricsLog:
   def close(self) -> None:
     self._writer.flush()
     self._writer.close()
+
+
+class _NoWriter:
+  """Stands in for clu's writer when clu is absent: metrics.jsonl only."""
+
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  write_hparams = flush = close = lambda self, *args: None
+
+
+_warned_no_tensorboard = False
+
+
+def _tensorboard_writer(directory: str, just_logging: bool):
+  """clu's default writer (TensorBoard on process 0), or `_NoWriter` with a
+  warning when clu or TensorFlow is not installed."""
+  global _warned_no_tensorboard
+  if not (optional.available("clu.metric_writers") and optional.available("tensorflow")):
+    if not _warned_no_tensorboard:
+      logging.warning("TensorBoard logs are not written: they need clu and "
+                      "tensorflow (pip install clu tensorboard tensorflow-cpu); "
+                      "metrics still go to metrics.jsonl.")
+      _warned_no_tensorboard = True
+    return _NoWriter()
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  return metric_writers.create_default_writer(
+      directory, just_logging=just_logging, asynchronous=False)
 
 
 def _json_number(value) -> float | str:
@@ -111,8 +142,9 @@ def truncate_tensorboard(workdir: str, step: int) -> None:
   keeping a partly written last record of a killed run out as well.
   """
   directory = fs.join(workdir, "tensorboard")
-  if jax.process_index() != 0 or not fs.isdir(directory):
-    return
+  if (jax.process_index() != 0 or not fs.isdir(directory)
+      or not optional.available("tensorflow")):
+    return  # without TensorFlow no events were written since (`_NoWriter`)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for name in sorted(fs.listdir(directory)):
     path = fs.join(directory, name)

@@ -111,7 +111,7 @@ def make_train_step(model, options: losses.LossOptions, *, mesh=None,
     (loss, (aux, model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads, model_state=model_state)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
     return new_state, jax.tree.map(jnp.asarray, metrics)
 
   if mesh is None:

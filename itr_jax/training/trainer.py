@@ -81,8 +81,12 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx,
   `pretrained_bert` (BERT text tower only) replaces the tower's initial BERT
   weights (`models.pretrained_text_tower(config.model)`).
   """
-  # Pixel models (CLIP / SigLIP) take whole images, the others region features.
-  image_shape = getattr(model, "image_shape", None) or (split.num_regions, split.feature_dim)
+  # Pixel models (CLIP / SigLIP) know their input shape, the others take the
+  # split's region features.
+  # (Shape-only splits, e.g. the checkpoint importer's, give regions x dim.)
+  image_shape = (getattr(model, "image_shape", None)
+                 or getattr(split, "image_input_shape", None)
+                 or (split.num_regions, split.feature_dim))
   images = jnp.zeros((1, *image_shape), jnp.float32)
   tokens = jnp.zeros((1, min(config.data.max_len, getattr(model, "context_length", 1 << 30))),
                      jnp.int32)

@@ -35,7 +35,8 @@ _INT_FIELDS = {
     "train.batch_size": 1, "train.num_epochs": 1, "train.max_steps": 0, "train.warmup_epochs": 0,
     "train.log_every_steps": 1, "train.checkpoint_every_steps": 1,
     "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
-    "eval.every_epochs": 1, "optim.lr_update": 1,
+    "eval.every_epochs": 1, "optim.lr_update": 1, "data.pixels_size": 16,
+    "data.image.size": 0,
 }
 # field: (the largest allowed value, why). Sizes beyond these only exhaust
 # memory after config.json was written; the memory estimate below bounds
@@ -52,7 +53,10 @@ _INT_LIMITS = {
     "train.keep_checkpoints": (1000, "each kept checkpoint holds the whole train state"),
 }
 _CHOICES = {
-    "data.name": ("precomputed", "synthetic_scenes", "tfds"),
+    "data.name": ("precomputed", "synthetic_scenes", "tfds", "images",
+                  "synthetic_pixels"),
+    "data.image.crop": ("random_resized", "center"),
+    "data.image.flip": (True, False),
     "model.pooling": ("max", "gpo"),
     "model.text_tower": ("gru", "bert"),
     "data.vocab_recipe": ("itr_jax", "official"),
