@@ -32,6 +32,8 @@ OWN = {
     "itr-build-tfds": ("--local_cache_dir", "TFDS builder"),
     "itr-import-torch": ("--backbone", "Import an official PyTorch checkpoint"),
     "itr-import-dual-encoder": ("--tokenizer", "Import published CLIP / SigLIP weights"),
+    "itr-image-records": ("--image_root", "python -m itr_jax.data.image_records"),
+    "itr-karpathy": ("--out_dir", "Karpathy split JSON"),
 }
 
 
