@@ -22,7 +22,8 @@ is never regenerated here: it must exist.
 
 Outputs in the workdir, named `eval_<split>[_step<N>][_<tag>]`: `_step<N>`
 for any checkpoint but the best (so the best's `eval_<split>.json` is never
-overwritten), `_<tag>` when --data_dir or --config overrides are given.
+overwritten), `_<tag>` when --data_dir, --config overrides, --ensemble or a
+non-default --protocol are given.
   .json              the report (also printed)
   _sims.npy          --save_sims: float32 [N_images, N_captions] cosine
                      similarities; row i = image i of the split, column c =
@@ -32,8 +33,15 @@ overwritten), `_<tag>` when --data_dir or --config overrides are given.
                      --save_embeddings: float32 L2-normalised embeddings in
                      the same row orders; sims = image_emb @ caption_emb.T
 With --ensemble (a workdir of another run on the same data, e.g. an SAF run
-for an SGR one; repeat the flag for more) the score matrices of all runs are averaged: the
-SGRAF ensemble (outputs tagged `_ensemble`).
+for an SGR one; repeat the flag for more) the score matrices of all runs are
+averaged: the SGRAF ensemble. Every member is opened and checked before any
+scoring; members evaluated on other data (compared by content: captions and
+image features, not only their number) are refused, naming what differs.
+Outputs are tagged `_ensemble-<member folder names>-<hash of their absolute
+paths>`; the report lists each member (absolute path, step, kind of score,
+its own metrics) and notes when the members' scores have different scales
+(SGRAF sigmoids with VSE cosines). A protocol other than the split's default
+(--protocol=full on the COCO 5K split) tags the outputs `_protocol-full`.
 
 Damaged checkpoints are skipped (nothing on disk is changed); results are
 printed before anything is written, so a read-only workdir loses nothing;
@@ -54,15 +62,16 @@ import numpy as np
 
 from itr_jax import filesystem as fs
 from itr_jax import cli
-from itr_jax import metrics
-from itr_jax.evaluation import evaluate
-from itr_jax.evaluation import runs
-from itr_jax.evaluation import similarity
-from itr_jax.models import scorer
 from itr_jax.training import defaults
-from itr_jax.training import integrity
-from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
+
+# Imported on first use, so that --help and flag errors answer at once.
+metrics = cli.lazy_import("itr_jax.metrics")
+evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
+runs = cli.lazy_import("itr_jax.evaluation.runs")
+similarity = cli.lazy_import("itr_jax.evaluation.similarity")
+integrity = cli.lazy_import("itr_jax.training.integrity")
+reporting = cli.lazy_import("itr_jax.training.reporting")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.data.test_split).")
@@ -74,8 +83,8 @@ _DATA_DIR = flags.DEFINE_string(
     "precomputed format).")
 _PROTOCOL = flags.DEFINE_enum(
     "protocol", "auto", ["auto", "full", "coco"],
-    "full: the whole split; coco: 5-fold 1K (each fold + mean) and 5K; auto: "
-    "coco for 5000 images, else full.")
+    "full: the whole split; coco: 5-fold 1K (each fold + mean) and 5K (only "
+    "the 5000-image COCO test split); auto: coco for 5000 images, else full.")
 _COCO_IDS = flags.DEFINE_string(
     "coco_ids", None, "Optional .npz with COCO `image_ids` and `caption_ids` "
     "for the split's rows/columns (python -m itr_jax.tools.coco_ids): adds "
@@ -134,15 +143,83 @@ def run_tag(recorded_data_dir: str, data_dir: str | None, overrides: dict | None
 
 
 def resolve_protocol(protocol: str, num_images: int) -> str:
-  """'full' or 'coco'; `auto` picks coco for the 5000-image COCO test split."""
+  """'full' or 'coco'; `auto` picks coco for the 5000-image COCO test split.
+
+  coco (five 1K folds and the 5K whole) is refused on any other split: its
+  numbers would be labelled COCO 1K/5K without being them.
+
+  >>> resolve_protocol("auto", 5000), resolve_protocol("auto", 1000)
+  ('coco', 'full')
+  """
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
   if protocol == "auto":
     return "coco" if num_images == COCO_5K_IMAGES else "full"
-  if protocol == "coco" and num_images % 5:
-    raise ValueError(f"The coco protocol splits the images into 5 folds; this "
-                     f"split has {num_images} images. Use --protocol=full.")
+  if protocol == "coco" and num_images != COCO_5K_IMAGES:
+    raise ValueError(f"--protocol=coco (COCO 1K folds and 5K) needs the "
+                     f"{COCO_5K_IMAGES}-image COCO test split; this split has "
+                     f"{num_images} images. Use --protocol=full (the default here).")
   return protocol
+
+
+def protocol_tag(protocol: str, num_images: int) -> str:
+  """File-name tag of a protocol other than the split's default, so results
+  of different protocols never overwrite each other.
+
+  >>> protocol_tag("full", 5000), protocol_tag("full", 1000), protocol_tag("auto", 5000)
+  ('protocol-full', '', '')
+  """
+  chosen = resolve_protocol(protocol, num_images)
+  return "" if chosen == resolve_protocol("auto", num_images) else f"protocol-{chosen}"
+
+
+def split_fingerprint(split) -> str:
+  """sha256 of a split's captions, shape and image features: equal for the
+  same data wherever it is stored, different for two datasets of one size."""
+  digest = hashlib.sha256()
+  digest.update(repr((split.num_images, split.num_captions,
+                      split.captions_per_image)).encode())
+  for caption in split.captions:
+    digest.update(caption.encode("utf-8") + b"\n")
+  images = np.asarray(split.images)
+  digest.update(repr((images.shape, images.dtype.str)).encode())
+  for start in range(0, images.shape[0], 256):  # bounded memory for memmaps
+    digest.update(np.ascontiguousarray(images[start:start + 256]).tobytes())
+  return digest.hexdigest()
+
+
+def data_difference(a, b) -> str | None:
+  """What differs between the evaluation data of splits `a` and `b` (None: the same)."""
+  if (a.num_images, a.num_captions) != (b.num_images, b.num_captions):
+    return (f"{a.num_images} images / {a.num_captions} captions vs "
+            f"{b.num_images} / {b.num_captions}")
+  for i, (x, y) in enumerate(zip(a.captions, b.captions)):
+    if x != y:
+      return f"caption {i} differs: {x[:60]!r} vs {y[:60]!r}"
+  if split_fingerprint(a) != split_fingerprint(b):
+    return "the image features differ (same captions)"
+  return None
+
+
+def score_scale(model) -> str:
+  """What a model's scores are: averaging different kinds mixes scales."""
+  from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
+  if scorer.is_two_tower(model):
+    return "cosine similarity in [-1, 1]"
+  return "cross-attention score (sigmoid, in (0, 1))"
+
+
+def ensemble_tag(workdirs) -> str:
+  """File-name tag naming the ensembled runs (their folder names and a hash
+  of their absolute paths, so two ensembles never share a file).
+
+  >>> ensemble_tag(["/r/sgr", "/r/saf"])[:17]
+  'ensemble-sgr+saf-'
+  """
+  names = "+".join(re.sub(r"[^A-Za-z0-9_.=-]", "_", fs.basename(w.rstrip("/")))
+                   for w in workdirs)[:80]
+  digest = hashlib.sha256("\n".join(fs.absolute(w) for w in workdirs).encode())
+  return f"ensemble-{names}-{digest.hexdigest()[:8]}"
 
 
 def score(run: runs.LoadedRun, sims, *, protocol: str = "auto",
@@ -192,12 +269,25 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   into the workdir.
   """
   recorded_data_dir = workdir_lib.load_config(workdir).data.data_dir
+  for other in ensemble:  # a mistyped member fails before anything is loaded
+    workdir_lib.load_config(other)
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
+  from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
   two_tower = scorer.is_two_tower(run.model)
   if save_embeddings and not two_tower:
     raise ValueError(f"--save_embeddings needs a two-tower model; {workdir!r} is a "
                      f"cross-attention scorer ({run.config.model.name}): use --save_sims.")
+  # Every member is opened and checked before any scoring (hours for SGRAF).
+  others = [runs.load_run(other, run.split_name, which, data_dir=data_dir,
+                          overrides=overrides) for other in ensemble]
+  for other, other_run in zip(ensemble, others):
+    difference = data_difference(run.split, other_run.split)
+    if difference:
+      raise ValueError(
+          f"--ensemble run {other!r} evaluates other data than {workdir!r} "
+          f"(split {run.split_name!r} of {other_run.data_dir} vs {run.data_dir}: "
+          f"{difference}); ensemble runs evaluated on the same data.")
   image_emb = caption_emb = None
   if two_tower:
     image_emb, caption_emb = evaluate.encode_eval_split(
@@ -206,22 +296,24 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
   else:
     sims = evaluate.split_similarity(run.model, run.params, run.split, run.vocab,
                                      run.config)
-  tag = run_tag(recorded_data_dir, data_dir, overrides)
+  tag = "_".join(t for t in (run_tag(recorded_data_dir, data_dir, overrides),
+                             protocol_tag(protocol, run.split.num_images)) if t)
+  members = []
   if ensemble:
-    others = [runs.load_run(other, run.split_name, which, data_dir=data_dir,
-                            overrides=overrides) for other in ensemble]
-    for other, other_run in zip(ensemble, others):
-      if (other_run.split.num_images, other_run.split.num_captions) != (
-          run.split.num_images, run.split.num_captions):
-        raise ValueError(f"--ensemble run {other!r} evaluates a different split "
-                         f"({other_run.split.num_images} images) than {workdir!r} "
-                         f"({run.split.num_images}); ensemble runs on the same data.")
-    sims = similarity.ensemble(sims, *(evaluate.split_similarity(
-        o.model, o.params, o.split, o.vocab, o.config) for o in others))
-    tag = "_".join(t for t in (tag, "ensemble") if t)
+    member_sims = [sims] + [evaluate.split_similarity(o.model, o.params, o.split, o.vocab,
+                                                      o.config) for o in others]
+    for path, member_run, own in zip((workdir, *ensemble), (run, *others), member_sims):
+      own_report = score(member_run, own, protocol=protocol)
+      members.append({"workdir": fs.absolute(path), "checkpoint_step": member_run.step,
+                      "model": member_run.config.model.name,
+                      "scores": score_scale(member_run.model),
+                      "metrics": own_report.get("full") or own_report.get("coco_5k")})
+    sims = similarity.ensemble(*member_sims)
+    tag = "_".join(t for t in (tag, ensemble_tag(ensemble)) if t)
   report = score(run, sims, protocol=protocol, coco_ids=coco_ids)
   if ensemble:
-    report["ensemble"] = {w: o.step for w, o in zip(ensemble, others)}
+    scales = sorted({m["scores"] for m in members})
+    report["ensemble"] = {"members": members, "mixed_scales": len(scales) > 1}
   stem = output_stem(workdir, run.split_name, run.step, best=which == "best", tag=tag)
   report["overrides"] = dict(overrides or {})
   arrays = {}
@@ -278,6 +370,16 @@ def format_report(report: dict) -> str:
   lines = [f"checkpoint step {report['checkpoint_step']}, split "
            f"{report['split']!r} ({report['num_images']} images), protocol "
            f"{report.get('protocol', 'full')}"]
+  ensemble = report.get("ensemble")
+  if ensemble:
+    lines.append(f"  ensemble of {len(ensemble['members'])} runs (mean of their scores):")
+    lines.extend(f"    {m['workdir']} (step {m['checkpoint_step']}, {m['model']}: "
+                 f"{m['scores']}): own RSUM {m['metrics']['rsum']:.2f}"
+                 for m in ensemble["members"])
+    if ensemble.get("mixed_scales"):
+      lines.append("    note: the members' scores have different scales ("
+                   + "; ".join(sorted({m["scores"] for m in ensemble["members"]}))
+                   + "); their mean weights them unequally.")
   for protocol, values in report.items():
     if protocol in ("overrides", "files", "ensemble"):
       continue

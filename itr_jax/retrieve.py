@@ -11,22 +11,34 @@ cross-attention networks). Each hit shows its
 image id (its row in {split}_ims.npy), the score and its ground-truth
 captions. Image -> text (--image=ROW): every caption of the split is ranked
 for that image; each hit shows the caption, the image it describes and
-whether that is the query image. --query may be repeated. --data_dir,
---checkpoint and --split as in itr_jax.evaluate.
+whether that is the query image. --query may be repeated; --queries_file
+reads one query per line. --json prints the results as JSON instead of text.
+--data_dir, --checkpoint and --split as in itr_jax.evaluate.
+
+The split's encodings are computed once per checkpoint and data folder and
+cached in <workdir>/cache/ (two-tower models), so later queries start at once.
 """
 from __future__ import annotations
+
+import hashlib
+import json
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from itr_jax import cli
-from itr_jax.evaluation import evaluate
-from itr_jax.evaluation import retrieval
-from itr_jax.evaluation import runs
+
+evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
+retrieval = cli.lazy_import("itr_jax.evaluation.retrieval")
+runs = cli.lazy_import("itr_jax.evaluation.runs")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _QUERY = flags.DEFINE_multi_string("query", [], "Text query (text -> image); repeatable.")
+_QUERIES_FILE = flags.DEFINE_string("queries_file", None,
+                                    "A text file of queries, one per line (blank lines skipped).")
+_JSON = flags.DEFINE_bool("json", False, "Print the results as one JSON object.")
 _IMAGE = flags.DEFINE_integer("image", None, "Image row of the split (image -> text).")
 _K = flags.DEFINE_integer("k", 10, "Results per query.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to search (default: config.data.test_split).")
@@ -35,26 +47,78 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Another copy of the run's dat
 flags.mark_flags_as_required(["workdir"])
 
 
+def read_queries(queries, queries_file: str | None) -> list[str]:
+  """The queries of --query and --queries_file; an empty one is an error."""
+  queries = list(queries)
+  if queries_file:
+    with open(queries_file, encoding="utf-8") as f:
+      queries += [line.strip() for line in f if line.strip()]
+    if not queries:
+      raise ValueError(f"--queries_file={queries_file!r} holds no query (one per line).")
+  if any(not q.strip() for q in queries):
+    raise ValueError("--query is empty: pass a text to search for, e.g. "
+                     "--query=\"a dog on a sofa\".")
+  return queries
+
+
+def split_encodings(run, workdir: str):
+  """(image_repr, caption_repr) of the run's split, cached per checkpoint and
+  data folder in <workdir>/cache/ for two-tower models (plain arrays)."""
+  from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if not scorer.is_two_tower(run.model) or "://" in workdir:
+    return evaluate.encode_eval_split(run.model, run.params, run.split, run.vocab,
+                                      run.config, progress=True)
+  data = hashlib.sha256(run.data_dir.encode()).hexdigest()[:8]
+  stem = os.path.join(workdir, "cache", f"{run.split_name}_step{run.step}_data-{data}")
+  paths = (stem + "_image_emb.npy", stem + "_caption_emb.npy")
+  if all(os.path.exists(p) for p in paths):
+    loaded = [np.load(p) for p in paths]
+    if (loaded[0].shape[0], loaded[1].shape[0]) == (run.split.num_images,
+                                                    run.split.num_captions):
+      return tuple(loaded)
+  encodings = evaluate.encode_eval_split(run.model, run.params, run.split, run.vocab,
+                                         run.config, progress=True)
+  try:
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    for path, array in zip(paths, encodings):
+      np.save(path + ".tmp.npy", np.asarray(array, np.float32))
+      os.replace(path + ".tmp.npy", path)
+  except OSError as e:  # a read-only workdir: no cache, same results
+    logging.warning("Could not cache the split's encodings in %s (%s).", stem, e.strerror)
+  return encodings
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _QUERY.value and _IMAGE.value is None:
-    raise app.UsageError("Pass --query=TEXT (text -> image) and/or --image=ROW (image -> text).")
+  queries = read_queries(_QUERY.value, _QUERIES_FILE.value)
+  if not queries and _IMAGE.value is None:
+    raise app.UsageError("Pass --query=TEXT or --queries_file=FILE (text -> image) "
+                         "and/or --image=ROW (image -> text).")
   if _K.value < 1:
     raise app.UsageError(f"--k must be >= 1, got {_K.value}.")
   logging.set_verbosity(logging.WARNING)
   run = runs.load_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
                       data_dir=_DATA_DIR.value)
-  image_repr, caption_repr = evaluate.encode_eval_split(
-      run.model, run.params, run.split, run.vocab, run.config, progress=True)
+  image_repr, caption_repr = split_encodings(run, _WORKDIR.value)
+  header = {"workdir": _WORKDIR.value, "checkpoint_step": run.step, "split": run.split_name,
+            "num_images": run.split.num_images, "num_captions": run.split.num_captions}
+  text = [] if queries else None
+  image = None
+  if queries:
+    text = retrieval.text_to_image(run, image_repr, queries, _K.value)
+  if _IMAGE.value is not None:
+    image = retrieval.image_to_text(run, image_repr, caption_repr, _IMAGE.value, _K.value)
+  if _JSON.value:
+    print(json.dumps({**header, "text_to_image": text, "image_to_text": image}, indent=1))
+    return
   print(f"{_WORKDIR.value}: checkpoint step {run.step}, split {run.split_name!r} "
         f"({run.split.num_images} images, {run.split.num_captions} captions)")
-  if _QUERY.value:
-    for result in retrieval.text_to_image(run, image_repr, list(_QUERY.value), _K.value):
-      print(retrieval.format_text_to_image(result))
-  if _IMAGE.value is not None:
-    print(retrieval.format_image_to_text(retrieval.image_to_text(
-        run, image_repr, caption_repr, _IMAGE.value, _K.value)))
+  for result in text or []:
+    print(retrieval.format_text_to_image(result))
+  if image is not None:
+    print(retrieval.format_image_to_text(image))
 
 
 def run():

@@ -69,8 +69,10 @@ def test_max_images_truncates_consistently(tmp_path):
 
 def test_missing_files_are_named_with_listing(tmp_path):
   write_random_split(str(tmp_path), "train", num_images=2)
-  with pytest.raises(ValueError, match=r"'test_ims.npy'.*contains \["):
+  write_random_split(str(tmp_path), "dev", num_images=2)
+  with pytest.raises(ValueError, match=r"'test_ims.npy'.*has the splits \['dev', 'train'\]"):
     precomputed.load_split(str(tmp_path), "test")
+  os.remove(tmp_path / "dev_caps.txt")
   os.remove(tmp_path / "train_caps.txt")
   with pytest.raises(ValueError, match=r"'train_caps.txt'.*train_ims.npy"):
     precomputed.load_split(str(tmp_path), "train")

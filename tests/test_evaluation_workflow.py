@@ -96,7 +96,7 @@ def test_eval_overrides_apply_and_model_fields_are_refused(tiny_run):
     evaluate_cli.evaluate_run(workdir, overrides={"model.embed_size": 8})
 
 
-def test_coco_protocol_reports_each_fold_and_their_mean():
+def test_coco_protocol_reports_each_fold_and_their_mean(monkeypatch):
   rng = np.random.default_rng(0)
   image_emb = rng.normal(size=(25, 8)).astype(np.float32)
   caption_emb = (np.repeat(image_emb, 5, axis=0)
@@ -105,10 +105,11 @@ def test_coco_protocol_reports_each_fold_and_their_mean():
                                 true_relevance=None)
   config = ml_collections.ConfigDict({"eval": {"ndcg_k": 0}})
   run = runs.LoadedRun(config, "testall", split, None, None, None, 7, "/d")
-  with pytest.raises(ValueError, match="5 folds"):
-    evaluate_cli.resolve_protocol("coco", 16)
+  with pytest.raises(ValueError, match="needs the 5000-image COCO test split"):
+    evaluate_cli.resolve_protocol("coco", 25)
   assert evaluate_cli.resolve_protocol("auto", 5000) == "coco"
   assert evaluate_cli.resolve_protocol("auto", 25) == "full"
+  monkeypatch.setattr(evaluate_cli, "COCO_5K_IMAGES", 25)  # a COCO-shaped toy split
   report = evaluate_cli.score(run, image_emb @ caption_emb.T, protocol="coco")
   sims = image_emb.astype(np.float64) @ caption_emb.T.astype(np.float64)
   folds = [_reference_report(sims[5 * f:5 * f + 5, 25 * f:25 * f + 25]) for f in range(5)]
@@ -147,8 +148,8 @@ def test_init_from_a_workdir_and_dev_eval_every_n_steps(tiny_run, tmp_path, caps
   config.eval.every_steps = 4
   workdir = str(tmp_path / "finetune")
   trainer.train_and_evaluate(config, workdir)
-  assert f"Initialised the parameters from {source}/checkpoints/{best_step}" in (
-      capsys.readouterr().out)
+  assert (f"Initialised the model variables (params; not the optimizer state) from "
+          f"{source}/checkpoints/{best_step}") in capsys.readouterr().out
   train = [r for r in reporting.read_metrics(workdir) if r["kind"] == "train"]
   # The first (compiling) step is timed apart, once.
   assert train[0]["compile_seconds"] > 0
@@ -206,3 +207,68 @@ def test_tensorboard_has_the_config_as_hparams_and_the_test_metrics(tiny_run):
   assert "hparams" in plugins
   assert tensors["test/full/rsum"] == (report["checkpoint_step"],
                                        pytest.approx(report["full"]["rsum"]))
+
+
+def _member_on(tmp_path, tiny_run, name, change):
+  """A copy of the tiny run whose recorded data is a changed copy of its data."""
+  _, workdir, _, data_dir = tiny_run
+  data = tmp_path / f"data_{name}"
+  shutil.copytree(data_dir, data)
+  change(data)
+  member = tmp_path / name
+  shutil.copytree(workdir, member)
+  config = json.loads((member / "config.json").read_text())
+  config["data"]["data_dir"] = str(data)
+  (member / "config.json").write_text(json.dumps(config))
+  return str(member)
+
+
+def test_ensemble_checks_members_first_names_results_by_members(tiny_run, tmp_path,
+                                                                monkeypatch, capsys):
+  _, workdir, _, _ = tiny_run
+
+  def other_caption(data):
+    text = (data / "test_caps.txt").read_text()
+    first = text.index("\n")  # same length: the dataset's size check still holds
+    (data / "test_caps.txt").write_text(text[:first][::-1] + text[first:])
+
+  def other_images(data):
+    images = np.load(data / "test_ims.npy")
+    np.save(data / "test_ims.npy", images[::-1].copy())
+
+  same = _member_on(tmp_path, tiny_run, "same", lambda data: None)
+  same2 = _member_on(tmp_path, tiny_run, "same2", lambda data: None)
+  for change, what in ((other_caption, "caption 0 differs"),
+                       (other_images, "image features differ")):
+    member = _member_on(tmp_path, tiny_run, change.__name__, change)
+    with pytest.raises(ValueError, match=what):
+      evaluate_cli.evaluate_run(workdir, ensemble=(same, member), write=False)
+  # A mistyped member fails before anything is scored.
+  scored = []
+  real = evaluate_cli.evaluate.split_similarity
+  monkeypatch.setattr(evaluate_cli.evaluate, "split_similarity",
+                      lambda *a, **k: scored.append(1) or real(*a, **k))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate_cli.evaluate_run(workdir, ensemble=(same, str(tmp_path / "typo")))
+  assert not scored
+  own = evaluate_cli.evaluate_run(workdir, write=False)
+  first = evaluate_cli.evaluate_run(workdir, ensemble=(same,), echo=True)
+  second = evaluate_cli.evaluate_run(workdir, ensemble=(same, same2))
+  assert first["files"]["report"] != second["files"]["report"]
+  assert os.path.exists(first["files"]["report"]) and os.path.exists(second["files"]["report"])
+  members = second["ensemble"]["members"]
+  assert [m["workdir"] for m in members] == [workdir, same, same2]
+  assert all(m["metrics"]["rsum"] == pytest.approx(own["full"]["rsum"]) for m in members)
+  assert first["full"]["rsum"] == pytest.approx(own["full"]["rsum"])  # copies agree
+  out = capsys.readouterr().out
+  assert f"{same} (step {own['checkpoint_step']}" in out and "own RSUM" in out
+
+
+def test_protocol_coco_is_refused_on_other_splits(tiny_run, tmp_path):
+  _, workdir, _, _ = tiny_run
+  with pytest.raises(ValueError, match="needs the 5000-image COCO test split"):
+    evaluate_cli.evaluate_run(workdir, protocol="coco", write=False)
+  assert evaluate_cli.protocol_tag("full", 5000) == "protocol-full"
+  assert evaluate_cli.protocol_tag("auto", 16) == evaluate_cli.protocol_tag("full", 16) == ""
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate_cli.evaluate_run(str(tmp_path / "nowhere"))

@@ -142,10 +142,10 @@ def test_core_imports_without_the_heavy_libraries():
 def _build_wheel(tmp_path) -> pathlib.Path:
   src = tmp_path / "src"
   src.mkdir()
-  for name in ("pyproject.toml", "README.md"):
+  for name in ("pyproject.toml", "setup.py", "README.md"):
     shutil.copy(ROOT / name, src / name)
-  shutil.copytree(ROOT / "itr_jax", src / "itr_jax",
-                  ignore=shutil.ignore_patterns("__pycache__"))
+  for folder in ("itr_jax", "configs"):
+    shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                   "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                  check=True, capture_output=True)
@@ -162,6 +162,9 @@ def test_wheel_metadata_and_core_import_from_it(tmp_path):
     entry_points = z.read(info.replace("METADATA", "entry_points.txt")).decode()
   assert "itr_jax/losses/smooth_ndcg.py" in names
   assert "itr_jax/training/trainer.py" in names
+  # The shipped configs, found by name outside the repository.
+  assert "itr_jax/configs/f30k_vse.py" in names
+  assert "itr_jax/configs/ablations/backbones.py" in names
   assert meta["Requires-Python"] == ">=3.11"
   core = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
   assert sorted(Requirement(r).name for r in core) == ["jax", "numpy"]
@@ -181,6 +184,11 @@ def test_wheel_metadata_and_core_import_from_it(tmp_path):
                        capture_output=True, text=True, check=False)
   assert out.returncode == 0, out.stderr
   assert out.stdout.splitlines()[0].startswith(str(site)), out.stdout
+  out = subprocess.run([sys.executable, "-c", "from itr_jax import cli; "
+                        "print(cli.resolve_config('f30k_vse:triplet'))"],
+                       env=env, cwd="/", capture_output=True, text=True, check=False)
+  assert out.stdout.strip() == str(site / "itr_jax" / "configs" / "f30k_vse.py") + ":triplet", (
+      out.stdout + out.stderr)
   assert (site / "bin" / "itr-evaluate").exists()
 
 

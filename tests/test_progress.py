@@ -65,3 +65,18 @@ def test_disabled_bar_pauses_without_error():
     pass
   bar.update(1)
   bar.close()
+
+
+def test_off_a_terminal_the_bar_writes_plain_lines():
+  """A log file gets whole lines, no carriage returns or cursor codes, also
+  around tqdm.write (the trainer's [dev] lines)."""
+  import io  # pylint: disable=import-outside-toplevel
+  out = io.StringIO()
+  bar = progress.TrainingBar(total=3, file=out, mininterval=0)
+  for _ in range(3):
+    bar.update(1)
+    progress.tqdm.tqdm.write("[dev] line", file=out)
+  bar.close()
+  text = out.getvalue()
+  assert "\r" not in text and "\x1b" not in text, repr(text)
+  assert "3/3" in text and text.count("[dev] line") == 3

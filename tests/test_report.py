@@ -326,8 +326,38 @@ def test_examples_page_with_image_ids_and_thumbnails(tiny_run, tmp_path):
     examples.image_thumbnails(str(images), "{name}.jpg", None, [0])
 
 
-@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots"])
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots", "build"])
 def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.report.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0, name
+
+
+def test_categorical_plot_with_co_varying_fields(tmp_path, monkeypatch):
+  """A backbones-like sweep: model.name with fields it sets (dim), crossed
+  with loss.weight. Each name has its own tick with its label, both weights'
+  bars beside it; the legend names only loss.weight and lies in the image;
+  `dim` gets no plot of its own."""
+  from itr_jax.report import plots  # pylint: disable=import-outside-toplevel
+  g = lambda setting, rsum: aggregate.Group(setting, 1, {"rsum": rsum}, {"rsum": 0.0}, {})
+  groups = [g({"model.name": name, "model.dim": dim, "loss.weight": w}, 100 + i)
+            for i, (name, dim, w) in enumerate(
+                [(n, d, w) for n, d in (("sgr", 64), ("saf", 64), ("vse", 256))
+                 for w in (0.0, 0.5)])]
+  figures = []
+  real_save = plots._save
+  monkeypatch.setattr(plots, "_save", lambda fig, path, **k: figures.append(fig) or
+                      real_save(fig, path, **k))
+  plots.metric_vs_param(groups, "model.name", ["rsum"], str(tmp_path / "p.png"))
+  (fig,) = figures
+  ax = fig.axes[0]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["saf", "sgr", "vse"]
+  centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+  assert len(centres) == 6
+  for tick, pair in enumerate(zip(centres[::2], centres[1::2])):
+    assert all(abs(c - tick) < 0.5 for c in pair), centres
+  (legend,) = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == ["loss.weight=0.0", "loss.weight=0.5"]
+  settings = [x.setting for x in groups]
+  assert build._plotted_with(settings, "model.dim", list(settings[0])) == "model.name"
+  assert build._plotted_with(settings, "model.name", list(settings[0])) is None

@@ -50,3 +50,35 @@ def test_unknown_words_are_reported(opened):
   (result,) = retrieve.text_to_image(run, image_emb, ["a xyzzy dog"], k=2)
   assert result["unknown_words"] == ["xyzzy"]
   assert "<unk>" in retrieve.format_text_to_image(result)
+
+
+def test_command_reads_queries_from_a_file_writes_json_and_caches(opened, tiny_run, tmp_path):
+  """One real process: --queries_file, --json, the split's encodings cached
+  in the workdir (a second call reuses them); an empty query is refused."""
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  run, image_emb, _ = opened
+  _, workdir, _, _ = tiny_run
+  queries = tmp_path / "queries.txt"
+  queries.write_text(f"{run.split.captions[3]}\n\n{run.split.captions[7]}\n")
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+  proc = subprocess.run([sys.executable, "-m", "itr_jax.retrieve", f"--workdir={workdir}",
+                         f"--queries_file={queries}", "--json", "--k=3", "--query="],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 1 and "Error: --query is empty" in proc.stderr, proc.stderr
+  proc = subprocess.run([sys.executable, "-m", "itr_jax.retrieve", f"--workdir={workdir}",
+                         f"--queries_file={queries}", "--json", "--k=3"],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(proc.stdout)
+  assert [r["query"] for r in result["text_to_image"]] == [run.split.captions[3],
+                                                           run.split.captions[7]]
+  want = retrieve.text_to_image(run, image_emb, [run.split.captions[3]], 3)[0]
+  assert [h["image"] for h in result["text_to_image"][0]["hits"]] == [
+      h["image"] for h in want["hits"]]
+  cached = sorted(os.listdir(os.path.join(workdir, "cache")))
+  assert len(cached) == 2 and cached[0].startswith(f"test_step{run.step}_")
+  np.testing.assert_allclose(np.load(os.path.join(workdir, "cache", cached[1])), image_emb,
+                             atol=1e-6)

@@ -260,7 +260,12 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
                               rsc_relevance=evaluate.split_relevance(split),
                               true_relevance=split.true_relevance)
   assert report["full"] == pytest.approx(want)
-  assert report["files"]["report"].endswith("_ensemble.json")
+  assert "_ensemble-saf-" in report["files"]["report"]
+  members = report["ensemble"]["members"]
+  assert [m["workdir"] for m in members] == [workdirs["sgr"], workdirs["saf"]]
+  assert members[1]["metrics"] == pytest.approx(evaluate.sims_report(
+      saf_sims, captions_per_image=split.captions_per_image,
+      rsc_relevance=evaluate.split_relevance(split), true_relevance=split.true_relevance))
   assert os.path.exists(report["files"]["report"])
   # itr_jax.retrieve on a cross-attention scorer: a split caption as free-text
   # query, and an image query, score exactly like the split's own matrix.
@@ -283,8 +288,29 @@ def test_sgr_and_saf_train_then_evaluate_as_an_ensemble(tmp_path):
   ckpt = checkpointing.Checkpoints(workdirs["saf"], keep=2)
   restored = ckpt.manager.restore(ckpt.latest_step())
   ckpt.close()
-  saf_stats = restored["model_state"]["batch_stats"]["SAF_module"]
-  assert float(np.asarray(saf_stats["bn_var"])[0]) != 1.0
+  from itr_jax.training import init_from  # pylint: disable=import-outside-toplevel
+  stats = init_from.model_variables_of(restored)["model_state"]["batch_stats"]
+  assert float(np.asarray(stats["SAF_module"]["bn_var"])[0]) != 1.0
+  # A fine-tune from the SAF run starts from all of its variables (BatchNorm
+  # statistics too): its step-0 dev evaluation is the source's best one.
+  # train.max_steps=2 ends mid-epoch, saved and evaluated.
+  from itr_jax.training import reporting  # pylint: disable=import-outside-toplevel
+  source = checkpointing.Checkpoints(workdirs["saf"], keep=2)
+  best_step = source.best_step()
+  source.close()
+  (source_dev,) = [r for r in reporting.read_metrics(workdirs["saf"])
+                   if r["kind"] == "dev" and r["step"] == best_step]
+  config = tiny_config(str(tmp_path / "data"), num_epochs=1)
+  config.model.update(name="saf", bidirectional=True, sim_dim=8, score_chunk=8)
+  config.train.update(init_from=workdirs["saf"], max_steps=2)
+  trainer.train_and_evaluate(config, str(tmp_path / "finetune"))
+  dev = [r for r in reporting.read_metrics(str(tmp_path / "finetune")) if r["kind"] == "dev"]
+  assert [r["step"] for r in dev] == [0, 2]
+  for key in ("rsum", "rsc_ndcg_i2t", "rsc_ndcg_t2i"):
+    assert dev[0][key] == pytest.approx(source_dev[key], abs=1e-6), key
+  finetuned = checkpointing.Checkpoints(str(tmp_path / "finetune"), keep=2)
+  assert finetuned.latest_step() == 2
+  finetuned.close()
 
 
 @pytest.mark.parametrize("name", ["itr_jax.models.sgraf", "itr_jax.models.scorer",

@@ -74,6 +74,10 @@ def test_members_differ_and_results_are_written(runs):
     assert set(report["full"]) >= {"rsum", "true_ndcg_i2t", "rsc_ndcg_i2t"}
     with open(os.path.join(m.workdir, "config.json")) as f:
       assert json.load(f)["loss"]["weight"] == m.overrides["loss.weight"]
+  # Evaluating a member says why it has no checkpoint.
+  from itr_jax.evaluation import runs as runs_lib  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"no checkpoints: it was trained in a population sweep"):
+    runs_lib.load_run(members[0].workdir)
 
 
 def test_population_refuses_fields_it_cannot_vary():

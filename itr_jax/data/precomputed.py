@@ -106,12 +106,17 @@ class PrecomputedSplit:
     return np.asarray(image_ids)[..., None] * c + np.arange(c)
 
 
-def _listing(data_dir: str) -> str:
+def _listing(data_dir: str, shown: int = 8) -> str:
+  """What `data_dir` holds: its splits, else (some of) its files."""
   try:
     names = sorted(os.listdir(data_dir))
   except OSError:
     return f"directory {data_dir!r} does not exist or cannot be listed"
-  return f"{data_dir!r} contains {names}"
+  splits = available_splits(data_dir)
+  if splits:
+    return f"{data_dir!r} has the splits {splits} (pass one of them)"
+  more = f" and {len(names) - shown} more" if len(names) > shown else ""
+  return f"{data_dir!r} holds no split; it contains {names[:shown]}{more}"
 
 
 def _open_npy(path: str, what: str) -> np.ndarray:

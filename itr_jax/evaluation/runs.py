@@ -21,12 +21,14 @@ from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
+# Written into a workdir that by design holds no checkpoints: why, in one sentence.
+NO_CHECKPOINTS_FILE = "NO_CHECKPOINTS"
 # Config fields an evaluation may change: how it is computed and on what
 # data, not the model the checkpoint holds.
 OVERRIDABLE = ("eval.", "data.")
 
 
-def _steps_to_try(checkpoints, which: str) -> list[int]:
+def steps_to_try(checkpoints, which: str) -> list[int]:
   """The steps `which` names, best first, then the fallbacks in order."""
   steps = sorted(checkpoints.all_steps(), reverse=True)
   if which in ("best", "latest"):
@@ -58,6 +60,10 @@ def restore_params(config, workdir: str, model, split, which: str):
   the next newest is used; an explicit step fails with one sentence.
   """
   if not fs.isdir(fs.join(workdir, "checkpoints")):
+    note = fs.join(workdir, NO_CHECKPOINTS_FILE)
+    if fs.exists(note):
+      with fs.open(note) as f:
+        raise ValueError(f"{workdir!r} has no checkpoints: {f.read().strip()}")
     raise ValueError(f"No checkpoints in {workdir!r}; train first with "
                      "`python -m itr_jax.train`.")
   checkpoints = checkpointing.Checkpoints(
@@ -66,7 +72,7 @@ def restore_params(config, workdir: str, model, split, which: str):
     for step, reason in sorted(checkpoints.damaged.items()):
       logging.warning("Skipping damaged checkpoint step %d in %s: %s.", step,
                       checkpoints.directory, reason)
-    candidates = _steps_to_try(checkpoints, which)
+    candidates = steps_to_try(checkpoints, which)
     if not candidates:
       raise ValueError(f"No intact checkpoint in {checkpoints.directory}; "
                        "train first with `python -m itr_jax.train`.")

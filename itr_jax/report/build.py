@@ -55,6 +55,25 @@ def _dataset(runs) -> str:
   return " / ".join(sorted(names)) or "dataset unknown"
 
 
+def _plotted_with(settings, field: str, swept) -> str | None:
+  """The swept field that determines `field` and has more values (or as many
+  and comes first), whose plot shows `field`'s too; None if there is none.
+
+  >>> settings = [{"name": "a", "dim": 1}, {"name": "b", "dim": 1}, {"name": "c", "dim": 2}]
+  >>> _plotted_with(settings, "dim", ["name", "dim"]), _plotted_with(settings, "name", ["name", "dim"])
+  ('name', None)
+  """
+  def count(f):
+    return len({repr(s.get(f)) for s in settings})
+  for other in swept:
+    if other == field or not plots.determined_by(settings, field, other):
+      continue
+    if count(other) > count(field) or (count(other) == count(field)
+                                      and swept.index(other) < swept.index(field)):
+      return other
+  return None
+
+
 def _write(path: str, text: str) -> str:
   with open(path, "w") as f:
     f.write(text)
@@ -127,9 +146,18 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
     limits = plots.metric_limits(groups[split], plot_metrics)
     sizes = sorted({g.n for g in groups[split]})
     n = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-    for field in aggregate.swept_fields(groups[split]):
+    swept = aggregate.swept_fields(groups[split])
+    settings = [g.setting for g in groups[split]]
+    follows = {f: _plotted_with(settings, f, swept) for f in swept}
+    for field in swept:
       if len(groups[split]) < 2:
         break
+      if follows[field]:
+        root = follows[field]
+        while follows.get(root):  # the plotted field at the end of the chain
+          root = follows[root]
+        md.append(f"`{field}` varies with `{root}`: see that plot.")
+        continue
       path = plots.metric_vs_param(groups[split], field, plot_metrics,
                                    os.path.join(plot_dir, f"{field}.png"),
                                    title=f"{_dataset(runs)}, {split} split: mean ± std "
@@ -140,7 +168,12 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
   seedless = [json.dumps({k: v for k, v in r.overrides.items()
                           if k not in aggregate.SEED_FIELDS}, sort_keys=True, default=repr)
               for r in runs]
-  path = plots.dev_curves([(r.name, g, r.dev) for r, g in zip(runs, seedless)],
+  # Legend labels: the fewest fields that tell the runs apart (member names
+  # list every override and do not fit).
+  settings = [r.overrides for r in runs]
+  shown = plots.distinguishing_fields(settings, sorted({k for s in settings for k in s}))
+  labels = [", ".join(f"{k}={r.overrides.get(k)}" for k in shown) or r.name for r in runs]
+  path = plots.dev_curves([(label, g, r.dev) for r, g, label in zip(runs, seedless, labels)],
                           os.path.join(plot_dir, "dev_rsum.png"), title="dev RSUM")
   paths["plot_dev_rsum"] = path
   md += [f"![dev RSUM]({os.path.relpath(path, out_dir)})", "", "Training curves per run:", ""]

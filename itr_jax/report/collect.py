@@ -83,11 +83,16 @@ def collect_runs(sweep_dir: str) -> list[Run]:
     with fs.open(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)) as f:
       configs[n] = json.load(f)
   fields = varying_fields(configs)
+  # A member names only the fields it changes; the others have its config's
+  # value (not None), so every run has every declared field.
+  declared_fields = list(dict.fromkeys(k for o in declared.values() for k in o))
   runs = []
   for n in names:
     workdir = fs.join(sweep_dir, n)
     if n in declared:
-      overrides = dict(declared[n])
+      flat = workdir_lib.flatten(configs[n])
+      overrides = {k: declared[n][k] if k in declared[n] else flat.get(k)
+                   for k in declared_fields}
     else:
       flat = workdir_lib.flatten(configs[n])
       overrides = {k: flat.get(k) for k in fields}

@@ -446,6 +446,8 @@ def _define_flags() -> dict:
   """The command's flags. Defined only when run as a command: this module is
   also a library, imported beside other commands that define --split."""
   return {
+      "workdir": flags.DEFINE_string("workdir", None, "The run's workdir (or give it "
+                                     "as the positional argument)."),
       "split": flags.DEFINE_string("split", None, "Default: config.data.test_split."),
       "num_queries": flags.DEFINE_integer("num_queries", 8, "Queries per direction."),
       "k": flags.DEFINE_integer("k", 10, "Results per query."),
@@ -471,11 +473,12 @@ def run():
   values = _define_flags()
 
   def main(argv):
-    if len(argv) != 2:
-      raise app.UsageError("Usage: python -m itr_jax.report.examples WORKDIR "
+    workdirs = argv[1:] + ([values["workdir"].value] if values["workdir"].value else [])
+    if len(workdirs) != 1:
+      raise app.UsageError("Pass one run: itr-examples --workdir=WORKDIR (or WORKDIR) "
                            "[--split=test] [--num_queries=8] [--k=10] [--mode=worst]")
     logging.set_verbosity(logging.WARNING)
-    print(write_examples_page(argv[1], values["split"].value,
+    print(write_examples_page(workdirs[0], values["split"].value,
                               num_queries=values["num_queries"].value, k=values["k"].value,
                               seed=values["seed"].value, checkpoint=values["checkpoint"].value,
                               out=values["out"].value, mode=values["mode"].value,

@@ -73,6 +73,41 @@ def metric_limits(groups: Sequence[Group], metrics: Sequence[str]) -> dict[str, 
   return limits
 
 
+def determined_by(settings: Sequence[Mapping[str, Any]], field: str, by: str) -> bool:
+  """True when each value of `by` comes with one value of `field` in `settings`.
+
+  >>> determined_by([{"m": "a", "d": 1}, {"m": "b", "d": 2}, {"m": "b", "d": 2}], "d", "m")
+  True
+  """
+  seen = {}
+  for s in settings:
+    if seen.setdefault(repr(s.get(by)), repr(s.get(field))) != repr(s.get(field)):
+      return False
+  return True
+
+
+def distinguishing_fields(settings: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
+  """The fewest of `fields` (most distinct values first) whose values tell
+  `settings` apart as well as all of `fields` do: legend labels stay short
+  when fields co-vary (a backbone sets its model name, sizes and optimizer).
+
+  >>> distinguishing_fields([{"m": "a", "d": 1}, {"m": "b", "d": 2}, {"m": "c", "d": 2}],
+  ...                       ["d", "m"])
+  ['m']
+  """
+  def key(s, chosen):
+    return tuple(repr(s.get(f)) for f in chosen)
+  target = len({key(s, fields) for s in settings})
+  ranked = sorted(fields, key=lambda f: -len({repr(s.get(f)) for s in settings}))
+  chosen = []
+  for field in ranked:
+    if len({key(s, chosen) for s in settings}) == target:
+      break
+    if len({key(s, chosen + [field]) for s in settings}) > len({key(s, chosen) for s in settings}):
+      chosen.append(field)
+  return sorted(chosen, key=list(fields).index)
+
+
 def metric_vs_param(groups: Sequence[Group], param: str, metrics: Sequence[str],
                     path: str, *, title: str = "",
                     labels: Mapping[str, str] | None = None,
@@ -81,47 +116,65 @@ def metric_vs_param(groups: Sequence[Group], param: str, metrics: Sequence[str],
   """One panel per metric: mean ± std (error bars) against `param`.
 
   Numeric settings are drawn as lines (log x if they span >= 20x), discrete
-  ones (strings, booleans) as bars. Groups that differ in other fields than
-  `param` are separate lines / bars, labelled by those fields. `limits`
-  ({metric: (low, high)}, see `metric_limits`) fixes y-ranges.
+  ones (strings, booleans) as bars, one tick per value shared by all
+  groups. Groups that differ in other fields than `param` are separate
+  lines / bars, labelled by the fewest fields that tell them apart (one
+  legend below the panels). `limits` ({metric: (low, high)}, see
+  `metric_limits`) fixes y-ranges.
   """
   labels, limits = labels or {}, limits or {}
-  others = sorted({k for g in groups for k in g.setting if k != param})
+  settings = [g.setting for g in groups]
+  # Fields the swept value determines (a backbone's sizes) are not separate lines.
+  others = sorted(k for k in {k for s in settings for k in s}
+                  if k != param and not determined_by(settings, k, param))
+  others = distinguishing_fields(settings, others)
   lines: dict[str, list[Group]] = {}
   for g in groups:
     key = ", ".join(f"{k}={g.setting.get(k)}" for k in others)
     lines.setdefault(key, []).append(g)
+  values = sorted({repr(g.setting.get(param)): g.setting.get(param) for g in groups}.values(),
+                  key=lambda v: (str(type(v)), v if _is_number(v) else str(v)))
+  _, categories, _ = _x_positions(values)
   columns = min(columns, len(metrics))
   rows = -(-len(metrics) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.9 * rows),
+  fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.2 * rows),
                            squeeze=False)
   for ax in axes.flat[len(metrics):]:
     ax.set_visible(False)
   for ax, metric in zip(axes.flat, metrics):
     for i, (key, gs) in enumerate(lines.items()):
-      gs = sorted(gs, key=lambda g: (str(type(g.setting.get(param))), g.setting.get(param)))
-      xs, ticks, log = _x_positions([g.setting.get(param) for g in gs])
+      gs = sorted(gs, key=lambda g: values.index(g.setting.get(param)))
       means = [g.mean[metric] for g in gs]
       stds = [0.0 if not math.isfinite(g.std[metric]) else g.std[metric] for g in gs]
-      if ticks is None:
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key or None)
+      if categories is None:
+        xs, _, log = _x_positions([g.setting.get(param) for g in gs])
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key or None,
+                    color=f"C{i % 10}")
         if log:
           ax.set_xscale("log")
       else:
+        # Every value has one tick for all groups; a group's bar sits at its value's.
+        xs = [values.index(g.setting.get(param)) for g in gs]
         width = 0.8 / len(lines)
         offset = (i - (len(lines) - 1) / 2) * width
         ax.bar([x + offset for x in xs], means, width, yerr=stds, capsize=3,
-               label=key or None)
-        ax.set_xticks(xs, ticks)
+               label=key or None, color=f"C{i % 10}")
+    if categories is not None:
+      ax.set_xticks(range(len(categories)), categories,
+                    rotation=30 if max(len(c) for c in categories) > 6 else 0,
+                    ha="right" if max(len(c) for c in categories) > 6 else "center")
     if metric in limits:
       ax.set_ylim(*limits[metric])
-    ax.set_xlabel(PARAM_LABELS.get(param, param))
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    ax.set_xlabel(PARAM_LABELS.get(param, param), fontsize=8)
     unit = metric_unit(metric)
     ax.set_ylabel(labels.get(metric, metric) + (f" ({unit})" if unit else ""), fontsize=8)
     ax.set_title(labels.get(metric, metric), fontsize=10)
     ax.grid(alpha=0.3)
   if any(lines):
-    axes.flat[len(metrics) - 1].legend(fontsize=7)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(names), 2), fontsize=8)
   return _save(fig, path, title=title, dpi=110)
 
 
@@ -130,7 +183,8 @@ def _save(fig, path: str, *, dpi: int, title: str = "") -> str:
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  # "tight": legends placed outside the axes are part of the image.
+  fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -182,7 +236,7 @@ def dev_curves(runs: Sequence[tuple[str, str, Sequence[Mapping]]], path: str,
   ax.set_xlabel("step")
   ax.set_ylabel(f"dev {metric}")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=6)
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
   if title:
     ax.set_title(title, fontsize=10)
   return _save(fig, path, dpi=100)

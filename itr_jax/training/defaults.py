@@ -157,6 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128
   c.train.num_epochs = 20
+  # Stop after this many steps (0: num_epochs full epochs), like big_vision's
+  # total_steps or Lightning's max_steps; the schedule stays the epochs' one.
+  c.train.max_steps = 0
   c.train.warmup_epochs = 0  # epochs with the sum-over-negatives triplet.
   # VSE-infinity's size augmentation (0: off; VSE-infinity: 0.2 each): drop
   # each region with this probability; hit each caption word with this

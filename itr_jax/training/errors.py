@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 
-from itr_jax.training import checkpointing
+from itr_jax import cli
 from itr_jax.training import workdir
 
 _VERBOSE = flags.DEFINE_bool(
@@ -37,7 +37,14 @@ _VERBOSE = flags.DEFINE_bool(
 # Raised for what the user or the environment got wrong (messages written
 # for people); other exceptions are bugs.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, app.UsageError, MemoryError,
-               workdir.WorkdirLockedError, checkpointing.CheckpointRestoreError)
+               workdir.WorkdirLockedError)
+
+
+def _user_errors() -> tuple:
+  # checkpointing imports JAX and orbax: looked up only if it was imported
+  # (if not, its error cannot have been raised), so --help stays fast.
+  checkpointing = sys.modules.get("itr_jax.training.checkpointing")
+  return USER_ERRORS + ((checkpointing.CheckpointRestoreError,) if checkpointing else ())
 
 
 def _is_data_loss(error: BaseException) -> bool:
@@ -54,12 +61,13 @@ def _config_argument(argv) -> Optional[str]:
   return None
 
 
-def _load_config(spec: str):
+def load_config_file(spec: str):
+  """The ConfigDict of `--config=PATH[:variant]`."""
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"Config file {path!r} does not exist (working directory "
-        f"{os.getcwd()!r}); pass --config=configs/<name>.py.")
+        f"{os.getcwd()!r}). " + cli.shipped_config_hint(path))
   module_spec = importlib.util.spec_from_file_location("itr_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -83,7 +91,7 @@ def config_flag_problem(argv) -> Optional[str]:
   if spec is None:
     return None
   try:
-    config = _load_config(spec)
+    config = load_config_file(spec)
   except FileNotFoundError as e:
     return str(e)
   except Exception as e:  # pylint: disable=broad-except
@@ -109,18 +117,18 @@ def config_flag_problem(argv) -> Optional[str]:
   return None
 
 
-def run(main: Callable) -> None:
-  """`app.run(main)` with readable errors (see module doc)."""
+def run(main: Callable, **app_run_kwargs) -> None:
+  """`app.run(main, **app_run_kwargs)` with readable errors (see module doc)."""
   verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
                 for a in sys.argv[1:])
   try:
-    app.run(main)
+    app.run(main, **app_run_kwargs)
   except KeyboardInterrupt:
     print("Interrupted.", file=sys.stderr)
     sys.exit(130)
   except Exception as e:  # pylint: disable=broad-except
     problem = config_flag_problem(sys.argv)
-    if problem is None and not isinstance(e, USER_ERRORS) and not _is_data_loss(e):
+    if problem is None and not isinstance(e, _user_errors()) and not _is_data_loss(e):
       raise
     if verbose:
       traceback.print_exc()

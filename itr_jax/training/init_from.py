@@ -2,8 +2,12 @@
 
 `config.train.init_from` names either a workdir written by itr_jax.train
 (its best checkpoint by dev RSUM, else its latest) or one checkpoint step
-directory (`<workdir>/checkpoints/<step>`). Only the parameters are taken;
-the new run's optimizer state, step and learning-rate schedule start fresh.
+directory (`<workdir>/checkpoints/<step>`). Every variable of the source
+model is taken: its parameters and its other collections (BatchNorm running
+statistics of VSE-infinity's region MLP and of SAF), so step 0 of the new run
+scores exactly like the source. Not taken: the optimizer state (Adam's
+moments), the step, the dropout RNG and the learning-rate schedule, which
+start fresh.
 """
 from __future__ import annotations
 
@@ -40,13 +44,53 @@ def _describe(tree) -> dict:
           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def load_params(path: str, abstract_params) -> tuple[object, str]:
-  """(parameters of the checkpoint `path` names, placed like `abstract_params`, its name).
+# The train-state fields holding model variables (state.TrainState): what a
+# fine-tune takes. `opt_state`, `step` and `rng` are not.
+MODEL_FIELDS = ("params", "model_state")
 
-  `abstract_params` (ShapeDtypeStructs carrying shardings) is the new run's
-  parameter tree; the checkpoint's must have the same names and shapes
-  (ValueError listing the differences otherwise). They are cast to the new
-  run's parameter dtypes.
+
+def model_variables_of(saved: dict) -> dict:
+  """{"params", "model_state"} of a saved train state of any layout (the
+  older SGR/SAF layout kept BatchNorm statistics in `batch_stats`)."""
+  model_state = dict(saved.get("model_state") or {})
+  if saved.get("batch_stats"):
+    model_state["batch_stats"] = saved["batch_stats"]
+  return {"params": saved["params"], "model_state": model_state}
+
+
+def model_fields(state) -> dict:
+  """{field: tree} of `state`'s model variables (non-empty MODEL_FIELDS)."""
+  return {f: getattr(state, f) for f in MODEL_FIELDS if getattr(state, f, None)}
+
+
+def restore_on_one_device(directory: str, step: int) -> dict:
+  """The whole train state saved at `step` in the checkpoints `directory`,
+  as arrays on this process's first device (no model or data needed)."""
+  manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
+  try:
+    saved = manager.item_metadata(step)
+    saved = getattr(saved, "tree", saved)
+    device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  finally:
+    manager.close()
+
+
+def load_params(path: str, abstract_params) -> tuple[object, str]:
+  """(parameters of the checkpoint `path` names, placed like `abstract_params`, its name)."""
+  fields, name = load_variables(path, {"params": abstract_params})
+  return fields["params"], name
+
+
+def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
+  """({field: tree} of the checkpoint `path` names, placed like `abstract`, its name).
+
+  `abstract` maps train-state fields (`model_fields` of the new run's
+  abstract state: ShapeDtypeStructs carrying shardings) to their trees; the
+  checkpoint's must have the same names and shapes (ValueError listing the
+  differences otherwise). They are cast to the new run's dtypes.
   """
   directory, step = resolve(path)
   manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
@@ -55,25 +99,25 @@ def load_params(path: str, abstract_params) -> tuple[object, str]:
     saved = getattr(saved, "tree", saved)
     if "params" not in saved:
       raise ValueError(f"Checkpoint {directory}/{step} holds no `params`.")
-    want, have = _describe(abstract_params), _describe(saved["params"])
+    saved = model_variables_of(saved)
+    missing = [f for f in abstract if not saved.get(f)]
+    if missing:
+      raise ValueError(f"Checkpoint {directory}/{step} holds no {missing}: it is "
+                       "not a run of this model.")
+    want = _describe({f: abstract[f] for f in abstract})
+    have = _describe({f: saved[f] for f in abstract})
     diffs = sorted(k for k in set(want) | set(have)
                    if want.get(k, (None,))[0] != have.get(k, (None,))[0])
     if diffs:
       details = "; ".join(f"{k}: checkpoint {have.get(k, ('missing',))[0]}, "
                           f"this model {want.get(k, ('missing',))[0]}" for k in diffs[:8])
       raise ValueError(
-          f"config.train.init_from: the parameters of {directory}/{step} do not "
+          f"config.train.init_from: the variables of {directory}/{step} do not "
           f"fit this model ({len(diffs)} differ: {details}). Use the same "
           "model.* settings (and vocabulary size) as the source run.")
-    # Restore the whole saved state onto one device (its optimizer state is
-    # dropped), then place the parameters as the new run shards them.
-    device = jax.sharding.make_single_device_sharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   finally:
     manager.close()
-  params = jax.tree.map(
-      lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
-      restored["params"], abstract_params)
-  return params, f"{directory}/{step}"
+  restored = model_variables_of(restore_on_one_device(directory, step))
+  placed = {f: jax.tree.map(lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
+                            restored[f], abstract[f]) for f in abstract}
+  return placed, f"{directory}/{step}"

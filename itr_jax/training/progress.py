@@ -11,16 +11,41 @@ steps/s.
   with bar.paused():
     state, metrics = compiling_first_step(state, batch)
   bar.update(1)
+
+Written to a file or pipe (SLURM logs, `| tee`), the bar prints a plain
+line at most every `mininterval` seconds (default 30) instead of redrawing
+itself with carriage returns and cursor codes.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import tqdm
 
 
 class TrainingBar(tqdm.tqdm):
-  """A tqdm bar whose clock stops inside `paused()`."""
+  """A tqdm bar whose clock stops inside `paused()`; plain lines off a terminal."""
+
+  def __init__(self, *args, **kwargs):
+    out = kwargs.get("file") or sys.stderr
+    self._plain = not (hasattr(out, "isatty") and out.isatty())
+    if self._plain:
+      kwargs.setdefault("mininterval", 30.0)
+      kwargs["dynamic_ncols"] = False
+      kwargs.setdefault("ncols", 100)
+    super().__init__(*args, **kwargs)
+
+  def display(self, msg=None, pos=None):
+    if not getattr(self, "_plain", False):
+      return super().display(msg, pos)
+    self.fp.write((self.__str__() if msg is None else msg) + "\n")
+    self.fp.flush()
+    return True
+
+  def clear(self, nolock=False):
+    if not getattr(self, "_plain", False):
+      super().clear(nolock)
 
   @contextlib.contextmanager
   def paused(self):

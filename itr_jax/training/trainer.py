@@ -247,6 +247,8 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
 
   steps_per_epoch = data.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
+  if config.train.get("max_steps"):
+    total_steps = min(total_steps, config.train.max_steps)
   warmup_steps = steps_per_epoch * config.train.warmup_epochs
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch)
   schedule = optimizer_lib.learning_rate_schedule(config.optim, steps_per_epoch)
@@ -267,11 +269,13 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
                                               pretrained),
         out_shardings=state_sharding)(models.pretrained_text_tower(config.model))
     if config.train.get("init_from"):
-      # Adam's moments start at zero whatever the parameters: only they change.
-      params, source = init_from_lib.load_params(config.train.init_from,
-                                                 placed_state.params)
-      state = state.replace(params=params)
-      _announce(f"Initialised the parameters from {source}")
+      # Every model variable (BatchNorm statistics too); Adam's moments
+      # start at zero whatever the parameters.
+      variables, source = init_from_lib.load_variables(
+          config.train.init_from, init_from_lib.model_fields(placed_state))
+      state = state.replace(**variables)
+      _announce(f"Initialised the model variables ({', '.join(variables)}; not the "
+                f"optimizer state) from {source}")
   else:
     _announce(f"Resumed from step {start_step} in {checkpoints.directory}")
     # A preemption checkpoint between log steps carries the steps of the
@@ -350,8 +354,9 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
       epoch_end = done % steps_per_epoch == 0
       step_eval = bool(config.eval.get("every_steps")) and done % config.eval.every_steps == 0
       preempted = preemption.should_stop(done)
+      # The last step (a train.max_steps one may end mid-epoch) is saved and evaluated.
       scheduled_save = (epoch_end or done % config.train.checkpoint_every_steps == 0
-                        or step_eval)
+                        or step_eval or done == total_steps)
       log_step = (done % config.train.log_every_steps == 0 or done == total_steps
                   or scheduled_save)
       extra = None
@@ -391,9 +396,8 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
         extra = _pending_record(pending)
 
       if scheduled_save or preempted:
-        evaluate_now = step_eval or epoch_end and (
-            (done // steps_per_epoch) % config.eval.every_epochs == 0
-            or done == total_steps)
+        evaluate_now = step_eval or done == total_steps or epoch_end and (
+            (done // steps_per_epoch) % config.eval.every_epochs == 0)
         dev = evaluate_dev(state, done) if evaluate_now else None
         save_start = time.time()
         with progress.paused():

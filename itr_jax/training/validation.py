@@ -32,7 +32,7 @@ from itr_jax.training import train_step as train_step_lib
 _INT_FIELDS = {
     "seed": 0, "data.max_len": 3, "data.dev_max_images": 0,
     "data.vocab_min_count": 1, "model.word_dim": 1, "model.embed_size": 1,
-    "train.batch_size": 1, "train.num_epochs": 1, "train.warmup_epochs": 0,
+    "train.batch_size": 1, "train.num_epochs": 1, "train.max_steps": 0, "train.warmup_epochs": 0,
     "train.log_every_steps": 1, "train.checkpoint_every_steps": 1,
     "train.keep_checkpoints": 1, "eval.batch_size": 1, "eval.ndcg_k": 0,
     "eval.every_epochs": 1, "optim.lr_update": 1, "eval.max_len": 0,

@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Optional
 
-import jax
 import ml_collections
 
 from itr_jax import filesystem as fs
@@ -27,13 +26,18 @@ CONFIG_FILE = "config.json"
 # Fields that may change between restarts of the same run: they change how a
 # run is observed or how long it goes on, not what it computes.
 RESUMABLE_FIELDS = (
-    "train.num_epochs", "train.log_every_steps", "train.checkpoint_every_steps",
+    "train.num_epochs", "train.max_steps", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "eval.", "data.data_dir", "data.dev_max_images",
     "data.test_split",
     # Restoring re-places the state on the new mesh; the global batch, and so
     # the result (up to float rounding), does not depend on the device count.
     "mesh", "sharding.",
 )
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=import-outside-toplevel  # keeps `--help` fast
+  return jax.process_index()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -60,10 +64,14 @@ def _read_config_json(path: str) -> dict:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = fs.join(workdir, CONFIG_FILE)
+  if not fs.exists(workdir):
+    raise FileNotFoundError(
+        f"Workdir {workdir!r} does not exist; pass the --workdir of a run "
+        "trained with itr-train or imported with itr-import-torch.")
   if not fs.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
-        "`python -m itr_jax.train`?")
+        "itr-train (python -m itr_jax.train)?")
   return ml_collections.ConfigDict(_read_config_json(path))
 
 
@@ -110,9 +118,9 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *,
   check(workdir, config, fresh=fresh)
   fs.makedirs(workdir)
   path = fs.join(workdir, CONFIG_FILE)
-  if fresh and fs.exists(path) and jax.process_index() == 0:
+  if fresh and fs.exists(path) and _process_index() == 0:
     _move_aside(workdir)
-  if jax.process_index() == 0:
+  if _process_index() == 0:
     fs.atomic_write_text(path, config.to_json(indent=2))
 
 
@@ -236,7 +244,7 @@ class WorkdirLock:
     self.lost: Optional[str] = None
 
   def acquire(self) -> "WorkdirLock":
-    if jax.process_index() != 0:
+    if _process_index() != 0:
       return self
     fs.makedirs(self.workdir)
     for _ in range(5):
