@@ -3,11 +3,13 @@
 Every ```bash block of README.md and of the docs pages (docs/**/*.md) is split
 into commands. After any leading `NAME=value` settings, each must start with
 something that exists after `bash launch/setup.sh`: `bash launch/<script>.sh`
-(checked with `bash -n`), or `.venv/bin/<tool>` (never a bare
-`python`/`tensorboard`, which is not on PATH); `pip install ...` lines are
-install instructions for the reader's own environment. For
-`.venv/bin/python -m MODULE ...` the module's `--help` must exit 0 and name every flag the command passes; `--config=FILE`
-must exist and every `--config.a.b=` must be a field of that config (of the
+(checked with `bash -n`), `.venv/bin/<tool>` (never a bare
+`python`/`tensorboard`, which is not on PATH), or a command the package
+installs (`itr-train`, ... from pyproject's [project.scripts]: what a user of
+the installed wheel types); `pip install ...` lines are install instructions
+for the reader's own environment. For `.venv/bin/python -m MODULE ...` and an
+installed command, the module's `--help` must exit 0 and name every flag the
+command passes; `--config=FILE` (or a shipped config's name) must exist and every `--config.a.b=` must be a field of that config (of the
 base config for commands without --config=, e.g. itr_jax.evaluate); files
 under configs/ and launch/ that a command names must exist. Every link of the
 README resolves: relative links to files that exist, and anchors to headings
@@ -23,6 +25,7 @@ import subprocess
 import sys
 
 import pytest
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -31,6 +34,9 @@ DOCS = sorted(p for p in (ROOT / "docs").rglob("*.md")
               if not {"_build", "api"} & set(p.relative_to(ROOT / "docs").parts))
 PAGES = [README] + DOCS
 VENV_BIN = pathlib.Path(sys.executable).parent
+# Installed commands (`itr-train`) and the module each runs (`itr_jax.train`).
+SCRIPTS = {name: target.split(":")[0] for name, target in tomllib.loads(
+    (ROOT / "pyproject.toml").read_text())["project"]["scripts"].items()}
 
 
 def readme_commands(text: str) -> list[str]:
@@ -62,7 +68,20 @@ def _module(command: str) -> str | None:
   words = _words(command)
   if words[0] == ".venv/bin/python" and words[1] == "-m":
     return words[2]
-  return None
+  return SCRIPTS.get(words[0])
+
+
+def _arguments(command: str) -> list[str]:
+  """The words after the program (and after `-m MODULE`)."""
+  words = _words(command)
+  return words[3:] if words[0] == ".venv/bin/python" else words[1:]
+
+
+def _config_file(config_arg: str) -> pathlib.Path:
+  """The file of a `--config=` value: a path, or a shipped config's name."""
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  path = cli.resolve_config(config_arg).split(":")[0]
+  return pathlib.Path(path) if os.path.isabs(path) else ROOT / path
 
 
 def _help(module: str) -> str:
@@ -144,6 +163,8 @@ def test_command_starts_with_an_installed_program(command):
     assert script.exists(), f"{words[1]} does not exist"
     subprocess.run(["bash", "-n", str(script)], check=True)
     return
+  if words[0] in SCRIPTS:
+    return  # installed with the package; its flags are checked below
   assert words[0].startswith(".venv/bin/"), (
       f"{command!r} must call a program of the venv setup.sh makes, e.g. "
       ".venv/bin/python: bare commands are not on PATH")
@@ -157,8 +178,9 @@ def _config_fields(config_arg: str | None) -> set[str]:
     from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
     config = defaults.base_config()
   else:
-    path, _, variant = config_arg.partition(":")
-    spec = importlib.util.spec_from_file_location("readme_config", ROOT / path)
+    variant = config_arg.partition(":")[2]
+    spec = importlib.util.spec_from_file_location("readme_config",
+                                                  _config_file(config_arg))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(variant) if variant else module.get_config()
@@ -174,8 +196,7 @@ def _config_fields(config_arg: str | None) -> set[str]:
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if _module(c)])
 def test_python_command_flags_exist(command, helps):
-  words = _words(command)
-  module, args = words[2], words[3:]
+  module, args = _module(command), _arguments(command)
   text = helps[module]
   config = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
   for arg in args:
@@ -192,4 +213,4 @@ def test_python_command_flags_exist(command, helps):
       assert re.search(rf"--(\[no\])?{re.escape(name)}\b", text), (
           f"{module} has no flag --{name}:\n{text[:3000]}")
   if config:
-    assert (ROOT / config.split(":")[0]).exists(), config
+    assert _config_file(config).exists(), config
