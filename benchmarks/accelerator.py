@@ -116,7 +116,8 @@ def loss_row(b: int, method: str, dim: int, repeats: int):
   t = unit(v + 0.8 * unit(rng.normal(size=(b, dim))))
   relevance = rng.random((b, b), dtype=np.float32)
   step = jax.jit(jax.value_and_grad(
-      lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, rank_method=method)[0],
+      lambda v, t, r: losses.listwise_itr_loss(
+          v @ t.T, r, losses.LossOptions(rank_method=method))[0],
       argnums=(0, 1)))
   args = tuple(jax.device_put(x) for x in (v, t, relevance))
   compiled = step.lower(*args).compile()

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 
-from itr_jax import cli
+from itr_jax import shipped_configs
 from itr_jax.training import workdir
 
 _VERBOSE = flags.DEFINE_bool(
@@ -67,7 +67,7 @@ def load_config_file(spec: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"Config file {path!r} does not exist (working directory "
-        f"{os.getcwd()!r}). " + cli.shipped_config_hint(path))
+        f"{os.getcwd()!r}). " + shipped_configs.shipped_config_hint(path))
   module_spec = importlib.util.spec_from_file_location("itr_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

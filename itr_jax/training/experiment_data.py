@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from itr_jax import filesystem as fs
+from itr_jax.data import caption_embeddings
 from itr_jax.data import image_preprocessing
 from itr_jax.data import image_sources
 from itr_jax.data import pipeline
