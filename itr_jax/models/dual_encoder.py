@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from itr_jax.models import vse
 from itr_jax.models.normalize import l2_normalize
 from itr_jax.models.text_encoder import check_caption_batch
 from itr_jax.models.transformer import ACTIVATIONS, Attention, Encoder, Mlp
@@ -336,16 +337,6 @@ class DualEncoder(nn.Module):
     return self.encode_images(images, region_mask), self.encode_texts(tokens, lengths)
 
 
-def _dtype(name):
-  if not name:
-    return None
-  try:
-    return jnp.dtype(name)
-  except TypeError:
-    raise ValueError(f"config.model.dtype must name a dtype such as 'float32' or "
-                     f"'bfloat16', got {name!r}.") from None
-
-
 def create_model(model_config: ml_collections.ConfigDict) -> DualEncoder:
   """The dual encoder of `config.model` (name "clip" | "siglip", variant, remat, dtype).
 
@@ -355,5 +346,5 @@ def create_model(model_config: ml_collections.ConfigDict) -> DualEncoder:
   """
   return DualEncoder(architecture(model_config), remat=bool(model_config.get("remat", False)),
                      locked_image=bool(model_config.get("lit", False)),
-                     dtype=_dtype(model_config.get("dtype", "")),
-                     param_dtype=_dtype(model_config.get("param_dtype", "")) or jnp.float32)
+                     dtype=vse.parse_dtype(model_config.get("dtype", ""), "dtype"),
+                     param_dtype=vse.parse_dtype(model_config.get("param_dtype", ""), "param_dtype") or jnp.float32)

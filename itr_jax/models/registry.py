@@ -28,8 +28,8 @@ def _create_sgraf(module):
                        "BiGRU text tower; set config.model.text_tower='gru'.")
     if not fields.get("vocab_size"):
       raise ValueError("config.model.vocab_size must be set to the vocabulary size.")
-    fields["dtype"] = vse._dtype(fields.get("dtype"), "dtype")  # pylint: disable=protected-access
-    fields["param_dtype"] = vse._dtype(fields.get("param_dtype"), "param_dtype") or jnp.float32  # pylint: disable=protected-access
+    fields["dtype"] = vse.parse_dtype(fields.get("dtype"), "dtype")
+    fields["param_dtype"] = vse.parse_dtype(fields.get("param_dtype"), "param_dtype") or jnp.float32
     fields["vocab_size"] = int(fields["vocab_size"])
     return sgraf.SGRAF(module=module, **fields)
   return build

@@ -103,7 +103,8 @@ MODEL_FIELDS = ("vocab_size", "word_dim", "embed_size", "pooling",
                 "bert_path")
 
 
-def _dtype(name, field):
+def parse_dtype(name, field):
+  """The jnp dtype `config.model.<field>` names, or None for ''/None."""
   if name is None or name == "":
     return None
   try:
@@ -139,8 +140,8 @@ def model_fields(config: ml_collections.ConfigDict) -> dict:
   if fields.get("pooling", "max") not in POOLINGS:
     raise ValueError(f"config.model.pooling must be one of {POOLINGS}, got "
                      f"{fields['pooling']!r}.")
-  fields["dtype"] = _dtype(fields.get("dtype"), "dtype")
-  fields["param_dtype"] = _dtype(fields.get("param_dtype"),
+  fields["dtype"] = parse_dtype(fields.get("dtype"), "dtype")
+  fields["param_dtype"] = parse_dtype(fields.get("param_dtype"),
                                  "param_dtype") or jnp.float32
   fields["vocab_size"] = int(fields["vocab_size"])
   bert_path = fields.pop("bert_path", "") or None
