@@ -45,6 +45,10 @@ its own metrics) and notes when the members' scores have different scales
 
 Damaged checkpoints are skipped (nothing on disk is changed); results are
 printed before anything is written, so a read-only workdir loses nothing;
+the image embeddings of a split of raw images are cached in <workdir>/cache
+(config.data.embedding_cache) per image tower, preprocessing and images, so
+evaluating a checkpoint again (another protocol, --save_sims) or another
+checkpoint with the same image tower (LiT) does not re-encode them;
 errors print one sentence (the traceback with --verbose).
 """
 from __future__ import annotations
@@ -67,6 +71,7 @@ from itr_jax.training import workdir as workdir_lib
 
 # Imported on first use, so that --help and flag errors answer at once.
 metrics = cli.lazy_import("itr_jax.metrics")
+embedding_cache = cli.lazy_import("itr_jax.evaluation.embedding_cache")
 evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
 runs = cli.lazy_import("itr_jax.evaluation.runs")
 similarity = cli.lazy_import("itr_jax.evaluation.similarity")
@@ -290,8 +295,11 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
           f"{difference}); ensemble runs evaluated on the same data.")
   image_emb = caption_emb = None
   if two_tower:
+    # Images of a split of raw images are encoded once per image tower:
+    # evaluating another checkpoint with the same tower reuses them.
     image_emb, caption_emb = evaluate.encode_eval_split(
-        run.model, run.params, run.split, run.vocab, run.config, progress=True)
+        run.model, run.params, run.split, run.vocab, run.config, progress=True,
+        cache_dir=embedding_cache.eval_cache_dir(run.config, workdir) if write else None)
     sims = image_emb @ caption_emb.T
   else:
     sims = evaluate.split_similarity(run.model, run.params, run.split, run.vocab,

@@ -33,6 +33,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax.evaluation import encode
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import retrieval
@@ -42,6 +43,7 @@ from itr_jax.models import scorer
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
 from itr_jax.training import init_from
+from itr_jax.training import lit
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
@@ -56,6 +58,10 @@ class Retriever:
   variables: dict  # {"params": ..., and e.g. "batch_stats"}
   tokenizer: object  # the caption tokenizer (word vocabulary or WordPiece)
   batch_size: int = 128
+  # LiT runs: the locked image tower and its variables (the model itself
+  # takes embeddings); None: `model` encodes images.
+  image_model: object = None
+  image_variables: dict | None = None
 
   @property
   def two_tower(self) -> bool:
@@ -66,8 +72,10 @@ class Retriever:
   def embed_size(self) -> int:
     return int(self.config.model.embed_size)
 
-  def _batched(self, fn, *arrays):
-    """`fn` over rows of `arrays` in fixed-size batches (one compilation)."""
+  def _batched(self, fn, *arrays, variables=None):
+    """`fn` over rows of `arrays` in fixed-size batches (one compilation), with
+    `variables` (default: the model's)."""
+    variables = self.variables if variables is None else variables
     n = arrays[0].shape[0]
     if n == 0:
       raise ValueError("Nothing to encode: the input has no rows.")
@@ -77,7 +85,7 @@ class Retriever:
       chunk = [a[start:start + size] for a in arrays]
       rows = chunk[0].shape[0]
       chunk = [encode._pad_rows(c, size) for c in chunk]  # pylint: disable=protected-access
-      out.append(jax.tree.map(lambda x, r=rows: np.asarray(x)[:r], fn(self.variables, *chunk)))
+      out.append(jax.tree.map(lambda x, r=rows: np.asarray(x)[:r], fn(variables, *chunk)))
     return jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *out)
 
   def encode_captions(self, texts: Sequence[str]):
@@ -98,6 +106,9 @@ class Retriever:
     """Encodings of `images`: region features [N, R, F] or, for pixel models,
     pixels [N, S, S, 3]; whatever the model's `encode_images` takes."""
     images = np.asarray(images, np.float32)
+    if self.image_model is not None:
+      encode_images, _ = encode._encoders(self.image_model)  # pylint: disable=protected-access
+      return self._batched(encode_images, images, variables=self.image_variables)
     encode_images, _ = encode._encoders(self.model)  # pylint: disable=protected-access
     return self._batched(encode_images, images)
 
@@ -140,4 +151,10 @@ def load(workdir: str, checkpoint: str = "best", *, batch_size: int = 128) -> Re
   step = steps[0]
   saved = init_from.model_variables_of(init_from.restore_on_one_device(directory, step))
   variables = {"params": saved["params"], **saved["model_state"]}
-  return Retriever(workdir, step, config, model, variables, tokenizer, batch_size)
+  image_model = image_variables = None
+  if lit.enabled(config):
+    image_model = lit.locked_tower(model)
+    image_variables = {"params": {"image_encoder": lit.load_tower(
+        fs.join(workdir, lit.TOWER_FILE), image_model)}}
+  return Retriever(workdir, step, config, model, variables, tokenizer, batch_size,
+                   image_model, image_variables)

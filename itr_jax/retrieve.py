@@ -16,13 +16,13 @@ reads one query per line. --json prints the results as JSON instead of text.
 --data_dir, --checkpoint and --split as in itr_jax.evaluate.
 
 The split's encodings are computed once per checkpoint and data folder and
-cached in <workdir>/cache/ (two-tower models), so later queries start at once.
+cached in <workdir>/cache/ (two-tower models; config.data.embedding_cache
+moves or disables it), so later queries start at once.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 from absl import app
 from absl import flags
@@ -62,31 +62,31 @@ def read_queries(queries, queries_file: str | None) -> list[str]:
 
 
 def split_encodings(run, workdir: str):
-  """(image_repr, caption_repr) of the run's split, cached per checkpoint and
-  data folder in <workdir>/cache/ for two-tower models (plain arrays)."""
+  """(image_repr, caption_repr) of the run's split; for two-tower models cached
+  in <workdir>/cache/ (`embedding_cache`: keyed by the checkpoint's parameters,
+  the data folder, split and captions, checked on reading)."""
+  import functools  # pylint: disable=import-outside-toplevel
+  from itr_jax.evaluation import embedding_cache  # pylint: disable=import-outside-toplevel
   from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  if not scorer.is_two_tower(run.model) or "://" in workdir:
+  cache = embedding_cache.eval_cache_dir(run.config, workdir)
+  if not scorer.is_two_tower(run.model) or cache is None:
     return evaluate.encode_eval_split(run.model, run.params, run.split, run.vocab,
                                       run.config, progress=True)
-  data = hashlib.sha256(run.data_dir.encode()).hexdigest()[:8]
-  stem = os.path.join(workdir, "cache", f"{run.split_name}_step{run.step}_data-{data}")
-  paths = (stem + "_image_emb.npy", stem + "_caption_emb.npy")
-  if all(os.path.exists(p) for p in paths):
-    loaded = [np.load(p) for p in paths]
-    if (loaded[0].shape[0], loaded[1].shape[0]) == (run.split.num_images,
-                                                    run.split.num_captions):
-      return tuple(loaded)
-  encodings = evaluate.encode_eval_split(run.model, run.params, run.split, run.vocab,
-                                         run.config, progress=True)
-  try:
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    for path, array in zip(paths, encodings):
-      np.save(path + ".tmp.npy", np.asarray(array, np.float32))
-      os.replace(path + ".tmp.npy", path)
-  except OSError as e:  # a read-only workdir: no cache, same results
-    logging.warning("Could not cache the split's encodings in %s (%s).", stem, e.strerror)
-  return encodings
+  split = run.split
+  captions = hashlib.sha256("\n".join(split.captions).encode("utf-8")).hexdigest()
+  key = embedding_cache.cache_key(
+      run.params, {"eval_max_len": evaluate.eval_max_len(run.config, run.vocab,
+                                                         split.captions)},
+      {"data_dir": run.data_dir, "split": run.split_name, "num_images": split.num_images,
+       "captions_sha256": captions})
+  both = functools.cache(lambda: evaluate.encode_eval_split(
+      run.model, run.params, split, run.vocab, run.config, progress=True,
+      cache_dir=cache))
+  image_emb, _ = embedding_cache.cached_array(cache, f"{run.split_name}_retrieval_images",
+                                              key, lambda: both()[0])
+  caption_emb, _ = embedding_cache.cached_array(
+      cache, f"{run.split_name}_retrieval_captions", key, lambda: both()[1])
+  return image_emb, caption_emb
 
 
 def main(argv):

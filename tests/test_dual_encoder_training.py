@@ -132,36 +132,6 @@ def test_model_registry_builds_published_variants_abstractly():
     models.create_model(ml_collections.ConfigDict(dict(name="clip", variant="So400m/14")))
 
 
-def test_lit_cache_hits_and_invalidates(tmp_path):
-  from itr_jax.training import lit_cache  # pylint: disable=import-outside-toplevel
-  calls = []
-
-  def compute(value):
-    def run():
-      calls.append(value)
-      return np.full((3, 4), value, np.float32)
-    return run
-
-  params = {"w": np.ones((2, 2), np.float32)}
-  key = lit_cache.cache_key(params, {"size": 32, "mean": [0.5] * 3}, "dev")
-  d = str(tmp_path)
-  assert not lit_cache.image_embeddings(d, "dev", key, compute(1.0))[1]
-  emb, cached = lit_cache.image_embeddings(d, "dev", key, compute(2.0))
-  assert cached and emb[0, 0] == 1.0 and calls == [1.0]
-  # A changed checkpoint, preprocessing or source misses; so does a corrupt file.
-  for changed in (lit_cache.cache_key({"w": np.zeros((2, 2), np.float32)},
-                                      {"size": 32, "mean": [0.5] * 3}, "dev"),
-                  lit_cache.cache_key(params, {"size": 64, "mean": [0.5] * 3}, "dev"),
-                  lit_cache.cache_key(params, {"size": 32, "mean": [0.5] * 3}, "test")):
-    assert not lit_cache.image_embeddings(d, "dev", changed, compute(3.0))[1]
-    assert not lit_cache.image_embeddings(d, "dev", key, compute(1.0))[1]
-  with open(tmp_path / "lit_dev.npy", "r+b") as f:
-    f.seek(-4, 2)
-    f.write(b"\x00\x00\x80\x7f")
-  emb, cached = lit_cache.image_embeddings(d, "dev", key, compute(4.0))
-  assert not cached and emb[0, 0] == 4.0
-
-
 def test_lit_step_runs_the_text_tower_on_cached_embeddings():
   """LiT loss on cached embeddings equals the full model's loss with the same towers."""
   config = make_config("clip", "infonce")

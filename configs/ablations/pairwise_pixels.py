@@ -27,5 +27,7 @@ def get_config(arg=None):
 
 
 def get_hyper(h, arg=None):
-  return h.product([h.sweep("loss.pairwise", ["triplet", "infonce", "sigmoid"]),
-                    h.sweep("loss.weight", [0.0, 0.5]), h.seeds(arg)])
+  # Seeds outermost: members run seed by seed, so an interrupted sweep has
+  # every cell at the same number of seeds.
+  return h.product([h.seeds(arg), h.sweep("loss.pairwise", ["triplet", "infonce", "sigmoid"]),
+                    h.sweep("loss.weight", [0.0, 0.5])])

@@ -277,7 +277,8 @@ class _Assembler:
       keys = [k for key in keys for k in (
           ("image_bytes", "image_seeds") if key == "images" else (key,))]
     else:
-      specs["images"] = ((b, s.num_regions, s.feature_dim), np.float32)
+      # Region features [R, F], or one embedding [E] per image (LiT).
+      specs["images"] = ((b, *s.images.shape[1:]), np.float32)
     return {k: specs[k] for k in keys}
 
   def finish(self, train: bool) -> Callable[[dict], dict] | None:

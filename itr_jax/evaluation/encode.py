@@ -89,12 +89,22 @@ def encode_split(model, params, image_batches, caption_batches, *,
   in parallel and the embeddings are gathered onto every device (and
   process). Every process must then pass the same, whole batches.
   """
+  return (encode_images(model, params, image_batches, mesh=mesh),
+          encode_captions(model, params, caption_batches, mesh=mesh))
+
+
+def _encoders_for(model, params, mesh):
   mesh = params_mesh(params) if mesh is None else mesh
-  if mesh is None:
-    encode_images, encode_texts = _encoders(model)
-  else:
-    encode_images, encode_texts = _sharded_encoders(model, mesh)
-  image_emb = _encode(encode_images, params, image_batches, ("images",), mesh)
-  caption_emb = _encode(encode_texts, params, caption_batches,
-                        ("tokens", "lengths"), mesh)
-  return image_emb, caption_emb
+  return mesh, (_encoders(model) if mesh is None else _sharded_encoders(model, mesh))
+
+
+def encode_images(model, params, image_batches, *, mesh=None):
+  """The image half of `encode_split`: each image's embedding, padding dropped."""
+  mesh, (encode_fn, _) = _encoders_for(model, params, mesh)
+  return _encode(encode_fn, params, image_batches, ("images",), mesh)
+
+
+def encode_captions(model, params, caption_batches, *, mesh=None):
+  """The caption half of `encode_split`: each caption's embedding, padding dropped."""
+  mesh, (_, encode_fn) = _encoders_for(model, params, mesh)
+  return _encode(encode_fn, params, caption_batches, ("tokens", "lengths"), mesh)

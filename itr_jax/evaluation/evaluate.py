@@ -15,6 +15,7 @@ from itr_jax import metrics
 from itr_jax.data import pipeline
 from itr_jax.data.precomputed import PrecomputedSplit
 from itr_jax.data.vocab import Vocabulary
+from itr_jax.evaluation import embedding_cache
 from itr_jax.evaluation import encode
 from itr_jax.evaluation import similarity
 from itr_jax.relevance import rsc_matrix
@@ -82,22 +83,28 @@ def sims_report(sims: np.ndarray, *, captions_per_image: int, rsc_relevance=None
 
 
 def encode_eval_split(model, params, split: PrecomputedSplit, vocab: Vocabulary,
-                      config: ml_collections.ConfigDict, *, progress: bool = False):
+                      config: ml_collections.ConfigDict, *, progress: bool = False,
+                      cache_dir: str | None = None):
   """(image_emb [N_images, E], caption_emb [N_captions, E]) for the whole split.
 
   `progress`: show a progress bar per modality (long evaluations, e.g. COCO
   5K) when stderr is a terminal (not in logs or captured output).
+  `cache_dir`: keep the image embeddings of a split of raw images there and
+  reuse them while the image tower, preprocessing and images are unchanged
+  (`embedding_cache.split_image_embeddings`).
   """
   bs = config.eval.batch_size
-  images = pipeline.eval_image_batches(split, batch_size=bs, process_index=0,
-                                       process_count=1)
+  wrap = None
+  if progress:
+    wrap = lambda b: _with_progress(b, -(-split.num_images // bs), "encoding images")
+  image_emb, _ = embedding_cache.split_image_embeddings(
+      model, params, split, batch_size=bs, cache_dir=cache_dir, wrap=wrap)
   captions = pipeline.eval_caption_batches(split, vocab, batch_size=bs,
                                            max_len=eval_max_len(config, vocab, split.captions),
                                            process_index=0, process_count=1)
   if progress:
-    images = _with_progress(images, -(-split.num_images // bs), "encoding images")
     captions = _with_progress(captions, -(-split.num_captions // bs), "encoding captions")
-  return encode.encode_split(model, params, images, captions)
+  return image_emb, encode.encode_captions(model, params, captions)
 
 
 def _with_progress(batches, total: int, desc: str):

@@ -17,6 +17,7 @@ from itr_jax import filesystem as fs
 from itr_jax import sharding
 from itr_jax.training import checkpointing
 from itr_jax.training import experiment_data
+from itr_jax.training import lit
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
@@ -145,5 +146,7 @@ def load_run(workdir: str, split_name: str | None = None, which: str = "best", *
   split = experiment_data.load_split(config, directory, split_name)
   vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
+  if lit.enabled(config):  # the locked tower's embeddings stand in for the images
+    split = lit.embed_run_split(config, workdir, model, split, directory)
   params, step = restore_params(config, workdir, model, split, which)
   return LoadedRun(config, split_name, split, vocab, model, params, step, directory)

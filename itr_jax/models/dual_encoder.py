@@ -284,7 +284,7 @@ class DualEncoder(nn.Module):
   ``logit_bias``.
 
   `locked_image` (LiT): the image tower is frozen and run once per image
-  outside training (`itr_jax.training.lit_cache`); `encode_images` then takes
+  outside training (`itr_jax.training.lit`); `encode_images` then takes
   those cached embeddings [B, E] and the model has no image parameters, so a
   step runs only the text tower and the loss.
   """

@@ -71,6 +71,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.image = ml_collections.ConfigDict(dict(
       size=0, mean=(), std=(), crop="random_resized", scale=(0.9, 1.0),
       ratio=(3 / 4, 4 / 3), flip=False))
+  # Folder of cached image embeddings of raw-image splits
+  # (itr_jax.evaluation.embedding_cache; local or gs://): "" keeps them in
+  # <workdir>/cache when evaluating a checkpoint and in <data dir>/
+  # embedding_cache for LiT training; "none" caches nothing.
+  c.data.embedding_cache = ""
 
   c.model = ml_collections.ConfigDict()
   # Backbone (itr_jax.models.registry): "vse" (VSE++), "vse_infty" (VSE∞),
@@ -110,8 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Tokenizer files of published weights (written by
   # itr_jax.tools.import_dual_encoder); '': the data's word vocabulary ("tiny").
   c.model.tokenizer = ""
-  # LiT: lock the image tower; training reads cached image embeddings
-  # (itr_jax.training.lit_cache) and runs only the text tower.
+  # LiT: lock the image tower; its embeddings of each image (evaluation
+  # transform, so no image augmentation) are computed once and cached
+  # (data.embedding_cache), and a step runs only the text tower and the loss.
   c.model.lit = False
 
   c.loss = ml_collections.ConfigDict()
@@ -405,8 +411,9 @@ def dual_encoder_recipe(dataset: str, family: str, variant: str) -> ml_collectio
   BLIP's 384. Training crop: open_clip's fine-tuning default (random resized
   crop, area 0.9-1, no flip). SigLIP's loss starts from its paper's
   t = 10, b = -10 (Zhai et al. 2023), which the imported checkpoint carries.
-  `lit*` variants lock the image tower (learning-rate multiplier 0; Zhai et
-  al. 2022, LiT).
+  `lit*` variants lock the image tower (`model.lit`; Zhai et al. 2022, LiT):
+  its embeddings of the images (evaluation transform, no augmentation) are
+  computed once and cached, and only the text tower trains.
 
   `dataset`: "f30k" or "coco" (test split "test"; COCO 5K and 1K folds via
   itr_jax.evaluate); `family`: "clip" (B/16) or "siglip" (B/16).
@@ -436,7 +443,9 @@ def dual_encoder_recipe(dataset: str, family: str, variant: str) -> ml_collectio
   c.optim.lr_update = 6  # no decay within the 6 epochs (see deviations)
   c.optim.grad_clip = 0.0
   if lock_image:
-    c.optim.lr_multipliers = {"image_encoder": 0.0}
+    # LiT: the locked tower embeds each image once (cached next to the data);
+    # a step runs only the text tower and the loss.
+    c.model.lit = True
   c.train.batch_size = 256
   c.train.num_epochs = 6
   c.train.log_every_steps = 50

@@ -84,13 +84,21 @@ def load_params(path: str, abstract_params) -> tuple[object, str]:
   return fields["params"], name
 
 
-def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
+def _without(variables: dict, ignore) -> dict:
+  if not ignore:
+    return variables
+  return {**variables, "params": {k: v for k, v in variables["params"].items()
+                                  if k not in ignore}}
+
+
+def load_variables(path: str, abstract: dict, ignore=()) -> tuple[dict, str]:
   """({field: tree} of the checkpoint `path` names, placed like `abstract`, its name).
 
   `abstract` maps train-state fields (`model_fields` of the new run's
   abstract state: ShapeDtypeStructs carrying shardings) to their trees; the
   checkpoint's must have the same names and shapes (ValueError listing the
-  differences otherwise). They are cast to the new run's dtypes.
+  differences otherwise). They are cast to the new run's dtypes. `ignore`:
+  top-level parameter names of the checkpoint not taken (LiT's image tower).
   """
   directory, step = resolve(path)
   manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
@@ -99,7 +107,7 @@ def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
     saved = getattr(saved, "tree", saved)
     if "params" not in saved:
       raise ValueError(f"Checkpoint {directory}/{step} holds no `params`.")
-    saved = model_variables_of(saved)
+    saved = _without(model_variables_of(saved), ignore)
     missing = [f for f in abstract if not saved.get(f)]
     if missing:
       raise ValueError(f"Checkpoint {directory}/{step} holds no {missing}: it is "
@@ -117,7 +125,7 @@ def load_variables(path: str, abstract: dict) -> tuple[dict, str]:
           "model.* settings (and vocabulary size) as the source run.")
   finally:
     manager.close()
-  restored = model_variables_of(restore_on_one_device(directory, step))
+  restored = _without(model_variables_of(restore_on_one_device(directory, step)), ignore)
   placed = {f: jax.tree.map(lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
                             restored[f], abstract[f]) for f in abstract}
   return placed, f"{directory}/{step}"

@@ -32,6 +32,7 @@ from itr_jax.training import experiment_data
 from itr_jax.training import checkpointing
 from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import init_from as init_from_lib
+from itr_jax.training import lit
 from itr_jax.training import paths
 from itr_jax.training import plateau as plateau_lib
 from itr_jax.training import preemption as preemption_lib
@@ -201,8 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data = sharding.main_process_first(lambda: experiment_data.prepare(
       config, workdir, reuse_workdir_vocab=not fresh))
   model = build_model(config, len(data.vocab))
+  # LiT: the locked image tower's weights, read (and checked) before any write.
+  locked = lit.locked_params(config, None if fresh else workdir, model) if lit.enabled(
+      config) else None
   with workdir_lib.WorkdirLock(workdir) as lock:
-    return _train(config, workdir, data, model, fresh=fresh, lock=lock)
+    return _train(config, workdir, data, model, fresh=fresh, lock=lock, locked=locked)
 
 
 def _pending_record(host_metrics: list[dict]) -> dict:
@@ -240,10 +244,18 @@ def _window_summary(pending: list[dict], grad_clip) -> dict:
   return summary
 
 
-def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
-  """The loop of `train_and_evaluate`, once everything is validated and locked."""
+def _train(config, workdir, data, model, *, fresh: bool, lock=None, locked=None) -> dict:
+  """The loop of `train_and_evaluate`, once everything is validated and locked.
+
+  `locked`: LiT's (image tower parameters, their source), see `lit`.
+  """
   workdir_lib.prepare(workdir, config, fresh=fresh)
   data.save_vocab(workdir)
+  if locked is not None:
+    # From here on the splits hold the locked tower's image embeddings.
+    data = lit.embed_data(config, workdir, data, model, locked[0])
+    _announce(f"LiT: image tower locked ({locked[1]}); training on its cached "
+              "embeddings of each image")
 
   steps_per_epoch = data.steps_per_epoch
   total_steps = steps_per_epoch * config.train.num_epochs
@@ -272,7 +284,8 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
       # Every model variable (BatchNorm statistics too); Adam's moments
       # start at zero whatever the parameters.
       variables, source = init_from_lib.load_variables(
-          config.train.init_from, init_from_lib.model_fields(placed_state))
+          config.train.init_from, init_from_lib.model_fields(placed_state),
+          ignore=("image_encoder",) if locked is not None else ())
       state = state.replace(**variables)
       _announce(f"Initialised the model variables ({', '.join(variables)}; not the "
                 f"optimizer state) from {source}")
