@@ -1,6 +1,7 @@
 """Cached image embeddings: evaluation does not re-encode unchanged images, and
 LiT trains on the locked tower's cached embeddings (text tower + loss only)."""
 import dataclasses
+import doctest
 import functools
 import json
 import os
@@ -11,6 +12,7 @@ import optax
 import pytest
 
 from itr_jax import losses
+from itr_jax.data import pipeline
 from itr_jax.data import synthetic_pixels
 from itr_jax.evaluation import embedding_cache as ec
 from itr_jax.evaluation import encode
@@ -65,6 +67,12 @@ def test_entries_hit_miss_per_key_and_recompute_when_damaged(tmp_path):
   with pytest.raises(ValueError, match="letters, digits"):
     ec.cached_array(d, "../x", key, compute(0.0))
   assert ec.cached_array(None, "dev", key, compute(5.0))[1] is False
+
+
+def test_docstring_examples():
+  for module in (ec, lit):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def _flip_last(path):
@@ -214,3 +222,13 @@ def test_lit_trains_only_the_text_tower_on_cached_embeddings_and_resumes(
   assert "conv_general_dilated" in str(jax.make_jaxpr(functools.partial(loss, full))(
       full_params, pixel_batch))
   assert lit_batch["images"].shape == (config.train.batch_size, lit_model.arch.embed_dim)
+
+  # Evaluation and inference of the LiT run encode pixels with its locked tower.
+  from itr_jax import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
+  from itr_jax import inference  # pylint: disable=import-outside-toplevel
+  report = evaluate_cli.evaluate_run(straight, "dev", "latest", write=False)
+  assert report["checkpoint_step"] == 4 and towers() == 2  # read from the cache
+  pixels = next(iter(pipeline.eval_image_batches(data.dev, batch_size=8)))
+  retriever = inference.load(straight, "latest")
+  np.testing.assert_allclose(retriever.encode_images(pixels["images"][pixels["mask"]]),
+                             lit_data.dev.images, atol=1e-5)
