@@ -69,6 +69,23 @@ def test_entries_hit_miss_per_key_and_recompute_when_damaged(tmp_path):
   assert ec.cached_array(None, "dev", key, compute(5.0))[1] is False
 
 
+def test_entries_on_gcs(gcs):
+  """Through the filesystem layer: an entry on gs:// is written, served, and
+  recomputed when damaged."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  d = f"gs://{gcs.bucket}/embedding_cache"
+  key = ec.cache_key({"w": np.ones(2, np.float32)}, {"size": 32}, {"split": "dev"})
+  value = np.arange(6, dtype=np.float32).reshape(2, 3)
+  assert not ec.cached_array(d, "dev", key, lambda: value)[1]
+  emb, hit = ec.cached_array(d, "dev", key, lambda: 1 / 0)
+  assert hit and np.array_equal(emb, value)
+  npy, _ = ec.entry_paths(d, "dev", key)
+  with tf.io.gfile.GFile(npy, "wb") as f:
+    f.write(b"\x93NUMPY garbage")
+  assert not ec.cached_array(d, "dev", key, lambda: value + 1)[1]
+  assert np.array_equal(ec.cached_array(d, "dev", key, lambda: 1 / 0)[0], value + 1)
+
+
 def test_docstring_examples():
   for module in (ec, lit):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
