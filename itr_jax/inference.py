@@ -18,8 +18,9 @@ True
 
 `encode_images` takes what the model's image tower takes: precomputed region
 features `[N, R, F]` for the VSE / SGRAF models, pixels `[N, S, S, 3]`
-(preprocessed as the model expects) for pixel dual encoders; it calls the
-model's own `encode_images`, so any registered model works. For two-tower
+(preprocessed as the model expects) for pixel dual encoders (LiT runs
+too: their locked image tower, kept in the workdir, encodes the pixels); it
+calls the model's own `encode_images`, so any registered model works. For two-tower
 models the encodings are L2-normalised embeddings and `score` is their dot
 product (cosine similarity); for cross-attention scorers (SGR, SAF) they are
 the model's region/word representations and `score` runs its
