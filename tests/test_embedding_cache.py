@@ -86,6 +86,25 @@ def test_entries_on_gcs(gcs):
   assert np.array_equal(ec.cached_array(d, "dev", key, lambda: 1 / 0)[0], value + 1)
 
 
+def test_init_from_leaves_out_the_locked_tower(tiny_run):
+  """LiT fine-tunes from a checkpoint without taking its image tower (`ignore`)."""
+  from itr_jax.training import init_from  # pylint: disable=import-outside-toplevel
+  _, workdir, _, _ = tiny_run
+  saved = init_from.restore_on_one_device(*init_from.resolve(workdir))["params"]
+  names = sorted(saved)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {"params": {k: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), saved[k])
+      for k in names[1:]}}
+  with pytest.raises(ValueError, match="do not fit"):
+    init_from.load_variables(workdir, abstract)
+  loaded, _ = init_from.load_variables(workdir, abstract, ignore=(names[0],))
+  assert sorted(loaded["params"]) == names[1:]
+  for a, b in zip(jax.tree.leaves(loaded["params"]),
+                  jax.tree.leaves({k: saved[k] for k in names[1:]})):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_docstring_examples():
   for module in (ec, lit):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
