@@ -54,9 +54,7 @@ import json
 import os
 import re
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
@@ -400,9 +398,6 @@ def format_report(report: dict) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
   evaluate_run(
       _WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
       data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,

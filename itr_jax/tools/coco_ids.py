@@ -28,9 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -150,17 +148,10 @@ _CHECK_CAPTIONS = flags.DEFINE_string(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _OUT.value:
-    raise app.UsageError("--out is required.")
-  try:
-    print(write_ids(_OUT.value, karpathy_json=_KARPATHY_JSON.value,
-                    coco_captions=_COCO_CAPTIONS.value,
-                    check_captions_path=_CHECK_CAPTIONS.value))
-  except (FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  v = cli.flag_values(argv, {"out": _OUT}, required=["out"])
+  print(write_ids(v["out"], karpathy_json=_KARPATHY_JSON.value,
+                  coco_captions=_COCO_CAPTIONS.value,
+                  check_captions_path=_CHECK_CAPTIONS.value))
 
 
 def run():

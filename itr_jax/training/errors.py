@@ -28,11 +28,17 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 
+from itr_jax import filesystem as fs
 from itr_jax import shipped_configs
 from itr_jax.training import workdir
 
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Show the full traceback of an error, not only its message.")
+
+class UsageProblem(ValueError):
+  """A wrong command line (absl's UsageError, which `app.run` would answer
+  with the whole --help before the message): one sentence, no traceback hint."""
+
 
 # Raised for what the user or the environment got wrong (messages written
 # for people); other exceptions are bugs.
@@ -133,7 +139,7 @@ def run(main: Callable, **app_run_kwargs) -> None:
     if verbose:
       traceback.print_exc()
     print(f"Error: {problem or message(e)}", file=sys.stderr)
-    if not verbose:
+    if not verbose and not isinstance(e, (UsageProblem, app.UsageError)):
       print("(run with --verbose for the traceback)", file=sys.stderr)
     sys.exit(1)
 
@@ -154,4 +160,5 @@ def message(error: BaseException) -> str:
     where = f" ({error.filename})" if error.filename else ""
     return f"{error.strerror}{where}."
   text = str(error).strip() or type(error).__name__
-  return text
+  return fs.plain_paths(text)
+
