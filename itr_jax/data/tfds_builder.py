@@ -35,6 +35,7 @@ or from Python:
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from absl import flags
@@ -208,6 +209,8 @@ def _upload(local_dir: str, target: str) -> None:
 def main(argv):
   v = cli.flag_values(argv, {n: flags.FLAGS[n] for n in ("data_dir", "out", "local_cache_dir")},
                       required=["data_dir", "out"])
+  if not sys.stderr.isatty():  # TFDS's bars redraw with cursor codes: not in logs
+    tfds.disable_progress_bar()
   # A bad folder or an existing version: ValueError, one readable line.
   print(f"wrote {convert(v['data_dir'], v['out'], local_cache_dir=v['local_cache_dir'])}")
 

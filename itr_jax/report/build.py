@@ -139,7 +139,7 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
     md.append(f"Config `{manifest.get('config')}`, common overrides "
               f"`{json.dumps(manifest.get('common_overrides', {}))}`.")
   done = sum(r.done for r in runs)
-  md += [f"{len(runs)} runs ({done} finished). Cells are mean ± sample std over "
+  md += [f"{len(runs)} run{'s' * (len(runs) != 1)} ({done} finished). Cells are mean ± sample std over "
          "seeds (n runs); a single run shows its value.", ""]
   for split, values in sources.items():
     present = _present(metrics, values)
