@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 import traceback
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -24,6 +23,7 @@ from absl import flags
 # parse_own_flags lives apart so that library modules (e.g.
 # training.integrity) can offer a command without importing training.errors.
 from itr_jax.own_flags import HELP_ARGS
+from itr_jax.own_flags import flag_error_text
 from itr_jax.own_flags import parse_own_flags  # pylint: disable=unused-import
 # Shipped configs by name (also used by training.errors, which cli imports).
 from itr_jax.shipped_configs import configs_dir  # pylint: disable=unused-import
@@ -122,7 +122,7 @@ def flag_values(argv: Sequence[str], values: Mapping[str, Any],
   >>> flag_values(["cmd"], {"workdir": Flag(value=None)}, required=["workdir"])
   Traceback (most recent call last):
   ...
-  absl.app.UsageError: --workdir is required (--help lists the flags).
+  absl.app.UsageError: --workdir is required. (--help lists the flags)
   """
   from absl import app  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
@@ -132,7 +132,7 @@ def flag_values(argv: Sequence[str], values: Mapping[str, Any],
   missing = [f"--{name}" for name in required if not result[name]]
   if missing:
     raise app.UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                         "required (--help lists the flags).")
+                         "required. (--help lists the flags)")
   return result
 
 
@@ -142,16 +142,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
-    text = str(e).strip()
-    required = re.search(r"Flag --(\w+) must (?:have a value other than None|be "
-                         r"(?:specified|set))", text)
-    if required:
-      text = f"--{required.group(1)} is required"
     problem = errors.config_flag_problem(argv)
     if verbose(argv):
       traceback.print_exc()
-    print(f"Error: {problem}" if problem else
-          f"Error: {text.rstrip('.')}. (--help lists the flags)", file=sys.stderr)
+    print(f"Error: {problem or flag_error_text(e)}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -192,7 +186,8 @@ def command_main(main: Callable[[list[str]], None], *,
 
 
 def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
-        doc: Optional[str] = None, positional: bool = False) -> None:
+        doc: Optional[str] = None, positional: bool = False,
+        define: Optional[Callable[[], None]] = None) -> None:
   """`absl.app.run(main)` with readable errors and quiet logs.
 
   --help prints the command's description and flags (and, with
@@ -200,11 +195,23 @@ def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
   exits 0; `--config=NAME` may name a shipped config; a flag error is one
   sentence and exit status 1; arguments that are not flags are refused
   unless `positional`. Developer logs show only with --verbose (`quiet_logs`).
+  `define` defines flags that read the command line when defined (a
+  ConfigDict flag's --config.<field> overrides), so their errors are one
+  sentence too.
   """
   from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
   sys.argv = _with_resolved_config(sys.argv)
   args = sys.argv[1:]
   quiet_logs(verbose(sys.argv))
+  if define:
+    try:
+      define()
+    except Exception as e:  # pylint: disable=broad-except
+      if verbose(sys.argv):
+        traceback.print_exc()
+      print(f"Error: {errors.config_flag_problem(sys.argv) or errors.message(e)}",
+            file=sys.stderr)
+      sys.exit(1)
   if any(arg in HELP_ARGS[:-1] for arg in args):
     print(command_help(main, doc))
     if config_fields:

@@ -100,7 +100,7 @@ def test_help_of_a_named_config_and_flag_errors_are_fast_and_readable():
   ]
   importer = "itr_jax.tools.import_torch_checkpoint"
   for module, args, fragment in [("itr_jax.train", *case) for case in cases] + [
-      (importer, ["--vocab=v.json"], "--checkpoint, --backbone, --workdir are required")]:
+      (importer, ["--vocab=v.json"], "--checkpoint, --backbone, --workdir are required.")]:
     proc, _ = _timed("-X", "importtime", "-m", module, *args)
     errors = [l for l in proc.stderr.splitlines() if l.startswith("Error: ")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
@@ -119,7 +119,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name", ["itr_jax.cli", "itr_jax.evaluate"])
+@pytest.mark.parametrize("name", ["itr_jax.cli", "itr_jax.evaluate", "itr_jax.own_flags"])
 def test_docstring_examples(name):
   import doctest  # pylint: disable=import-outside-toplevel
   import importlib  # pylint: disable=import-outside-toplevel

@@ -326,7 +326,7 @@ def test_examples_page_with_image_ids_and_thumbnails(tiny_run, tmp_path):
     examples.image_thumbnails(str(images), "{name}.jpg", None, [0])
 
 
-@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots", "build"])
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots", "build", "collect"])
 def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.report.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -126,8 +126,8 @@ def varying_fields(configs: dict[str, dict]) -> list[str]:
 def collect_runs(sweep_dir: str) -> list[Run]:
   """Every run under `sweep_dir`, in sweep order (else by name)."""
   if not fs.isdir(sweep_dir):
-    raise ValueError(f"sweep_dir {sweep_dir!r} is not a directory; pass the "
-                     "--sweep_dir given to `python -m itr_jax.sweep`")
+    raise ValueError(f"{sweep_dir!r} is not a directory; pass a sweep's --sweep_dir "
+                     "or a folder holding runs' workdirs.")
   names = sorted(n for n in fs.listdir(sweep_dir)
                  if fs.exists(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)))
   manifest = members_lib.read_manifest(sweep_dir)

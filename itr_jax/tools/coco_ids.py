@@ -25,6 +25,7 @@ text of each id (needs --coco_captions) and refuses to write if more than
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -50,8 +51,14 @@ def normalize(text: str) -> str:
 
 def ids_from_eccv_package() -> tuple[np.ndarray, np.ndarray]:
   """(image_ids [5000], caption_ids [25000]) from the eccv-caption package's files."""
-  import eccv_caption  # pylint: disable=import-outside-toplevel
-  data = os.path.join(os.path.dirname(eccv_caption.__file__), "data")
+  # Found, not imported: only its data files are read (importing it warns
+  # about the optional `ujson`).
+  spec = importlib.util.find_spec("eccv_caption")
+  if spec is None or not spec.origin:
+    raise ValueError("the COCO ids come from the eccv-caption package, which is not "
+                     "installed: pip install 'itr_jax[eval]', or pass --karpathy_json "
+                     "and --coco_captions.")
+  data = os.path.join(os.path.dirname(spec.origin), "data")
   caption_ids = np.load(os.path.join(data, "coco_test_ids.npy")).astype(np.int64)
   with open(os.path.join(data, "original_caption_to_image.json")) as f:
     caption_to_image = json.load(f)
