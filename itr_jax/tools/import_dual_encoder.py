@@ -41,15 +41,8 @@ from itr_jax import cli
 from itr_jax.training import defaults
 from itr_jax.training import workdir as workdir_lib
 
-# Imported on first use, so that --help and flag errors answer at once
-# (itr_jax.models' package imports Flax: its modules are imported in the
-# functions that use them).
-jax = cli.lazy_import("jax")
-torch_pickle = cli.lazy_import("itr_jax.tools.torch_pickle")
-checkpointing = cli.lazy_import("itr_jax.training.checkpointing")
-optimizer_lib = cli.lazy_import("itr_jax.training.optimizer")
-trainer = cli.lazy_import("itr_jax.training.trainer")
-validation = cli.lazy_import("itr_jax.training.validation")
+# JAX, Flax and the readers are imported in the functions that use them, so
+# that --help and flag errors answer at once.
 
 FORMATS = ("auto", "hf", "openai", "big_vision")
 MAX_CONFIG_BYTES = 1 << 20
@@ -112,6 +105,7 @@ def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
     weights = _safetensors(path)
   else:
     try:
+      from itr_jax.tools import torch_pickle  # pylint: disable=import-outside-toplevel
       weights = torch_pickle.load(path)
     except (OSError, EOFError, ValueError, TypeError, KeyError) as e:
       raise ValueError(f"cannot read --checkpoint {path!r}: {e}") from None
@@ -148,8 +142,12 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
                       vision_heads: int = 0, text_heads: int = 0, act: str = "quick_gelu",
                       image_size: int = 0, data_dir: str = "") -> dict:
   """Writes `workdir` from a published checkpoint; returns a summary dict."""
-  from itr_jax.models import dual_encoder_weights as weights_lib  # pylint: disable=import-outside-toplevel
-  from itr_jax.text_encoders import clip_tokenizers  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from itr_jax.models import dual_encoder_weights as weights_lib
+  from itr_jax.text_encoders import clip_tokenizers
+  from itr_jax.training import checkpointing, optimizer as optimizer_lib, trainer, validation
+  # pylint: enable=import-outside-toplevel
   validation.check_workdir(workdir)
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise ValueError(f"--workdir {workdir!r} is not empty; give a new directory "
