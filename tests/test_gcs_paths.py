@@ -1,12 +1,15 @@
 """Every run path on gs://, against a local Cloud Storage emulator (tests/gcs_emulator.py).
 
 The trainer is a real `python -m itr_jax.train` subprocess with
-`--workdir=gs://...`, killed (SIGKILL) mid-run and resumed: its parameters
+`--workdir=gs://...`, killed (SIGKILL) mid-run, then resumed (in this
+process): its parameters
 must equal, bit for bit, those of the same run on local disk (`local_run`).
 Then the run is evaluated from gs://. Data on gs:// (.npy folders, staged
 to a local cache; TFDS records, read directly) trains to the parameters of
 the same data on local disk.
 """
+import contextlib
+import io
 import json
 import os
 import signal
@@ -41,7 +44,9 @@ def local_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gcs_run(gcs, local_run):
-  """The local run's config trained on gs:// (killed once, resumed): its workdir."""
+  """The local run's config trained on gs:// (a real trainer process killed
+  once; resumed in this process): its workdir."""
+  from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
   data_dir, _ = local_run
   workdir = f"gs://{gcs.bucket}/runs/tiny"
   proc = _start_training(data_dir, workdir, num_epochs=EPOCHS)
@@ -51,9 +56,11 @@ def gcs_run(gcs, local_run):
   assert 8 <= killed_at < STEPS and proc.returncode == -signal.SIGKILL
   # The dead trainer's lock is left behind; the restart takes it over.
   assert fs.exists(fs.join(workdir, workdir_lib.LOCK_FILE))
-  proc = _start_training(data_dir, workdir, num_epochs=EPOCHS)
-  output, _ = proc.communicate(timeout=600)
-  assert proc.returncode == 0, output
+  console = io.StringIO()
+  with contextlib.redirect_stdout(console):
+    trainer.train_and_evaluate(tiny_config(data_dir, num_epochs=EPOCHS), workdir)
+  resumed = console.getvalue().split("Resumed from step ")[1].split()[0]
+  assert 7 <= int(resumed) <= killed_at, console.getvalue()  # not started over
   return workdir
 
 
@@ -244,8 +251,41 @@ def test_training_from_gcs_data_equals_local_and_evaluates(gcs_data, local_run, 
     assert evaluate_cli.evaluate_run(runs[kind], "dev", write=False)["full"] == local["full"]
 
 
-def test_sweep_and_report_on_gcs(gcs, tmp_path):
-  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report."""
+def test_sweep_and_report_on_gcs(gcs, gcs_run, tmp_path):
+  """A sweep whose sweep_dir is on gs://: each step's output is appended to
+  the member's sweep.log there and DONE marks it finished (the runner with a
+  fake `python`, as in tests/test_sweep.py); the report of runs on gs:// is
+  written there. Through the real CLIs: test_sweep_and_report_on_gcs_through_the_clis."""
+  from itr_jax import sweeps  # pylint: disable=import-outside-toplevel
+  from itr_jax.report import build as report_build  # pylint: disable=import-outside-toplevel
+  python = tmp_path / "python"
+  python.write_text('#!/bin/sh\necho "ran $*"\n')
+  python.chmod(0o755)
+  sweep_dir = f"gs://{gcs.bucket}/sweeps/fake"
+  [member] = sweeps.expand(sweep_dir, [{"loss.weight": 1.0}])
+  [outcome] = sweeps.run_members([member], "cfg.py", python=str(python))
+  assert outcome.status == "done", outcome.message
+  assert member.done and fs.exists(fs.join(member.workdir, sweeps.DONE_FILE))
+  with fs.open(fs.join(member.workdir, "sweep.log")) as f:
+    log = f.read()
+  assert "ran -m itr_jax.train" in log and "ran -m itr_jax.evaluate" in log, log
+  # The report of the runs in gs://.../runs (the trained, evaluated gcs_run).
+  evaluate_cli.evaluate_run(gcs_run)
+  assert fs.exists(fs.join(gcs_run, "eval_test.json"))
+  runs_dir = fs.dirname(gcs_run)
+  report_build.write_report(runs_dir)
+  with fs.open(fs.join(runs_dir, "report", "report.md")) as f:
+    assert "## Test split" in f.read()
+  assert fs.glob(fs.join(runs_dir, "report", "plots", "*.png"))
+
+
+@pytest.mark.slow
+def test_sweep_and_report_on_gcs_through_the_clis(gcs, tmp_path):
+  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report.
+
+  Fast test of the same: test_sweep_and_report_on_gcs (the runner and the
+  report on gs://), with the gs:// training and evaluation tests above.
+  """
   from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
   from test_sweep_end_to_end import REPO, _sweep  # pylint: disable=import-outside-toplevel
   data_dir = experiment_data.data_dir(tiny_config(str(tmp_path / "data")))
