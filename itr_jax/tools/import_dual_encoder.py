@@ -169,13 +169,17 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
       {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items() if k != "family"})
   config.model.vocab_size = arch["vocab_size"]
   config.model.tokenizer = os.path.join(os.path.abspath(workdir), "tokenizer")
-  config.data.max_len = arch["context_length"]
+  # As the CLIP / SigLIP recipes: pixels, captions at the tower's fixed context.
+  config.data.name = "images"
+  config.data.max_len = config.eval.max_len = arch["context_length"]
   if data_dir:
     config.data.data_dir = os.path.abspath(data_dir)
   model = trainer.build_model(config, arch["vocab_size"])
   weights_lib.check_fits(params, model, f"--checkpoint {checkpoint!r}")
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  state = trainer.create_train_state(config, model, tx, types.SimpleNamespace())
+  # One compiled init instead of op-by-op dispatch (its values are replaced).
+  state = jax.jit(lambda: trainer.create_train_state(config, model, tx,
+                                                     types.SimpleNamespace()))()
   state = state.replace(params=jax.tree.map(lambda new, old: np.asarray(new, old.dtype),
                                             params, state.params))
   workdir_lib.prepare(workdir, config)
