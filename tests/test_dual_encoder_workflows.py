@@ -26,20 +26,20 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "dual_encoder")
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-  """(workdir, overrides, run, image_emb, caption_emb): the imported run
+  """(workdir, run, image_emb, caption_emb): the imported run
   opened on the demo's test split, and that split's encodings."""
   root = tmp_path_factory.mktemp("imported_clip")
   data = synthetic_pixels.generate(str(root / "pixels"), image_size=32, seed=3,
                                    num_train=2, num_dev=2, num_test=4,
                                    caption_encoder="tfidf", emb_dim=8)
   workdir = str(root / "run")
+  # The demo's image files are relative to its folder.
   import_dual_encoder.import_checkpoint(os.path.join(FIXTURES, "clip_hf"), workdir,
-                                        data_dir=data)
-  overrides = {"data.image_root": data}  # the demo's files are relative to its folder
-  run = runs.load_run(workdir, "test", overrides=overrides)
+                                        data_dir=data, image_root=data)
+  run = runs.load_run(workdir, "test")
   image_emb, caption_emb = evaluate.encode_eval_split(run.model, run.params, run.split,
                                                       run.vocab, run.config)
-  return workdir, overrides, run, image_emb, caption_emb
+  return workdir, run, image_emb, caption_emb
 
 
 def _pixels_oracle(run):
@@ -53,10 +53,10 @@ def _pixels_oracle(run):
 
 
 def test_evaluate_scores_the_imported_model_on_pixels(imported):
-  workdir, overrides, run, image_emb, caption_emb = imported
+  workdir, run, image_emb, caption_emb = imported
   assert run.config.data.name == "images" and run.step == 0
   assert run.config.eval.max_len == run.model.arch.context_length
-  report = evaluate_cli.evaluate_run(workdir, "test", overrides=overrides, save_sims=True)
+  report = evaluate_cli.evaluate_run(workdir, "test", save_sims=True)
   sims = np.load(report["files"]["report"][:-len(".json")] + "_sims.npy")
   assert sims.shape == (4, 20)
   np.testing.assert_allclose(sims, image_emb.astype(np.float64) @ caption_emb.T.astype(
@@ -70,7 +70,7 @@ def test_evaluate_scores_the_imported_model_on_pixels(imported):
 def test_retrieve_ranks_the_split_with_the_imported_model(imported):
   """What `itr_jax.retrieve` prints, both directions (the command itself is
   tested in a real process by test_retrieve.py)."""
-  _, _, run, image_emb, caption_emb = imported
+  _, run, image_emb, caption_emb = imported
   c = 7
   (result,) = retrieval.text_to_image(run, image_emb, [run.split.captions[c]], k=3)
   scores = image_emb.astype(np.float64) @ caption_emb[c].astype(np.float64)
@@ -85,7 +85,7 @@ def test_retrieve_ranks_the_split_with_the_imported_model(imported):
 
 
 def test_inference_api_opens_the_imported_workdir(imported):
-  workdir, _, run, image_emb, caption_emb = imported
+  workdir, run, image_emb, caption_emb = imported
   retriever = inference.load(workdir)
   assert retriever.two_tower and retriever.embed_size == run.model.arch.embed_dim
   np.testing.assert_allclose(retriever.encode_images(_pixels_oracle(run)), image_emb,

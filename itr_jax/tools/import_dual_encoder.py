@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 
 from itr_jax import cli
+from itr_jax import filesystem as fs
 from itr_jax.models import dual_encoder
 from itr_jax.models import dual_encoder_weights as weights_lib
 from itr_jax.text_encoders import clip_tokenizers
@@ -144,7 +145,7 @@ def _tokenizer_files(path: str, family: str) -> list[str]:
 
 def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", tokenizer: str = "",
                       vision_heads: int = 0, text_heads: int = 0, act: str = "quick_gelu",
-                      image_size: int = 0, data_dir: str = "") -> dict:
+                      image_size: int = 0, data_dir: str = "", image_root: str = "") -> dict:
   """Writes `workdir` from a published checkpoint; returns a summary dict."""
   validation.check_workdir(workdir)
   if os.path.isdir(workdir) and os.listdir(workdir):
@@ -172,8 +173,7 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
   # As the CLIP / SigLIP recipes: pixels, captions at the tower's fixed context.
   config.data.name = "images"
   config.data.max_len = config.eval.max_len = arch["context_length"]
-  if data_dir:
-    config.data.data_dir = os.path.abspath(data_dir)
+  config.data.data_dir, config.data.image_root = fs.absolute(data_dir), fs.absolute(image_root)
   model = trainer.build_model(config, arch["vocab_size"])
   weights_lib.check_fits(params, model, f"--checkpoint {checkpoint!r}")
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
@@ -213,6 +213,9 @@ def _define_flags() -> dict:
       "image_size": flags.DEFINE_integer("image_size", 0, "Input resolution when the "
                                          "checkpoint does not say (0: patches x patch size)."),
       "data_dir": flags.DEFINE_string("data_dir", "", "Recorded as config.data.data_dir."),
+      "image_root": flags.DEFINE_string("image_root", "", "Recorded as "
+                                        "config.data.image_root (the files the image "
+                                        "lists name)."),
   }
 
 
@@ -230,7 +233,8 @@ def run():
     info = import_checkpoint(v["checkpoint"], v["workdir"], fmt=v["format"],
                              tokenizer=v["tokenizer"], vision_heads=v["vision_heads"],
                              text_heads=v["text_heads"], act=v["act"],
-                             image_size=v["image_size"], data_dir=v["data_dir"])
+                             image_size=v["image_size"], data_dir=v["data_dir"],
+                             image_root=v["image_root"])
     print(f"Imported {info['family']} ({info['variant']}) into {info['workdir']}.")
 
   cli.run(main)
