@@ -1,7 +1,10 @@
 """Test-wide settings: quiet TensorFlow, 8 simulated CPU devices for sharding
 tests, a session-wide XLA compilation cache."""
 import atexit
+import fcntl
+import json
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -19,16 +22,50 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def shared_across_workers(tmp_path_factory, name: str, build) -> str:
+  """A directory `build(path)` fills once per test session, whichever
+  pytest-xdist worker asks first (the others wait on a file lock, then
+  reuse it): the folder of `name` under the session's shared temp root.
+
+  Treat it as read-only: copy what a test writes into (see `tiny_run`).
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # the workers' common parent (pytest-xdist's docs)
+  path = base / f"shared_{name}"
+  with open(f"{path}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not (path / "BUILT").exists():
+      shutil.rmtree(path, ignore_errors=True)  # what a failed build left
+      path.mkdir()
+      build(path)
+      (path / "BUILT").write_text("")
+  return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-  """One 3-epoch run of the tiny demo config: (config, workdir, best, data_dir)."""
+  """The tiny demo config trained for tiny_config.NUM_EPOCHS epochs:
+  (config, workdir, best, data_dir).
+
+  Trained once per session (`shared_across_workers`); each worker gets its
+  own copy of the workdir, since tests write evaluations into it. The data
+  folder is shared and only read.
+  """
+  from itr_jax.training import paths  # pylint: disable=import-outside-toplevel
   from itr_jax.training import trainer  # pylint: disable=import-outside-toplevel
   from tiny_config import tiny_config  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.mktemp("tiny_run")
-  data_dir, workdir = str(root / "data"), str(root / "run")
-  config = tiny_config(data_dir)
-  best = trainer.train_and_evaluate(config, workdir)
-  return config, workdir, best, data_dir
+
+  def build(root):
+    best = trainer.train_and_evaluate(tiny_config(str(root / "data")), str(root / "run"))
+    (root / "best.json").write_text(json.dumps(best))
+
+  root = pathlib.Path(shared_across_workers(tmp_path_factory, "tiny_run", build))
+  workdir = tmp_path_factory.mktemp("tiny_run") / "run"
+  shutil.copytree(root / "run", workdir)
+  config = tiny_config(str(root / "data"))
+  paths.resolve_config_paths(config)  # as train_and_evaluate records it
+  return config, str(workdir), json.loads((root / "best.json").read_text()), str(root / "data")
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,8 @@ def gcs_run(gcs, local_run):
   proc = _start_training(data_dir, workdir, num_epochs=EPOCHS)
   output, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, output
+  resumed = output.split("Resumed from step ")[1].split()[0]
+  assert 7 <= int(resumed) <= killed_at, output  # not started over
   return workdir
 
 
@@ -244,8 +246,41 @@ def test_training_from_gcs_data_equals_local_and_evaluates(gcs_data, local_run, 
     assert evaluate_cli.evaluate_run(runs[kind], "dev", write=False)["full"] == local["full"]
 
 
-def test_sweep_and_report_on_gcs(gcs, tmp_path):
-  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report."""
+def test_sweep_and_report_on_gcs(gcs, gcs_run, tmp_path):
+  """A sweep whose sweep_dir is on gs://: each step's output is appended to
+  the member's sweep.log there and DONE marks it finished (the runner with a
+  fake `python`, as in tests/test_sweep.py); the report of runs on gs:// is
+  written there. Through the real CLIs: test_sweep_and_report_on_gcs_through_the_clis."""
+  from itr_jax import sweeps  # pylint: disable=import-outside-toplevel
+  from itr_jax.report import build as report_build  # pylint: disable=import-outside-toplevel
+  python = tmp_path / "python"
+  python.write_text('#!/bin/sh\necho "ran $*"\n')
+  python.chmod(0o755)
+  sweep_dir = f"gs://{gcs.bucket}/sweeps/fake"
+  [member] = sweeps.expand(sweep_dir, [{"loss.weight": 1.0}])
+  [outcome] = sweeps.run_members([member], "cfg.py", python=str(python))
+  assert outcome.status == "done", outcome.message
+  assert member.done and fs.exists(fs.join(member.workdir, sweeps.DONE_FILE))
+  with fs.open(fs.join(member.workdir, "sweep.log")) as f:
+    log = f.read()
+  assert "ran -m itr_jax.train" in log and "ran -m itr_jax.evaluate" in log, log
+  # The report of the runs in gs://.../runs (the trained, evaluated gcs_run).
+  evaluate_cli.evaluate_run(gcs_run)
+  assert fs.exists(fs.join(gcs_run, "eval_test.json"))
+  runs_dir = fs.dirname(gcs_run)
+  report_build.write_report(runs_dir)
+  with fs.open(fs.join(runs_dir, "report", "report.md")) as f:
+    assert "## Test split" in f.read()
+  assert fs.glob(fs.join(runs_dir, "report", "plots", "*.png"))
+
+
+@pytest.mark.slow
+def test_sweep_and_report_on_gcs_through_the_clis(gcs, tmp_path):
+  """A one-member sweep (1 epoch) with --sweep_dir on gs:// and --report.
+
+  Fast test of the same: test_sweep_and_report_on_gcs (the runner and the
+  report on gs://), with the gs:// training and evaluation tests above.
+  """
   from itr_jax.training import experiment_data  # pylint: disable=import-outside-toplevel
   from test_sweep_end_to_end import REPO, _sweep  # pylint: disable=import-outside-toplevel
   data_dir = experiment_data.data_dir(tiny_config(str(tmp_path / "data")))

@@ -3,7 +3,9 @@ interruptions, one trainer per workdir, bad input, divergence.
 
 The kill tests run `python -m itr_jax.train` as a real subprocess and kill it
 from outside at whatever moment it has reached, so they exercise the same
-path a preempted or crashed job takes.
+path a preempted or crashed job takes. One real process per behaviour (SIGKILL,
+SIGTERM, a second Ctrl-C); the resumes, Ctrl-C's checkpoint (a real SIGINT sent
+to this process) and a second trainer's refusal run in this process.
 """
 import os
 import shutil
@@ -22,8 +24,10 @@ from flax.training import train_state
 
 from itr_jax.data import testing as data_testing
 from itr_jax.training import checkpointing
+from itr_jax.training import errors
 from itr_jax.training import reporting
 from itr_jax.training import trainer
+from itr_jax.training import workdir as workdir_lib
 from tiny_config import TOTAL_STEPS, cli_flags, params_at, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,48 +55,116 @@ def _wait_for_train_step(workdir, step, proc, timeout=240):
   raise AssertionError(f"no train step {step} within {timeout}s")
 
 
-def test_sigkill_at_several_points_then_resume_gives_identical_parameters(
-    tiny_run, tmp_path):
-  config, reference_dir, _, data_dir = tiny_run
-  workdir = str(tmp_path / "killed")
-  killed_at = []
-  for step in (15, 62):  # mid-epoch, between checkpoints (every 7 steps / epoch)
-    proc = _start_training(data_dir, workdir)
-    killed_at.append(_wait_for_train_step(workdir, step, proc))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  proc = _start_training(data_dir, workdir)
-  output, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, output
-  assert killed_at[0] >= 15 and killed_at[1] >= 62
-  jax.tree.map(np.testing.assert_array_equal,
-               params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
-  # The logs are the uninterrupted run's: nothing twice, nothing missing.
-  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
-      reporting.read_metrics(reference_dir))
-  for tag, steps in _tensorboard_steps(workdir).items():
-    assert steps == sorted(set(steps)), tag
+def _stopped_step(output):
+  """The step of the "Preempted: saved a checkpoint at step N;" line."""
+  assert "Preempted: saved a checkpoint at step" in output, output[-3000:]
+  return int(output.split("saved a checkpoint at step ")[1].split(";")[0])
 
 
-def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tiny_run, tmp_path):
-  config, reference_dir, _, data_dir = tiny_run
-  workdir = str(tmp_path / "preempted")
+def _assert_logs_are_the_references_up_to(workdir, reference_dir, step):
+  """metrics.jsonl so far: the uninterrupted run's records up to `step`
+  (same windows; nothing twice; no record at an unscheduled stop step)."""
+  assert _comparable(reporting.read_metrics(workdir)) == [
+      r for r in _comparable(reporting.read_metrics(reference_dir))
+      if r["step"] <= step], f"at step {step}"
+
+
+def _sigint_at_train_step(monkeypatch, step):
+  """Sends SIGINT to this process once a train record at >= `step` is
+  logged: inside the train loop, so the trainer's own handler receives it."""
+  write, sent = reporting.MetricsLog.write, []
+
+  def write_then_interrupt(self, at, kind, *args, **kwargs):
+    write(self, at, kind, *args, **kwargs)
+    if kind == "train" and at >= step and not sent:
+      sent.append(at)
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(reporting.MetricsLog, "write", write_then_interrupt)
+  return sent
+
+
+def test_sigkill_sigterm_and_sigint_then_resume_give_the_uninterrupted_run(
+    tiny_run, tmp_path, monkeypatch, capsys):
+  """One run, interrupted four ways and resumed after each, ends bitwise at
+  the uninterrupted run's parameters, with its logs (metrics.jsonl equal,
+  TensorBoard one point per step):
+
+  1. SIGKILL mid-epoch, between checkpoints (a real trainer process);
+  2. resumed (a real process); while it holds the workdir (stopped with
+     SIGSTOP) another trainer is refused, naming it; then SIGTERM: it saves
+     the current step, exits 0 and releases the lock;
+  3. resumed (a real process); SIGKILL again, after a resume;
+  4. resumed in this process; SIGINT (Ctrl-C) reaches the trainer's handler:
+     it saves the current step and returns;
+  5. resumed in this process to the end.
+
+  A second Ctrl-C is test_second_ctrl_c_exits_at_once.
+  """
+  _, reference_dir, _, data_dir = tiny_run
+  workdir = str(tmp_path / "interrupted")
+
+  # 1. SIGKILL at step >= 15 (checkpoints every 7 steps and at epoch ends).
   proc = _start_training(data_dir, workdir)
+  assert _wait_for_train_step(workdir, 15, proc) >= 15
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+  # 2. Resumed; a second trainer while it holds the lock; SIGTERM.
+  proc = _start_training(data_dir, workdir)
+  _wait_for_train_step(workdir, 23, proc)
+  proc.send_signal(signal.SIGSTOP)  # holds the lock while the second one starts
+  try:
+    with pytest.raises(workdir_lib.WorkdirLockedError) as refused:
+      trainer.train_and_evaluate(tiny_config(data_dir), workdir)
+  finally:
+    proc.send_signal(signal.SIGCONT)
+  # The CLI prints a USER_ERRORS message as one "Error: ..." line, exit 1
+  # (tests/test_cli_errors.py).
+  assert isinstance(refused.value, errors.USER_ERRORS)
+  assert (f"in use by another trainer (host {os.uname().nodename}, pid {proc.pid}"
+          in errors.message(refused.value)), errors.message(refused.value)
   _wait_for_train_step(workdir, 43, proc)
   proc.send_signal(signal.SIGTERM)
-  output, _ = proc.communicate(timeout=120)
+  output, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, output
-  assert "Preempted: saved a checkpoint at step" in output
-  stopped = int(output.split("saved a checkpoint at step ")[1].split(";")[0])
+  stopped = _stopped_step(output)
   ckpt = checkpointing.Checkpoints(workdir, keep=2)
-  assert ckpt.latest_step() == stopped and stopped < TOTAL_STEPS
+  assert ckpt.latest_step() == stopped and 43 <= stopped < TOTAL_STEPS
   ckpt.close()
-  # Resuming in-process finishes the run with the uninterrupted parameters.
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+  _assert_logs_are_the_references_up_to(workdir, reference_dir, stopped)
+
+  # 3. Resumed; SIGKILL at step >= 62.
+  proc = _start_training(data_dir, workdir)
+  assert _wait_for_train_step(workdir, 62, proc) >= 62
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+
+  # 4. Resumed here; Ctrl-C at step >= 80.
+  assert threading.current_thread() is threading.main_thread()  # where signals go
+  handler = signal.getsignal(signal.SIGINT)
+  capsys.readouterr()
+  sent = _sigint_at_train_step(monkeypatch, 80)
+  trainer.train_and_evaluate(tiny_config(data_dir), workdir)
+  monkeypatch.undo()
+  output = "".join(capsys.readouterr())
+  assert sent and "Interrupted: saving a checkpoint after this step" in output, output
+  stopped = _stopped_step(output)
+  ckpt = checkpointing.Checkpoints(workdir, keep=2)
+  assert ckpt.latest_step() == stopped and sent[0] < stopped < TOTAL_STEPS
+  ckpt.close()
+  assert signal.getsignal(signal.SIGINT) is handler  # restored
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+  _assert_logs_are_the_references_up_to(workdir, reference_dir, stopped)
+
+  # 5. Resumed here to the end.
   trainer.train_and_evaluate(tiny_config(data_dir), workdir)
   jax.tree.map(np.testing.assert_array_equal,
                params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
-  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
-      reporting.read_metrics(reference_dir)), f"stopped at {stopped}"
+  _assert_logs_are_the_references_up_to(workdir, reference_dir, TOTAL_STEPS)
+  for tag, steps in _tensorboard_steps(workdir).items():
+    assert steps == sorted(set(steps)), tag
 
 
 def _tiny_state(value):
@@ -311,16 +383,6 @@ def test_bad_hyperparameters_are_refused_before_writing_anything(
   assert not os.path.exists(workdir)
 
 
-def test_unknown_config_key_is_refused_by_the_cli(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, "-m", "itr_jax.train", f"--workdir={tmp_path / 'run'}",
-       *cli_flags(str(tmp_path / "data")), "--config.loss.temperature=0.1"],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode != 0
-  assert "temperature" in proc.stderr
-  assert not os.path.exists(tmp_path / "run")
-
-
 def test_captions_split_on_newlines_only_and_lose_a_byte_order_mark(tmp_path):
   from itr_jax.data import precomputed  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "x_caps.txt")
@@ -377,36 +439,6 @@ def test_damaged_and_stray_checkpoints_cost_only_themselves(tiny_run, tmp_path, 
                params_at(reference_dir, TOTAL_STEPS), params_at(workdir, TOTAL_STEPS))
   after = reporting.read_metrics(workdir)
   assert after[0]["step"] == 0 and _comparable(after) == _comparable(before)
-
-
-def test_sigint_checkpoints_a_second_trainer_is_refused_and_logs_match(
-    tiny_run, tmp_path):
-  """Ctrl-C acts like SIGTERM; while it trains, another trainer on the same
-  workdir is refused naming the holder; after resuming, metrics.jsonl equals
-  the uninterrupted run's (same windows, no record at the stop step) and
-  TensorBoard has one point per step."""
-  _, reference_dir, _, data_dir = tiny_run
-  workdir = str(tmp_path / "interrupted")
-  proc = _start_training(data_dir, workdir)
-  _wait_for_train_step(workdir, 23, proc)
-  proc.send_signal(signal.SIGSTOP)  # holds the lock while the second one starts
-  second = subprocess.run(
-      [sys.executable, "-m", "itr_jax.train", f"--workdir={workdir}",
-       *cli_flags(data_dir)], cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert second.returncode == 1, second.stderr[-2000:]
-  assert f"in use by another trainer (host {os.uname().nodename}, pid {proc.pid}" \
-      in second.stderr and "Traceback" not in second.stderr
-  proc.send_signal(signal.SIGCONT)
-  proc.send_signal(signal.SIGINT)
-  output, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, output
-  stopped = int(output.split("saved a checkpoint at step ")[1].split(";")[0])
-  assert not os.path.exists(os.path.join(workdir, "LOCK"))
-  trainer.train_and_evaluate(tiny_config(data_dir), workdir)
-  assert _comparable(reporting.read_metrics(workdir)) == _comparable(
-      reporting.read_metrics(reference_dir)), f"stopped at {stopped}"
-  for tag, steps in _tensorboard_steps(workdir).items():
-    assert steps == sorted(set(steps)), tag
 
 
 def test_second_ctrl_c_exits_at_once(tiny_run, tmp_path):
