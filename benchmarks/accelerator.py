@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 import types
@@ -44,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import backbones  # noqa: E402  pylint: disable=wrong-import-position
 from train_step import random_batch  # noqa: E402  pylint: disable=wrong-import-position
+import timing  # noqa: E402  pylint: disable=wrong-import-position
 
 from itr_jax import losses  # noqa: E402
 from itr_jax import models  # noqa: E402
@@ -94,17 +94,6 @@ class Table:
     print(line, flush=True)
 
 
-def timed(compiled, args, repeats: int) -> float:
-  """Median seconds per call of `compiled(*args)` after one warm-up call."""
-  jax.block_until_ready(compiled(*args))
-  walls = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    walls.append(time.perf_counter() - start)
-  return statistics.median(walls)
-
-
 def loss_row(b: int, method: str, dim: int, repeats: int):
   """(seconds, device MiB) of listwise_itr_loss fwd+bwd at batch `b`."""
   rng = np.random.default_rng(0)
@@ -121,7 +110,8 @@ def loss_row(b: int, method: str, dim: int, repeats: int):
       argnums=(0, 1)))
   args = tuple(jax.device_put(x) for x in (v, t, relevance))
   compiled = step.lower(*args).compile()
-  return timed(compiled, args, repeats), sharding.memory_stats(compiled)["peak"] / 2**20
+  return (timing.median_seconds(lambda: compiled(*args), repeats),
+          sharding.memory_stats(compiled)["peak"] / 2**20)
 
 
 def ranks_row(b: int, scan: str, repeats: int):
@@ -133,7 +123,8 @@ def ranks_row(b: int, scan: str, repeats: int):
   step = jax.jit(jax.value_and_grad(lambda u, w: jnp.sum(
       w * jnp.log(sorted_ranks.sorted_smooth_ranks(u, block, scan)))))
   compiled = step.lower(u, w).compile()
-  return timed(compiled, (u, w), repeats), sharding.memory_stats(compiled)["peak"] / 2**20
+  return (timing.median_seconds(lambda: compiled(u, w), repeats),
+          sharding.memory_stats(compiled)["peak"] / 2**20)
 
 
 def backbone_args(size: dict, steps: int):
@@ -163,15 +154,7 @@ def train_row(name: str, b: int, size: dict, args, config=None, batch=None):
   batch = sharding.global_batch(batch, mesh)
   compiled = step.lower(state, batch).compile()
   mib = sharding.memory_stats(compiled)["peak"] / 2**20
-  state, metrics = compiled(state, batch)  # warm-up
-  jax.block_until_ready(metrics)
-  walls = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    walls.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(walls), mib
+  return 1e3 * timing.median_step_seconds(compiled, state, batch, args.steps), mib
 
 
 def eval_row(name: str, size: dict, args):
@@ -187,13 +170,9 @@ def eval_row(name: str, size: dict, args):
       variables, batch["tokens"], batch["lengths"])
   block = dict(image_block=size["eval_block"], caption_block=size["eval_block"],
                progress=False)
-  similarity.similarity_matrix(model, variables, image_repr, caption_repr, **block)
-  walls = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    similarity.similarity_matrix(model, variables, image_repr, caption_repr, **block)
-    walls.append(time.perf_counter() - start)
-  return statistics.median(walls), n * 5 * n
+  seconds = timing.median_seconds(lambda: similarity.similarity_matrix(
+      model, variables, image_repr, caption_repr, **block), args.steps)
+  return seconds, n * 5 * n
 
 
 def dual_encoder_row(name: str, b: int, size: dict, args):

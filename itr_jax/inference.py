@@ -71,7 +71,9 @@ class Retriever:
 
   @property
   def embed_size(self) -> int:
-    return int(self.config.model.embed_size)
+    """Columns of the two-tower encodings (a dual encoder's from its architecture)."""
+    arch = getattr(self.model, "arch", None)
+    return int(arch.embed_dim if arch is not None else self.config.model.embed_size)
 
   def _batched(self, fn, *arrays, variables=None):
     """`fn` over rows of `arrays` in fixed-size batches (one compilation), with

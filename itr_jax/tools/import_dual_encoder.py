@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from itr_jax import cli
+from itr_jax import filesystem as fs
 from itr_jax.training import defaults
 from itr_jax.training import workdir as workdir_lib
 
@@ -140,7 +141,7 @@ def _tokenizer_files(path: str, family: str) -> list[str]:
 
 def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", tokenizer: str = "",
                       vision_heads: int = 0, text_heads: int = 0, act: str = "quick_gelu",
-                      image_size: int = 0, data_dir: str = "") -> dict:
+                      image_size: int = 0, data_dir: str = "", image_root: str = "") -> dict:
   """Writes `workdir` from a published checkpoint; returns a summary dict."""
   # pylint: disable=import-outside-toplevel
   import jax
@@ -171,13 +172,16 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
       {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items() if k != "family"})
   config.model.vocab_size = arch["vocab_size"]
   config.model.tokenizer = os.path.join(os.path.abspath(workdir), "tokenizer")
-  config.data.max_len = arch["context_length"]
-  if data_dir:
-    config.data.data_dir = os.path.abspath(data_dir)
+  # As the CLIP / SigLIP recipes: pixels, captions at the tower's fixed context.
+  config.data.name = "images"
+  config.data.max_len = config.eval.max_len = arch["context_length"]
+  config.data.data_dir, config.data.image_root = fs.absolute(data_dir), fs.absolute(image_root)
   model = trainer.build_model(config, arch["vocab_size"])
   weights_lib.check_fits(params, model, f"--checkpoint {checkpoint!r}")
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=1)
-  state = trainer.create_train_state(config, model, tx, types.SimpleNamespace())
+  # One compiled init instead of op-by-op dispatch (its values are replaced).
+  state = jax.jit(lambda: trainer.create_train_state(config, model, tx,
+                                                     types.SimpleNamespace()))()
   state = state.replace(params=jax.tree.map(lambda new, old: np.asarray(new, old.dtype),
                                             params, state.params))
   workdir_lib.prepare(workdir, config)
@@ -211,6 +215,9 @@ def _define_flags() -> dict:
       "image_size": flags.DEFINE_integer("image_size", 0, "Input resolution when the "
                                          "checkpoint does not say (0: patches x patch size)."),
       "data_dir": flags.DEFINE_string("data_dir", "", "Recorded as config.data.data_dir."),
+      "image_root": flags.DEFINE_string("image_root", "", "Recorded as "
+                                        "config.data.image_root (the files the image "
+                                        "lists name)."),
   }
 
 
@@ -223,7 +230,8 @@ def run():
     info = import_checkpoint(v["checkpoint"], v["workdir"], fmt=v["format"],
                              tokenizer=v["tokenizer"], vision_heads=v["vision_heads"],
                              text_heads=v["text_heads"], act=v["act"],
-                             image_size=v["image_size"], data_dir=v["data_dir"])
+                             image_size=v["image_size"], data_dir=v["data_dir"],
+                             image_root=v["image_root"])
     print(f"Imported {info['family']} ({info['variant']}) into {info['workdir']}.")
 
   cli.run(main)
