@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from itr_jax.models import initializers
 from itr_jax.models import vse
 from itr_jax.models.normalize import l2_normalize
 from itr_jax.models.text_encoder import check_caption_batch
@@ -205,7 +206,7 @@ class ImageTower(nn.Module):
     x = nn.Conv(a.vision_width, (a.patch_size,) * 2, strides=(a.patch_size,) * 2,
                 padding="VALID", use_bias=not clip, name="patch_embed", **kw)(images)
     x = x.reshape(x.shape[0], -1, a.vision_width)
-    init = nn.initializers.normal(0.02)
+    init = initializers.scaled_normal(0.02)
     if clip:
       cls = self.param("cls", init, (a.vision_width,), self.param_dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, a.vision_width)), x], 1)
@@ -259,9 +260,9 @@ class TextTower(nn.Module):
       tokens = jnp.where(valid, tokens, a.pad_id)
       tokens = jnp.pad(tokens, ((0, 0), (0, a.context_length - tokens.shape[1])),
                        constant_values=a.pad_id)
-    x = nn.Embed(a.vocab_size, a.text_width, embedding_init=nn.initializers.normal(0.02),
+    x = nn.Embed(a.vocab_size, a.text_width, embedding_init=initializers.scaled_normal(0.02),
                  name="token_embed", **kw)(tokens)
-    pos = self.param("pos_embed", nn.initializers.normal(0.01),
+    pos = self.param("pos_embed", initializers.scaled_normal(0.01),
                      (a.context_length, a.text_width), self.param_dtype)
     x = x + pos[:tokens.shape[1]].astype(x.dtype)
     x = Encoder(a.text_layers, a.text_heads, a.text_mlp, a.act, causal=clip,
