@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import flags
 
 # parse_own_flags lives apart so that library modules (e.g.
 # training.integrity) can offer a command without importing training.errors.
 from itr_jax.own_flags import HELP_ARGS
+from itr_jax.own_flags import flag_error_text
 from itr_jax.own_flags import parse_own_flags  # pylint: disable=unused-import
 # Shipped configs by name (also used by training.errors, which cli imports).
 from itr_jax.shipped_configs import configs_dir  # pylint: disable=unused-import
@@ -108,37 +108,110 @@ def command_help(main: Callable, doc: Optional[str] = None) -> str:
   return doc.strip() + "\n\nFlags:\n" + "\n".join(listed)
 
 
+def flag_values(argv: Sequence[str], values: Mapping[str, Any],
+                required: Sequence[str] = ()) -> dict[str, Any]:
+  """{name: value} of the flag holders `values` (absl's DEFINE_* results);
+  a UsageError naming every missing `required` flag, or stray arguments.
+
+  For commands that define their flags in `run()` (their module is also a
+  library) and so cannot use absl's `mark_flags_as_required`.
+
+  >>> from types import SimpleNamespace as Flag
+  >>> flag_values(["cmd"], {"workdir": Flag(value="w"), "k": Flag(value=3)})
+  {'workdir': 'w', 'k': 3}
+  >>> flag_values(["cmd"], {"workdir": Flag(value=None)}, required=["workdir"])
+  Traceback (most recent call last):
+  ...
+  absl.app.UsageError: --workdir is required. (--help lists the flags)
+  """
+  from absl import app  # pylint: disable=import-outside-toplevel
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {list(argv[1:])}: flags are "
+                         "--name=value (--help lists them).")
+  result = {name: flag.value for name, flag in values.items()}
+  missing = [f"--{name}" for name in required if not result[name]]
+  if missing:
+    raise app.UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                         "required. (--help lists the flags)")
+  return result
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing with this project's error style (no "FATAL")."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
-    text = str(e).strip()
-    required = re.search(r"Flag --(\w+) must (?:have a value other than None|be "
-                         r"(?:specified|set))", text)
-    if required:
-      text = f"--{required.group(1)} is required"
     problem = errors.config_flag_problem(argv)
-    if any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv):
+    if verbose(argv):
       traceback.print_exc()
-    print(f"Error: {problem}" if problem else
-          f"Error: {text.rstrip('.')}. (--help lists the flags)", file=sys.stderr)
+    print(f"Error: {problem or flag_error_text(e)}", file=sys.stderr)
     sys.exit(1)
 
 
+def verbose(argv: Sequence[str]) -> bool:
+  """Whether `argv` asks for --verbose (before absl has parsed it)."""
+  return any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:])
+
+
+def quiet_logs(show: bool = False) -> None:
+  """Log lines for developers (absl INFO: TFDS's dataset-info chatter, orbax,
+  JAX's backend notes; TensorFlow's C++ INFO) reach stderr only when `show`
+  (--verbose); warnings and errors always do."""
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.INFO if show else logging.WARNING)
+  if not show:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # read when TF is imported
+
+
+def command_main(main: Callable[[list[str]], None], *,
+                 positional: bool = False) -> Callable[[list[str]], None]:
+  """`main` as absl runs it: arguments that are not flags refused (unless
+  `positional`), developer logs quiet unless --verbose (absl has parsed the
+  flags by now: its --verbosity default would otherwise apply)."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
+
+  def checked(argv):
+    if not flags.FLAGS["verbosity"].present:  # absl's own flag, if given, wins
+      quiet_logs(flags.FLAGS["verbose"].value)
+    try:
+      if not positional:
+        flag_values(argv, {})
+      return main(argv)
+    except app.UsageError as e:
+      # absl.app.run would print the whole --help before the message.
+      raise errors.UsageProblem(str(e)) from e
+  return checked
+
+
 def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
-        doc: Optional[str] = None) -> None:
-  """`absl.app.run(main)` with readable errors.
+        doc: Optional[str] = None, positional: bool = False,
+        define: Optional[Callable[[], None]] = None) -> None:
+  """`absl.app.run(main)` with readable errors and quiet logs.
 
   --help prints the command's description and flags (and, with
   `config_fields`, the config's fields: those of --config=X when given) and
   exits 0; `--config=NAME` may name a shipped config; a flag error is one
-  sentence and exit status 1.
+  sentence and exit status 1; arguments that are not flags are refused
+  unless `positional`. Developer logs show only with --verbose (`quiet_logs`).
+  `define` defines flags that read the command line when defined (a
+  ConfigDict flag's --config.<field> overrides), so their errors are one
+  sentence too.
   """
   from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
   sys.argv = _with_resolved_config(sys.argv)
   args = sys.argv[1:]
+  quiet_logs(verbose(sys.argv))
+  if define:
+    try:
+      define()
+    except Exception as e:  # pylint: disable=broad-except
+      if verbose(sys.argv):
+        traceback.print_exc()
+      print(f"Error: {errors.config_flag_problem(sys.argv) or errors.message(e)}",
+            file=sys.stderr)
+      sys.exit(1)
   if any(arg in HELP_ARGS[:-1] for arg in args):
     print(command_help(main, doc))
     if config_fields:
@@ -149,7 +222,7 @@ def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
         sys.exit(1)
     sys.exit(0)
   try:
-    errors.run(main, flags_parser=_parse_flags)
+    errors.run(command_main(main, positional=positional), flags_parser=_parse_flags)
   except SystemExit as e:
     if "--helpfull" in args and e.code == 1:
       sys.exit(0)

@@ -54,9 +54,7 @@ import json
 import os
 import re
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
@@ -95,10 +93,6 @@ _SAVE_SIMS = flags.DEFINE_bool(
 _SAVE_EMBEDDINGS = flags.DEFINE_bool(
     "save_embeddings", False, "Write <output>_image_emb.npy and "
     "<output>_caption_emb.npy (float32, split order).")
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config", defaults.base_config(),
-    "Overrides of the run's eval.* and data.* settings, e.g. "
-    "--config.eval.batch_size=512 --config.eval.ndcg_k=10.")
 # Repeated, not comma-separated: sweep member directories contain commas.
 _ENSEMBLE = flags.DEFINE_multi_string(
     "ensemble", [], "Workdir of a further run on the same data whose score "
@@ -400,9 +394,6 @@ def format_report(report: dict) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
   evaluate_run(
       _WORKDIR.value, _SPLIT.value, _CHECKPOINT.value, _COCO_IDS.value,
       data_dir=_DATA_DIR.value, protocol=_PROTOCOL.value,
@@ -411,9 +402,19 @@ def main(argv):
       ensemble=tuple(_ENSEMBLE.value), echo=True)
 
 
+def _define_config_flag() -> None:
+  # Defined when the command runs, inside cli.run's error handling:
+  # ml_collections parses the --config.<field> overrides as soon as the flag
+  # is defined, and a misspelt field must be one sentence, not a traceback.
+  config_flags.DEFINE_config_dict(
+      "config", defaults.base_config(),
+      "Overrides of the run's eval.* and data.* settings, e.g. "
+      "--config.eval.batch_size=512 --config.eval.ndcg_k=10.")
+
+
 def run():
   """Console-script entry point."""
-  cli.run(main, config_fields=True)
+  cli.run(main, config_fields=True, define=_define_config_flag)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Semantics on Cloud Storage differ from a POSIX disk:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import IO, Iterator
 
@@ -277,3 +278,17 @@ def copy(src: str, dst: str) -> None:
     _gfile().copy(src, dst, overwrite=True)
   else:
     shutil.copyfile(src, dst)
+
+
+# Path objects' reprs in other libraries' messages (orbax, TFDS: etils'
+# PosixGPath('/runs/a'), pathlib's PosixPath('/runs/a')) shown as the path.
+_PATH_REPR = re.compile(r"\b(?:Posix|Windows|Pure\w*)?G?Path\((['\"])(.*?)\1\)")
+
+
+def plain_paths(text: str) -> str:
+  """`text` with path objects' reprs replaced by their quoted paths.
+
+  >>> plain_paths("no step in PosixGPath('/runs/a/checkpoints')")
+  "no step in '/runs/a/checkpoints'"
+  """
+  return _PATH_REPR.sub(r"\1\2\1", text)

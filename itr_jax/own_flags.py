@@ -1,10 +1,34 @@
 """Flags of a command in a library module, parsed apart from absl's global ones."""
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
 from absl import flags
+
+def flag_error_text(error: Exception) -> str:
+  r"""absl's flag error as one sentence ending with where the flags are listed:
+  every missing required flag named at once, a "did you mean" tidied.
+
+  >>> flag_error_text(flags.Error("Unknown command line flag 'wrkdir'. Did you mean: workdir ?"))
+  "Unknown command line flag 'wrkdir'; did you mean --workdir? (--help lists the flags)"
+  >>> flag_error_text(flags.Error("flag --a=None: Flag --a must have a value other than None."
+  ...                             "\nflag --b=None: Flag --b must have a value other than None."))
+  '--a, --b are required. (--help lists the flags)'
+  """
+  text = str(error).strip()
+  required = list(dict.fromkeys(re.findall(
+      r"Flag --(\w+) must (?:have a value other than None|be (?:specified|set))", text)))
+  if required:
+    names = ", ".join(f"--{name}" for name in required)
+    return f"{names} {'is' if len(required) == 1 else 'are'} required. (--help lists the flags)"
+  unknown = re.fullmatch(r"(Unknown command line flag '[\w-]+')\. Did you mean: ([\w-]+)[^?]*\?",
+                         text)
+  if unknown:
+    return f"{unknown[1]}; did you mean --{unknown[2]}? (--help lists the flags)"
+  return f"{text.rstrip('.')}. (--help lists the flags)"
+
 
 # absl prints usage for these and exits with status 1; asking for help is
 # not an error, so the commands exit 0.
@@ -39,7 +63,7 @@ def parse_own_flags(argv: Optional[Sequence[str]],
   try:
     rest = values(["command"] + argv)
   except flags.Error as e:
-    print(f"Error: {e}\n(--help lists the flags)", file=sys.stderr)
+    print(f"Error: {flag_error_text(e)}", file=sys.stderr)
     sys.exit(1)
   if len(rest) > 1:
     print(f"Error: unexpected arguments {rest[1:]} (flags are --name=value; "

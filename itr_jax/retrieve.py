@@ -90,15 +90,12 @@ def split_encodings(run, workdir: str):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   queries = read_queries(_QUERY.value, _QUERIES_FILE.value)
   if not queries and _IMAGE.value is None:
     raise app.UsageError("Pass --query=TEXT or --queries_file=FILE (text -> image) "
                          "and/or --image=ROW (image -> text).")
   if _K.value < 1:
     raise app.UsageError(f"--k must be >= 1, got {_K.value}.")
-  logging.set_verbosity(logging.WARNING)
   run = runs.load_run(_WORKDIR.value, _SPLIT.value, _CHECKPOINT.value,
                       data_dir=_DATA_DIR.value)
   image_repr, caption_repr = split_encodings(run, _WORKDIR.value)

@@ -18,14 +18,13 @@ import signal
 import sys
 import time
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from itr_jax import filesystem as fs
 from itr_jax import cli
 from itr_jax import sweeps
+from itr_jax.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Sweep config file (defines get_config and get_sweep/get_hyper); "
@@ -48,9 +47,6 @@ flags.mark_flags_as_required(["config", "sweep_dir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
   config_flag = flags.FLAGS["config"]
   decl = sweeps.load(config_flags.get_config_filename(config_flag))
   common = {**config_flags.get_override_values(config_flag),
@@ -69,8 +65,9 @@ def main(argv):
   if _DRY_RUN.value:
     for m in mine:
       state = "done" if m.done else "todo"
-      print(f"[{state}] {m.name}\n  " + " ".join(
-          sweeps.members.train_command(decl.config_flag, m, common)))
+      reason = workdir_lib.no_checkpoints_reason(m.workdir)
+      print(f"[{state}] {m.name}" + (f" (no checkpoints: {reason})" if reason else "")
+            + "\n  " + " ".join(sweeps.members.train_command(decl.config_flag, m, common)))
     return
   sweeps.write_manifest(_SWEEP_DIR.value, decl.config_flag, common, members)
   t0 = time.time()
@@ -92,7 +89,10 @@ def main(argv):
     if todo:
       population.train_population(sweeps.apply_overrides(decl.base, common), todo,
                                   evaluate_test=_EVALUATE.value)
-    outcomes = [sweeps.Outcome(m, "done" if m in todo else "skipped") for m in mine]
+    outcomes = [sweeps.Outcome(m, "done" if m in todo else "skipped",
+                               message="no checkpoints: a population sweep keeps none"
+                               if m in todo else "")
+                for m in mine]
     for o in outcomes:
       show(o)
   else:

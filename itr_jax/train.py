@@ -18,9 +18,7 @@ JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment);
 on Cloud TPU pod slices and SLURM, --distributed=on lets JAX find them. See
 launch/ and itr_jax.sharding.multihost.
 """
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from itr_jax import cli
@@ -51,9 +49,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   config.keys()  # an unloadable file raises its error here, before JAX is imported
   if _DRY_RUN.value:

@@ -40,10 +40,17 @@ OWN = {
 def _commands():
   for script, target in sorted(SCRIPTS.items()):
     module, function = target.split(":")
-    console = [sys.executable, "-c", f"import sys; sys.argv[0] = {script!r}; "
+    console = [sys.executable, "-X", "importtime", "-c",
+               f"import sys; sys.argv[0] = {script!r}; "
                f"from {module} import {function}; {function}()"]
     yield script, "console", console
-    yield script, "-m", [sys.executable, "-m", module]
+    yield script, "-m", [sys.executable, "-X", "importtime", "-m", module]
+
+
+def _imported(stderr: str) -> set[str]:
+  """Top-level packages a `python -X importtime` process imported."""
+  return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+          if line.startswith("import time:") and "|" in line}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,8 @@ def helps():
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True)
            for script, form, argv in _commands()}
-  return {key: (p.wait(timeout=300), p.stdout.read(), p.stderr.read())
-          for key, p in procs.items()}
+  outputs = {key: p.communicate(timeout=300) for key, p in procs.items()}  # no full pipes
+  return {key: (procs[key].returncode, *outputs[key]) for key in procs}
 
 
 def test_every_command_help_shows_its_description_and_flags(helps):
@@ -66,6 +73,8 @@ def test_every_command_help_shows_its_description_and_flags(helps):
     assert flag in out, (script, form, out[:2000])
     assert phrase in out, (script, form, out[:2000])
     assert "Traceback" not in err, (script, form, err[-2000:])
+    # --help answers before JAX or TensorFlow (seconds of imports) is loaded.
+    assert not _imported(err) & {"jax", "tensorflow", "torch"}, (script, form)
 
 
 def _timed(*args):
@@ -87,9 +96,12 @@ def test_help_of_a_named_config_and_flag_errors_are_fast_and_readable():
       (["--config=synthetic_scenes", "--workdir=w", "--fresh=maybe"], "--fresh"),
       (["--config=synthetic_scenes"], "--workdir is required"),
       (["--config=f30k_vsee", "--workdir=w"], "Did you mean 'f30k_vse'?"),
+      (["--config=synthetic_scenes", "--workdir=w", "stray"], "Unexpected arguments"),
   ]
-  for args, fragment in cases:
-    proc, _ = _timed("-X", "importtime", "-m", "itr_jax.train", *args)
+  importer = "itr_jax.tools.import_torch_checkpoint"
+  for module, args, fragment in [("itr_jax.train", *case) for case in cases] + [
+      (importer, ["--vocab=v.json"], "--checkpoint, --backbone, --workdir are required.")]:
+    proc, _ = _timed("-X", "importtime", "-m", module, *args)
     errors = [l for l in proc.stderr.splitlines() if l.startswith("Error: ")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -107,7 +119,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name", ["itr_jax.cli", "itr_jax.evaluate"])
+@pytest.mark.parametrize("name", ["itr_jax.cli", "itr_jax.evaluate", "itr_jax.own_flags"])
 def test_docstring_examples(name):
   import doctest  # pylint: disable=import-outside-toplevel
   import importlib  # pylint: disable=import-outside-toplevel

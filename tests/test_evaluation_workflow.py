@@ -90,7 +90,9 @@ def test_eval_overrides_apply_and_model_fields_are_refused(tiny_run):
   full = evaluate_cli.evaluate_run(workdir, "dev")["full"]
   at3 = evaluate_cli.evaluate_run(workdir, "dev", overrides={"eval.ndcg_k": 3})
   assert at3["full"]["rsum"] == pytest.approx(full["rsum"])
-  assert at3["full"]["true_ndcg_i2t"] != pytest.approx(full["true_ndcg_i2t"])
+  # NDCG@3 is named by its cutoff, never mistaken for full-ranking NDCG.
+  assert "true_ndcg_i2t" not in at3["full"]
+  assert at3["full"]["true_ndcg@3_i2t"] != pytest.approx(full["true_ndcg_i2t"])
   assert "_cfg-" in at3["files"]["report"]
   with pytest.raises(ValueError, match=r"model\.embed_size"):
     evaluate_cli.evaluate_run(workdir, overrides={"model.embed_size": 8})

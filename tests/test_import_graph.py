@@ -101,3 +101,85 @@ def test_no_module_import_cycle():
   assert "itr_jax.data.caption_embeddings" in graph["itr_jax.data.precomputed"]
   cycle = find_cycle(_without_package_inits(graph))
   assert cycle is None, " -> ".join(cycle)
+
+
+# Imported only when a command's work starts: `--help`, a flag typo or a bad
+# config must not pay for them (seconds each).
+HEAVY = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_datasets",
+         "clu", "torch", "ml_dtypes", "transformers"}
+
+
+def _eager_import_nodes(tree):
+  """Import statements that run when the module is imported: not those in
+  functions, `if TYPE_CHECKING:` or `if __name__ == "__main__":` blocks."""
+  def skipped(node):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+      return True
+    return isinstance(node, ast.If) and ast.unparse(node.test) in (
+        "TYPE_CHECKING", "typing.TYPE_CHECKING", "__name__ == '__main__'")
+  stack = list(tree.body)
+  while stack:
+    node = stack.pop()
+    if skipped(node):
+      continue
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      yield node
+    stack.extend(ast.iter_child_nodes(node))
+
+
+def eager_imports(name: str, modules: dict[str, str]) -> tuple[set[str], set[str]]:
+  """(package modules, top-level external packages) that importing `name`
+  imports, transitively: parent packages' `__init__`s included."""
+  seen, external, todo = set(), set(), [name]
+  while todo:
+    module = todo.pop()
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+      parent = ".".join(parts[:i])
+      if parent in seen or parent not in modules:
+        continue
+      seen.add(parent)
+      path = modules[parent]
+      with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+      package = parent if path.endswith("__init__.py") else parent.rpartition(".")[0]
+      for node in _eager_import_nodes(tree):
+        if isinstance(node, ast.Import):
+          targets = [a.name for a in node.names]
+        else:
+          base = node.module or ""
+          if node.level:
+            up = package.split(".")[:len(package.split(".")) - node.level + 1]
+            base = ".".join(up + ([base] if base else []))
+          targets = [base] + [f"{base}.{a.name}" for a in node.names
+                              if f"{base}.{a.name}" in modules]
+        for target in targets:
+          if target.split(".")[0] == "itr_jax":
+            todo.append(target)
+          elif target != "__future__":
+            external.add(target.split(".")[0])
+  return seen, external
+
+
+def test_commands_import_no_heavy_library_at_start():
+  """Importing a command's module (what `--help` and flag errors run)
+  imports neither JAX nor TensorFlow nor the other heavy libraries."""
+  import tomllib  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(PACKAGE, "..", "pyproject.toml"), "rb") as f:
+    scripts = tomllib.load(f)["project"]["scripts"]
+  modules = _modules()
+  assert "itr_jax.tools.import_dual_encoder" in {t.split(":")[0] for t in scripts.values()}
+  problems = {}
+  for script, target in sorted(scripts.items()):
+    _, external = eager_imports(target.split(":")[0], modules)
+    if external & HEAVY:
+      problems[script] = sorted(external & HEAVY)
+  assert not problems, problems
+
+
+def test_eager_imports_follow_packages_and_skip_functions():
+  internal, external = eager_imports("itr_jax.training.checkpointing", _modules())
+  assert {"itr_jax", "itr_jax.training", "itr_jax.training.integrity"} <= internal
+  assert {"jax", "orbax"} <= external
+  _, external = eager_imports("itr_jax.cli", _modules())
+  assert "jax" not in external and "absl" in external

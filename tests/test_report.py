@@ -326,7 +326,7 @@ def test_examples_page_with_image_ids_and_thumbnails(tiny_run, tmp_path):
     examples.image_thumbnails(str(images), "{name}.jpg", None, [0])
 
 
-@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots", "build"])
+@pytest.mark.parametrize("name", ["aggregate", "tables", "examples", "plots", "build", "collect"])
 def test_docstring_examples(name):
   module = importlib.import_module(f"itr_jax.report.{name}")
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
@@ -361,3 +361,84 @@ def test_categorical_plot_with_co_varying_fields(tmp_path, monkeypatch):
   settings = [x.setting for x in groups]
   assert build._plotted_with(settings, "model.dim", list(settings[0])) == "model.name"
   assert build._plotted_with(settings, "model.name", list(settings[0])) is None
+
+
+# --- plain workdirs, run status, NDCG cutoffs ------------------------------
+
+def _trained(workdir, config, steps, steps_per_epoch, test=None):
+  """A fake trainer workdir: config.json, train/dev records at each epoch's
+  end and at `steps` (the trainer logs its last step)."""
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for step in sorted({*range(steps_per_epoch, steps + 1, steps_per_epoch), steps}):
+      f.write(json.dumps({"step": step, "kind": "train", "loss": 1.0,
+                          "epoch": step / steps_per_epoch}) + "\n")
+      f.write(json.dumps({"step": step, "kind": "dev", "rsum": float(step)}) + "\n")
+  if test is not None:
+    with open(os.path.join(workdir, "eval_test.json"), "w") as f:
+      json.dump({"checkpoint_step": steps, "split": "test", "full": test}, f)
+
+
+def test_report_of_plain_workdirs_names_runs_and_their_status(tmp_path):
+  """Not a sweep: the tables have a run column; runs that trained every
+  epoch (or train.max_steps), and imported checkpoints, are finished; a
+  population member says why it has no checkpoints."""
+  from itr_jax.training import integrity  # pylint: disable=import-outside-toplevel
+  from itr_jax.training import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  folder = str(tmp_path / "runs")
+  config = lambda tau, max_steps=0: {"loss": {"tau": tau},
+                                     "train": {"num_epochs": 3, "max_steps": max_steps}}
+  _trained(os.path.join(folder, "full"), config(0.1), 21, 7, {"rsum": 300.0})
+  _trained(os.path.join(folder, "capped"), config(0.2, max_steps=10), 10, 7, {"rsum": 310.0})
+  _trained(os.path.join(folder, "stopped"), config(0.3), 14, 7, {"rsum": 250.0})
+  imported = os.path.join(folder, "imported")
+  os.makedirs(os.path.join(imported, "checkpoints", "5"))
+  with open(os.path.join(imported, "config.json"), "w") as f:
+    json.dump(config(0.4), f)
+  integrity.write_record(os.path.join(imported, "checkpoints", "5"),
+                         {"imported_from": "/ckpt/model_best.pth.tar"})
+  with open(os.path.join(folder, "full", workdir_lib.NO_CHECKPOINTS_FILE), "w") as f:
+    f.write("it was trained in a population sweep.")
+  runs = {r.name: r for r in collect.collect_runs(folder)}
+  assert {n: r.done for n, r in runs.items()} == {
+      "full": True, "capped": True, "stopped": False, "imported": True}
+  assert runs["stopped"].status == "unfinished: trained 14 of 21 steps"
+  assert runs["capped"].status == "finished: trained 10 of 10 steps"
+  assert "imported from /ckpt/model_best.pth.tar" in runs["imported"].status
+  assert runs["full"].status.endswith(
+      "no checkpoints: it was trained in a population sweep.")
+  with open(build.write_report(folder, curves=False)["markdown"]) as f:
+    md = f.read()
+  assert "4 runs (3 finished)" in md
+  assert "| run | loss.tau | train.max_steps | n | RSUM |" in md
+  assert "| full | 0.1 | 0 | 1 | 300.00 |" in md
+  assert "| stopped | unfinished: trained 14 of 21 steps |" in md
+
+
+def test_ndcg_keys_carry_their_cutoff_from_evaluation_to_report(tmp_path):
+  """Evaluation with eval.ndcg_k = 2 writes rsc_ndcg@2_i2t (NDCG@2, checked
+  against metrics.ndcg); without a cutoff the keys stay as they were; the
+  report reads both forms and names the cutoff."""
+  from itr_jax import metrics  # pylint: disable=import-outside-toplevel
+  from itr_jax.evaluation import evaluate  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  sims, relevance = rng.standard_normal((3, 6)), rng.random((3, 6))
+  full = evaluate.sims_report(sims, captions_per_image=2, rsc_relevance=relevance)
+  cut = evaluate.sims_report(sims, captions_per_image=2, rsc_relevance=relevance, ndcg_k=2)
+  assert {"rsc_ndcg_i2t", "rsc_ndcg_t2i"} <= set(full) and "rsc_ndcg@2_i2t" not in full
+  assert {"rsc_ndcg@2_i2t", "rsc_ndcg@2_t2i"} <= set(cut) and "rsc_ndcg_i2t" not in cut
+  assert cut["rsc_ndcg@2_i2t"] == pytest.approx(metrics.ndcg(sims, relevance, k=2))
+  folder = str(tmp_path / "runs")
+  config = lambda seed: {"seed": seed, "train": {"num_epochs": 1}}
+  _trained(os.path.join(folder, "a"), config(0), 2, 2, cut)
+  _trained(os.path.join(folder, "b"), config(1), 2, 2, full)
+  paths = build.write_report(folder, curves=False)
+  with open(paths["markdown"]) as f:
+    md = f.read()
+  assert "NDCG@2-RSC i2t" in md and "| NDCG-RSC i2t |" in md
+  with open(paths["summary_test"]) as f:
+    row, = csv.DictReader(f)
+  assert float(row["rsc_ndcg@2_i2t_mean"]) == pytest.approx(cut["rsc_ndcg@2_i2t"])
+  assert float(row["rsc_ndcg_i2t_mean"]) == pytest.approx(full["rsc_ndcg_i2t"])

@@ -98,7 +98,7 @@ def _tfds_plans(name: str, tfds_data_dir: str | None, *, restval: bool) -> dict:
     raise ValueError(f"no TFDS dataset {name!r}: {e}") from e
   if not builder.is_prepared():
     raise ValueError(
-        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}: "
+        f"TFDS dataset {name!r} is not prepared in {str(builder.data_dir)!r}: "
         "prepare it first (tfds build coco_captions --data_dir=...; COCO "
         "needs the 2014 images and annotations), or pass --tfds_data_dir")
   wanted = {"train": ["train"] + (["restval"] if restval else []),

@@ -35,10 +35,11 @@ or from Python:
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
-from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from itr_jax import cli
@@ -76,6 +77,15 @@ class ItrPrecomputed(tfds.core.GeneratorBasedBuilder):
   `{split}_relevance.npy` [N_images, N_captions]. E.g. SCAN's
   `data/f30k_precomp`, or `python -m itr_jax.data.synthetic_scenes --out_dir`.
   """
+
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and a
+  # "downloaded and prepared" line on stdout; nothing is downloaded here, and
+  # itr-build-tfds prints where it wrote. Kept for --verbose (absl INFO).
+  def _log_download_bytes(self) -> None:
+    logging.info("Preparing %s in %s", self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("Prepared %s in %s", self.name, self.data_dir)
 
   def _info(self) -> tfds.core.DatasetInfo:
     # R, F, C and D differ between datasets: dynamic shapes, stored as bytes.
@@ -197,13 +207,12 @@ def _upload(local_dir: str, target: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.data_dir or not flags.FLAGS.out:
-    raise app.UsageError("--data_dir and --out are required.")
+  v = cli.flag_values(argv, {n: flags.FLAGS[n] for n in ("data_dir", "out", "local_cache_dir")},
+                      required=["data_dir", "out"])
+  if not sys.stderr.isatty():  # TFDS's bars redraw with cursor codes: not in logs
+    tfds.disable_progress_bar()
   # A bad folder or an existing version: ValueError, one readable line.
-  fv = flags.FLAGS
-  print(f"wrote {convert(fv.data_dir, fv.out, local_cache_dir=fv.local_cache_dir)}")
+  print(f"wrote {convert(v['data_dir'], v['out'], local_cache_dir=v['local_cache_dir'])}")
 
 
 def run():

@@ -155,7 +155,7 @@ def _builder(name: str, data_dir: str | None):
   if not builder.is_prepared():
     raise ValueError(
         f"no prepared TFDS dataset {name!r} (version {builder.version}) in "
-        f"{builder.data_dir_root!r} (config.data.tfds_data_dir); {_CONVERT}")
+        f"{str(builder.data_dir_root)!r} (config.data.tfds_data_dir); {_CONVERT}")
   return builder
 
 
@@ -217,16 +217,16 @@ def load_split(name: str, data_dir: str | None, split: str, *,
   """
   builder = _builder(name, data_dir)
   if split not in builder.info.splits:
-    raise ValueError(f"TFDS dataset {name!r} in {builder.data_dir!r} has no "
+    raise ValueError(f"TFDS dataset {name!r} in {str(builder.data_dir)!r} has no "
                      f"split {split!r}; it has {sorted(builder.info.splits)}")
   try:
     source = builder.as_data_source(split=split)
   except NotImplementedError as e:
-    raise ValueError(f"{builder.data_dir!r} is not in the ArrayRecord format "
+    raise ValueError(f"{str(builder.data_dir)!r} is not in the ArrayRecord format "
                      f"(random access): {e}; {_CONVERT}") from e
   n_img = len(source)
   if n_img == 0:
-    raise ValueError(f"split {split!r} of {builder.data_dir!r} is empty")
+    raise ValueError(f"split {split!r} of {str(builder.data_dir)!r} is empty")
   check_records(builder, split, source)
   first = source[0]
   records = _Records(source, sum(np.asarray(v).nbytes for v in first.values()))
@@ -238,7 +238,7 @@ def load_split(name: str, data_dir: str | None, split: str, *,
     captions = [c.decode("utf-8") for i in range(n_img)
                 for c in records.get([i])[0]["captions"]]
   precomputed.captions_per_image(n_img, len(captions),
-                                 what=f"split {split!r} of {builder.data_dir!r}")
+                                 what=f"split {split!r} of {str(builder.data_dir)!r}")
   if max_images:
     if max_images < 0:
       raise ValueError(f"max_images must be >= 0, got {max_images}")
@@ -252,7 +252,7 @@ def load_split(name: str, data_dir: str | None, split: str, *,
                                per_record=per_image)
   elif require_caption_emb:
     raise ValueError(
-        f"split {split!r} of {builder.data_dir!r} has no caption embeddings; "
+        f"split {split!r} of {str(builder.data_dir)!r} has no caption embeddings; "
         "write {split}_caps_emb.npy into the precomputed folder (python -m "
         "itr_jax.tools.embed_captions) and convert it again")
   true_relevance = None

@@ -19,7 +19,8 @@ from itr_jax.evaluation import encode
 from itr_jax.evaluation import similarity
 from itr_jax.relevance import rsc_matrix
 
-# Shown on the console after each dev evaluation.
+# Shown on the console after each dev evaluation (NDCG keys with the cutoff
+# eval.ndcg_k when set: metrics.ndcg_key).
 SUMMARY_KEYS = ("rsum", "i2t_r1", "t2i_r1", "rsc_ndcg_i2t", "rsc_ndcg_t2i",
                 "true_ndcg_i2t", "true_ndcg_t2i")
 
@@ -77,7 +78,9 @@ def sims_report(sims: np.ndarray, *, captions_per_image: int, rsc_relevance=None
     if relevance is not None:
       both = metrics.ndcg_both_directions(sims, np.asarray(relevance), k=k,
                                           ties=ties)
-      report.update({f"{name}_{key}": value for key, value in both.items()})
+      # rsc_ndcg_i2t, or rsc_ndcg@10_i2t with a cutoff (metrics.ndcg_key).
+      report.update({metrics.ndcg_key(f"{name}_{key}", k): value
+                     for key, value in both.items()})
   return report
 
 

@@ -21,8 +21,7 @@ from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
-# Written into a workdir that by design holds no checkpoints: why, in one sentence.
-NO_CHECKPOINTS_FILE = "NO_CHECKPOINTS"
+NO_CHECKPOINTS_FILE = workdir_lib.NO_CHECKPOINTS_FILE
 # Config fields an evaluation may change: how it is computed and on what
 # data, not the model the checkpoint holds.
 OVERRIDABLE = ("eval.", "data.")
@@ -60,10 +59,9 @@ def restore_params(config, workdir: str, model, split, which: str):
   the next newest is used; an explicit step fails with one sentence.
   """
   if not fs.isdir(fs.join(workdir, "checkpoints")):
-    note = fs.join(workdir, NO_CHECKPOINTS_FILE)
-    if fs.exists(note):
-      with fs.open(note) as f:
-        raise ValueError(f"{workdir!r} has no checkpoints: {f.read().strip()}")
+    reason = workdir_lib.no_checkpoints_reason(workdir)
+    if reason:
+      raise ValueError(f"{workdir!r} has no checkpoints: {reason}")
     raise ValueError(f"No checkpoints in {workdir!r}; train first with "
                      "`python -m itr_jax.train`.")
   checkpoints = checkpointing.Checkpoints(

@@ -12,8 +12,14 @@ pi be the candidates sorted by descending score (ties: lower column first; with
 with relevance > 0) have no defined NDCG and are left out of the mean, as
 trec_eval leaves out queries without relevant documents; if every row is left
 out the result is NaN.
+
+Result keys (`ndcg_key`) name the cutoff when there is one: NDCG over the
+full ranking with RSC relevance, image to text, is `rsc_ndcg_i2t`; NDCG@10
+is `rsc_ndcg@10_i2t`, so results of different cutoffs are never mixed.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -144,3 +150,32 @@ def ndcg_both_directions(sims, relevance, *, k: int | None = None,
       "ndcg_i2t": ndcg(sims, relevance, k=k, ties=ties),
       "ndcg_t2i": ndcg(sims.T, relevance.T, k=k, ties=ties),
   }
+
+
+_KEY = re.compile(r"^(?P<head>.*ndcg)(?:@(?P<k>\d+))?(?P<tail>_(?:i2t|t2i))$")
+
+
+def ndcg_key(name: str, k: int | None = None) -> str:
+  """The result key of NDCG metric `name` (e.g. `rsc_ndcg_i2t`) with cutoff `k`.
+
+  No cutoff (None or 0) leaves `name` as it is; other metrics too.
+
+  >>> ndcg_key("rsc_ndcg_i2t", 10), ndcg_key("rsc_ndcg_i2t"), ndcg_key("rsum", 10)
+  ('rsc_ndcg@10_i2t', 'rsc_ndcg_i2t', 'rsum')
+  """
+  match = _KEY.match(name)
+  if not k or not match:
+    return name
+  return f"{match['head']}@{int(k)}{match['tail']}"
+
+
+def split_ndcg_key(key: str) -> tuple[str, int | None]:
+  """(the key without its cutoff, the cutoff or None): `ndcg_key` undone.
+
+  >>> split_ndcg_key("rsc_ndcg@10_t2i"), split_ndcg_key("true_ndcg_i2t"), split_ndcg_key("rsum")
+  (('rsc_ndcg_t2i', 10), ('true_ndcg_i2t', None), ('rsum', None))
+  """
+  match = _KEY.match(key)
+  if not match or match["k"] is None:
+    return key, None
+  return match["head"] + match["tail"], int(match["k"])

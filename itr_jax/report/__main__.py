@@ -41,7 +41,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  cli.run(main)
+  cli.run(main, positional=True)
 
 
 if __name__ == "__main__":

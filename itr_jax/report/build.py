@@ -5,7 +5,9 @@
 produces in `<sweep_dir>/report/` (or `out_dir`):
 
 * `report.md`: test-split table (best-by-dev-RSUM checkpoint, from each run's
-  `eval_test.json`) and best-dev table, "mean ± std" over seeds, plot links;
+  `eval_test.json`) and best-dev table, "mean ± std" over seeds (a folder
+  of runs that is not a sweep: with a column of the runs' names), each run's
+  status (finished or how far it got; why it has no checkpoints), plot links;
 * `summary_test.csv`, `summary_dev.csv` (mean and std columns per metric) and
   `runs.csv` (one row per run, `test_*` and `dev_*` columns);
 * `plots/<field>.png` (metric vs each swept field), `plots/dev_rsum.png`
@@ -20,6 +22,7 @@ import tempfile
 from typing import Sequence
 
 from itr_jax import filesystem as fs
+from itr_jax.metrics.ndcg import split_ndcg_key
 from itr_jax.report import aggregate
 from itr_jax.report import collect
 from itr_jax.report import plots
@@ -37,7 +40,28 @@ PLOT_METRICS = ("rsum", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "rsc_ndcg_i2t",
 
 
 def _present(metrics: Sequence[str], dicts) -> list[str]:
-  return [m for m in metrics if any(d and m in d for d in dicts)]
+  """The keys of `dicts` that are `metrics`, NDCG ones with or without a
+  cutoff (`rsc_ndcg@10_i2t` is `rsc_ndcg_i2t` at 10), in `metrics` order.
+
+  >>> _present(["rsum", "rsc_ndcg_i2t"], [{"rsc_ndcg@10_i2t": 0.5, "rsum": 1}, None])
+  ['rsum', 'rsc_ndcg@10_i2t']
+  """
+  found = {k for d in dicts if d for k in d}
+  by_metric = {}
+  for key in found:
+    metric, k = split_ndcg_key(key)
+    by_metric.setdefault(metric, []).append((k or 0, key))
+  return [key for m in metrics for _, key in sorted(by_metric.get(m, []))]
+
+
+def _headers(keys: Sequence[str]) -> dict[str, str]:
+  """Column titles of `keys`: HEADERS, with an NDCG key's cutoff ("NDCG@10-RSC i2t")."""
+  headers = {}
+  for key in keys:
+    metric, k = split_ndcg_key(key)
+    title = HEADERS.get(metric, metric)
+    headers[key] = title.replace("NDCG", f"NDCG@{k}", 1) if k else title
+  return headers
 
 
 def _dataset(runs) -> str:
@@ -109,13 +133,13 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
   sources = {"test": [r.test or {} for r in runs],
              "dev": [r.best_dev or {} for r in runs]}
   paths, groups = {}, {}
-  md = [f"# Sweep report: {sweep_dir}", ""]
   manifest = members_lib.read_manifest(sweep_dir) or {}
+  md = [f"# {'Sweep report' if manifest else 'Report of the runs in'}: {sweep_dir}", ""]
   if manifest:
     md.append(f"Config `{manifest.get('config')}`, common overrides "
               f"`{json.dumps(manifest.get('common_overrides', {}))}`.")
   done = sum(r.done for r in runs)
-  md += [f"{len(runs)} runs ({done} finished). Cells are mean ± sample std over "
+  md += [f"{len(runs)} run{'s' * (len(runs) != 1)} ({done} finished). Cells are mean ± sample std over "
          "seeds (n runs); a single run shows its value.", ""]
   for split, values in sources.items():
     present = _present(metrics, values)
@@ -127,10 +151,12 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
     title = ("Test split, best-by-dev-RSUM checkpoint" if split == "test"
              else "Dev split, best epoch by RSUM")
     md += [f"## {title}", "",
-           tables.markdown_table(groups[split], fields, present, HEADERS), ""]
+           tables.markdown_table(groups[split], fields, present, _headers(present),
+                                 names=not manifest), ""]
     paths[f"summary_{split}"] = _write(
         os.path.join(out_dir, f"summary_{split}.csv"),
         tables.summary_csv(groups[split], fields, present))
+  md += ["## Runs", "", tables.status_table([(r.name, r.status) for r in runs]), ""]
   run_fields = sorted({k for r in runs for k in r.overrides})
   run_metrics = [f"{s}_{m}" for s in sources for m in _present(metrics, sources[s])]
   run_rows = [(r.name, r.overrides,
@@ -142,7 +168,7 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
   md += ["## Plots", ""]
   split = "test" if "test" in groups else "dev"
   if split in groups:
-    plot_metrics = [m for m in PLOT_METRICS if m in groups[split][0].mean]
+    plot_metrics = _present(PLOT_METRICS, [groups[split][0].mean])
     limits = plots.metric_limits(groups[split], plot_metrics)
     sizes = sorted({g.n for g in groups[split]})
     n = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
@@ -162,7 +188,7 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
                                    os.path.join(plot_dir, f"{field}.png"),
                                    title=f"{_dataset(runs)}, {split} split: mean ± std "
                                          f"over n = {n} runs per setting",
-                                   labels=HEADERS, limits=limits)
+                                   labels=_headers(plot_metrics), limits=limits)
       paths[f"plot_{field}"] = path
       md.append(f"![{field}]({os.path.relpath(path, out_dir)})")
   seedless = [json.dumps({k: v for k, v in r.overrides.items()

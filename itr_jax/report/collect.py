@@ -1,7 +1,7 @@
 """Gathers the runs of a sweep directory: overrides, metric history, results.
 
 A run is any sub-directory holding a `config.json` (written by
-`itr_jax.train`). Its swept values come from the sweep's `sweep.json` when
+`itr_jax.train` or an importer). Its swept values come from the sweep's `sweep.json` when
 there is one, otherwise from the config fields that differ between runs.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from itr_jax import filesystem as fs
 from itr_jax.sweeps import members as members_lib
+from itr_jax.training import integrity
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
 
@@ -24,7 +25,8 @@ class Run:
   overrides: dict[str, Any]
   records: list[dict]  # metrics.jsonl
   test: dict[str, float] | None  # eval_test.json, the split's main protocol
-  done: bool
+  done: bool  # finished: see run_status
+  status: str = ""  # run_status's sentence
 
   @property
   def dev(self) -> list[dict]:
@@ -58,6 +60,61 @@ def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
   return None
 
 
+def _imported_from(workdir: str) -> str | None:
+  """The source an importer (itr-import-torch, itr-import-dual-encoder)
+  recorded in the workdir's checkpoint, else None."""
+  directory = fs.join(workdir, "checkpoints")
+  if not fs.isdir(directory):
+    return None
+  for step in sorted((n for n in fs.listdir(directory) if n.isdigit()), key=int):
+    record = fs.join(directory, step, integrity.RECORD_FILE)
+    if fs.exists(record):
+      try:
+        with fs.open(record) as f:
+          source = json.load(f).get("extra", {}).get("imported_from")
+      except (OSError, ValueError, AttributeError):
+        continue
+      if source:
+        return str(source)
+  return None
+
+
+def run_status(workdir: str, config: dict, records: list[dict]) -> tuple[bool, str]:
+  """(finished, what the run is) of a workdir.
+
+  Finished: a sweep member marked DONE; training that reached its last step
+  (`train.num_epochs` epochs, or `train.max_steps`: the trainer logs the
+  last step); or an imported checkpoint (a complete model, never trained
+  here). A population-sweep member's status also says why it keeps no
+  checkpoints.
+
+  >>> records = [{"kind": "train", "step": 40, "epoch": 4.0}]
+  >>> run_status("nowhere", {"train": {"num_epochs": 4}}, records)
+  (True, 'finished: trained 40 of 40 steps')
+  >>> run_status("nowhere", {"train": {"num_epochs": 8, "max_steps": 0}}, records)
+  (False, 'unfinished: trained 40 of 80 steps')
+  """
+  no_checkpoints = workdir_lib.no_checkpoints_reason(workdir)
+  note = f"; no checkpoints: {no_checkpoints}" if no_checkpoints else ""
+  train = [r for r in records if r.get("kind") == "train" and r.get("epoch")]
+  if not train:
+    source = _imported_from(workdir)
+    if source:
+      return True, f"finished: imported from {source} (not trained here){note}"
+  total = None
+  if train:
+    last = train[-1]
+    steps_per_epoch = round(last["step"] / last["epoch"])
+    total = steps_per_epoch * config.get("train", {}).get("num_epochs", 0)
+    max_steps = config.get("train", {}).get("max_steps") or 0
+    total = min(total, max_steps) if max_steps else total
+  done = fs.exists(fs.join(workdir, members_lib.DONE_FILE)) or bool(
+      train and train[-1]["step"] >= total)
+  trained = (f"trained {train[-1]['step']} of {total} steps" if train else
+             "marked DONE by itr-sweep" if done else "not trained yet")
+  return done, f"{'finished' if done else 'unfinished'}: {trained}{note}"
+
+
 def varying_fields(configs: dict[str, dict]) -> list[str]:
   """Dotted config fields whose values differ between the runs."""
   flat = {name: workdir_lib.flatten(c) for name, c in configs.items()}
@@ -69,8 +126,8 @@ def varying_fields(configs: dict[str, dict]) -> list[str]:
 def collect_runs(sweep_dir: str) -> list[Run]:
   """Every run under `sweep_dir`, in sweep order (else by name)."""
   if not fs.isdir(sweep_dir):
-    raise ValueError(f"sweep_dir {sweep_dir!r} is not a directory; pass the "
-                     "--sweep_dir given to `python -m itr_jax.sweep`")
+    raise ValueError(f"{sweep_dir!r} is not a directory; pass a sweep's --sweep_dir "
+                     "or a folder holding runs' workdirs.")
   names = sorted(n for n in fs.listdir(sweep_dir)
                  if fs.exists(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)))
   manifest = members_lib.read_manifest(sweep_dir)
@@ -96,7 +153,7 @@ def collect_runs(sweep_dir: str) -> list[Run]:
     else:
       flat = workdir_lib.flatten(configs[n])
       overrides = {k: flat.get(k) for k in fields}
-    runs.append(Run(n, workdir, overrides, reporting.read_metrics(workdir),
-                    read_test(workdir),
-                    fs.exists(fs.join(workdir, members_lib.DONE_FILE))))
+    records = reporting.read_metrics(workdir)
+    done, status = run_status(workdir, configs[n], records)
+    runs.append(Run(n, workdir, overrides, records, read_test(workdir), done, status))
   return runs

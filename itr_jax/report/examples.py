@@ -477,7 +477,6 @@ def run():
     if len(workdirs) != 1:
       raise app.UsageError("Pass one run: itr-examples --workdir=WORKDIR (or WORKDIR) "
                            "[--split=test] [--num_queries=8] [--k=10] [--mode=worst]")
-    logging.set_verbosity(logging.WARNING)
     print(write_examples_page(workdirs[0], values["split"].value,
                               num_queries=values["num_queries"].value, k=values["k"].value,
                               seed=values["seed"].value, checkpoint=values["checkpoint"].value,
@@ -486,7 +485,7 @@ def run():
                               image_dir=values["image_dir"].value,
                               image_pattern=values["image_pattern"].value))
 
-  cli.run(main)
+  cli.run(main, positional=True)
 
 
 if __name__ == "__main__":

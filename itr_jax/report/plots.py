@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from itr_jax.metrics.ndcg import split_ndcg_key  # noqa: E402
 from itr_jax.report.aggregate import Group  # noqa: E402
 
 
@@ -207,9 +208,12 @@ def training_curves(train: Sequence[Mapping], dev: Sequence[Mapping], path: str,
   b.set_title("smooth (—) vs hard (--) NDCG, batch", fontsize=10)
   c.plot(*_series(dev, "rsum"), "o-", color="k", label="dev RSUM")
   c.set_title("dev RSUM", fontsize=10)
-  if any(_is_number(r.get("true_ndcg_i2t")) for r in dev):
+  # Ground-truth NDCG keys, with the cutoff eval.ndcg_k when one is set.
+  true_keys = sorted({k for r in dev for k in r if _is_number(r[k]) and
+                      split_ndcg_key(k)[0] in ("true_ndcg_i2t", "true_ndcg_t2i")})
+  if true_keys:
     c2 = c.twinx()
-    for key in ("true_ndcg_i2t", "true_ndcg_t2i"):
+    for key in true_keys:
       c2.plot(*_series(dev, key), ".--", label=key)
     c2.set_ylabel("true NDCG")
     c2.legend(fontsize=7, loc="lower right")

@@ -36,15 +36,33 @@ def _value(v: Any) -> str:
 
 
 def markdown_table(groups: Sequence[Group], fields: Sequence[str],
-                   metrics: Sequence[str], headers: Mapping[str, str] | None = None) -> str:
-  """One row per group: swept fields, n, then 'mean ± std' per metric."""
+                   metrics: Sequence[str], headers: Mapping[str, str] | None = None, *,
+                   names: bool = False) -> str:
+  """One row per group: (with `names`, its runs' names,) swept fields, n, then
+  'mean ± std' per metric."""
   headers = headers or {}
-  cols = [*fields, "n", *(headers.get(m, m) for m in metrics)]
+  cols = [*(["run"] if names else []), *fields, "n", *(headers.get(m, m) for m in metrics)]
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for g in groups:
-    cells = [_value(g.setting.get(f)) for f in fields] + [str(g.n)]
+    cells = ([", ".join(g.members)] if names else []) + [
+        _value(g.setting.get(f)) for f in fields] + [str(g.n)]
     cells += [format_cell(g.mean[m], g.std[m], _digits(m)) for m in metrics]
     lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def status_table(rows: Sequence[tuple[str, str]]) -> str:
+  """A Markdown table of (run, status) rows; '|' in a cell is escaped.
+
+  >>> print(status_table([("a", "finished: trained 8 of 8 steps")]))
+  | run | status |
+  |---|---|
+  | a | finished: trained 8 of 8 steps |
+  """
+  def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+  lines = ["| run | status |", "|---|---|"]
+  lines += [f"| {cell(name)} | {cell(status)} |" for name, status in rows]
   return "\n".join(lines)
 
 

@@ -25,12 +25,11 @@ text of each id (needs --coco_captions) and refuses to write if more than
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -52,8 +51,14 @@ def normalize(text: str) -> str:
 
 def ids_from_eccv_package() -> tuple[np.ndarray, np.ndarray]:
   """(image_ids [5000], caption_ids [25000]) from the eccv-caption package's files."""
-  import eccv_caption  # pylint: disable=import-outside-toplevel
-  data = os.path.join(os.path.dirname(eccv_caption.__file__), "data")
+  # Found, not imported: only its data files are read (importing it warns
+  # about the optional `ujson`).
+  spec = importlib.util.find_spec("eccv_caption")
+  if spec is None or not spec.origin:
+    raise ValueError("the COCO ids come from the eccv-caption package, which is not "
+                     "installed: pip install 'itr_jax[eval]', or pass --karpathy_json "
+                     "and --coco_captions.")
+  data = os.path.join(os.path.dirname(spec.origin), "data")
   caption_ids = np.load(os.path.join(data, "coco_test_ids.npy")).astype(np.int64)
   with open(os.path.join(data, "original_caption_to_image.json")) as f:
     caption_to_image = json.load(f)
@@ -150,17 +155,10 @@ _CHECK_CAPTIONS = flags.DEFINE_string(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _OUT.value:
-    raise app.UsageError("--out is required.")
-  try:
-    print(write_ids(_OUT.value, karpathy_json=_KARPATHY_JSON.value,
-                    coco_captions=_COCO_CAPTIONS.value,
-                    check_captions_path=_CHECK_CAPTIONS.value))
-  except (FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  v = cli.flag_values(argv, {"out": _OUT}, required=["out"])
+  print(write_ids(v["out"], karpathy_json=_KARPATHY_JSON.value,
+                  coco_captions=_COCO_CAPTIONS.value,
+                  check_captions_path=_CHECK_CAPTIONS.value))
 
 
 def run():

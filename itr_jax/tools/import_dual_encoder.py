@@ -33,23 +33,16 @@ import shutil
 import types
 import zipfile
 
-from absl import app
 from absl import flags
-import jax
 import ml_collections
 import numpy as np
 
 from itr_jax import cli
-from itr_jax.models import dual_encoder
-from itr_jax.models import dual_encoder_weights as weights_lib
-from itr_jax.text_encoders import clip_tokenizers
-from itr_jax.tools import torch_pickle
-from itr_jax.training import checkpointing
 from itr_jax.training import defaults
-from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import trainer
-from itr_jax.training import validation
 from itr_jax.training import workdir as workdir_lib
+
+# JAX, Flax and the readers are imported in the functions that use them, so
+# that --help and flag errors answer at once.
 
 FORMATS = ("auto", "hf", "openai", "big_vision")
 MAX_CONFIG_BYTES = 1 << 20
@@ -79,6 +72,7 @@ def _format(path: str) -> str:
 def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
                     text_heads: int = 0, act: str = "quick_gelu", image_size: int = 0):
   """(arch fields, params, tokenizer path or '') of a published checkpoint."""
+  from itr_jax.models import dual_encoder_weights as weights_lib  # pylint: disable=import-outside-toplevel
   if fmt not in FORMATS:
     raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}.")
   if not os.path.exists(path):
@@ -111,6 +105,7 @@ def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
     weights = _safetensors(path)
   else:
     try:
+      from itr_jax.tools import torch_pickle  # pylint: disable=import-outside-toplevel
       weights = torch_pickle.load(path)
     except (OSError, EOFError, ValueError, TypeError, KeyError) as e:
       raise ValueError(f"cannot read --checkpoint {path!r}: {e}") from None
@@ -128,6 +123,7 @@ def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
 
 def _variant(arch: dict) -> str:
   """The published variant these sizes are (for the record), else 'tiny'."""
+  from itr_jax.models import dual_encoder  # pylint: disable=import-outside-toplevel
   for (family, name), fields in dual_encoder.VARIANTS.items():
     if family == arch["family"] and name != "tiny" and all(
         arch[k] == v for k, v in fields.items() if k not in ("mean", "std", "pad_id")):
@@ -146,6 +142,12 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
                       vision_heads: int = 0, text_heads: int = 0, act: str = "quick_gelu",
                       image_size: int = 0, data_dir: str = "") -> dict:
   """Writes `workdir` from a published checkpoint; returns a summary dict."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from itr_jax.models import dual_encoder_weights as weights_lib
+  from itr_jax.text_encoders import clip_tokenizers
+  from itr_jax.training import checkpointing, optimizer as optimizer_lib, trainer, validation
+  # pylint: enable=import-outside-toplevel
   validation.check_workdir(workdir)
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise ValueError(f"--workdir {workdir!r} is not empty; give a new directory "
@@ -217,12 +219,7 @@ def run():
   values = _define_flags()
 
   def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    v = {name: flag.value for name, flag in values.items()}
-    missing = [f"--{n}" for n in ("checkpoint", "workdir") if not v[n]]
-    if missing:
-      raise app.UsageError(f"{', '.join(missing)} required.")
+    v = cli.flag_values(argv, values, required=("checkpoint", "workdir"))
     info = import_checkpoint(v["checkpoint"], v["workdir"], fmt=v["format"],
                              tokenizer=v["tokenizer"], vision_heads=v["vision_heads"],
                              text_heads=v["text_heads"], act=v["act"],

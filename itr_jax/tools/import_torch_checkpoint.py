@@ -36,21 +36,20 @@ import os
 import types
 from typing import Any, Mapping
 
-from absl import app
 from absl import flags
 import ml_collections
-import ml_dtypes
 import numpy as np
 
 from itr_jax import cli
 from itr_jax import filesystem as fs
 from itr_jax.data import vocab as vocab_lib
-from itr_jax.tools import torch_pickle
 from itr_jax.training import defaults
 from itr_jax.training import workdir as workdir_lib
 
 # Imported on first use, so that --help and flag errors answer at once.
 jax = cli.lazy_import("jax")
+ml_dtypes = cli.lazy_import("ml_dtypes")
+torch_pickle = cli.lazy_import("itr_jax.tools.torch_pickle")
 checkpointing = cli.lazy_import("itr_jax.training.checkpointing")
 optimizer_lib = cli.lazy_import("itr_jax.training.optimizer")
 trainer = cli.lazy_import("itr_jax.training.trainer")
@@ -375,12 +374,7 @@ def run():
   values = _define_flags()
 
   def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    v = {name: flag.value for name, flag in values.items()}
-    missing = [f"--{n}" for n in ("checkpoint", "backbone", "vocab", "workdir") if not v[n]]
-    if missing:
-      raise app.UsageError(f"{', '.join(missing)} required.")
+    v = cli.flag_values(argv, values, required=("checkpoint", "backbone", "vocab", "workdir"))
     info = import_checkpoint(v["checkpoint"], v["backbone"], v["vocab"], v["workdir"],
                              data_dir=v["data_dir"])
     print(f"Imported {info['backbone']} checkpoint (official epoch {info['official_epoch']}, "

@@ -52,6 +52,7 @@ def describe(error: BaseException, limit: int = 200) -> str:
   """`Type: first line` of an error, cut to `limit` characters (tensorstore
   errors carry kilobytes of spec)."""
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = fs.plain_paths(text)  # orbax names directories by their PosixGPath repr
   text = text if len(text) <= limit else text[:limit] + "..."
   return f"{type(error).__name__}: {text}" if text else type(error).__name__
 

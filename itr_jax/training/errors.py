@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -28,11 +29,17 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 
+from itr_jax import filesystem as fs
 from itr_jax import shipped_configs
 from itr_jax.training import workdir
 
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Show the full traceback of an error, not only its message.")
+
+class UsageProblem(ValueError):
+  """A wrong command line (absl's UsageError, which `app.run` would answer
+  with the whole --help before the message): one sentence, no traceback hint."""
+
 
 # Raised for what the user or the environment got wrong (messages written
 # for people); other exceptions are bugs.
@@ -71,6 +78,9 @@ def load_config_file(spec: str):
   module_spec = importlib.util.spec_from_file_location("itr_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  if arg and not inspect.signature(module.get_config).parameters:
+    raise ValueError(f"{path} has no variants (its get_config takes no argument); "
+                     f"drop ':{arg}' from --config.")
   return module.get_config(arg) if arg else module.get_config()
 
 
@@ -89,14 +99,22 @@ def config_flag_problem(argv) -> Optional[str]:
   """One sentence on a missing/broken --config file or an unknown field; else None."""
   spec = _config_argument(argv)
   if spec is None:
-    return None
-  try:
-    config = load_config_file(spec)
-  except FileNotFoundError as e:
-    return str(e)
-  except Exception as e:  # pylint: disable=broad-except
-    return (f"Config file {spec.partition(':')[0]!r} cannot be loaded: "
-            f"{type(e).__name__}: {e}")
+    # A command whose --config is a ConfigDict of its own (itr-evaluate's
+    # overrides): its fields are the default's.
+    config = flags.FLAGS["config"].default if "config" in flags.FLAGS else None
+    if "config" not in flags.FLAGS and any(a.startswith("--config.") for a in argv[1:]):
+      from itr_jax.training import defaults  # pylint: disable=import-outside-toplevel
+      config = defaults.base_config()  # the flag failed while being defined
+    if not hasattr(config, "keys"):
+      return None
+  else:
+    try:
+      config = load_config_file(spec)
+    except FileNotFoundError as e:
+      return str(e)
+    except Exception as e:  # pylint: disable=broad-except
+      return (f"Config file {spec.partition(':')[0]!r} cannot be loaded: "
+              f"{type(e).__name__}: {e}")
   known = _fields(config)
   for arg in argv[1:]:
     if not arg.startswith("--config.") or "=" not in arg:
@@ -133,7 +151,7 @@ def run(main: Callable, **app_run_kwargs) -> None:
     if verbose:
       traceback.print_exc()
     print(f"Error: {problem or message(e)}", file=sys.stderr)
-    if not verbose:
+    if not verbose and not isinstance(e, (UsageProblem, app.UsageError)):
       print("(run with --verbose for the traceback)", file=sys.stderr)
     sys.exit(1)
 
@@ -154,4 +172,5 @@ def message(error: BaseException) -> str:
     where = f" ({error.filename})" if error.filename else ""
     return f"{error.strerror}{where}."
   text = str(error).strip() or type(error).__name__
-  return text
+  return fs.plain_paths(text)
+

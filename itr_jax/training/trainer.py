@@ -24,6 +24,7 @@ import tqdm
 
 from itr_jax import filesystem as fs
 from itr_jax import losses
+from itr_jax import metrics as metrics_lib
 from itr_jax import models
 from itr_jax import sharding
 from itr_jax.evaluation import evaluate
@@ -307,7 +308,9 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None) -> dict:
       log.write(step, "dev", {**metrics, "epoch": step / steps_per_epoch})
       if jax.process_index() == 0:
         tqdm.tqdm.write(f"[dev] step {step} epoch {step / steps_per_epoch:.2f}: "
-                        + reporting.format_metrics(metrics, evaluate.SUMMARY_KEYS))
+                        + reporting.format_metrics(
+                            metrics, [metrics_lib.ndcg_key(key, config.eval.ndcg_k)
+                                      for key in evaluate.SUMMARY_KEYS]))
       return metrics
 
     if start_step == 0:

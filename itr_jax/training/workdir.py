@@ -35,6 +35,20 @@ RESUMABLE_FIELDS = (
 )
 
 
+# Written into a workdir that by design holds no checkpoints (a member of a
+# population sweep): why, in one sentence, for evaluate, retrieve and report.
+NO_CHECKPOINTS_FILE = "NO_CHECKPOINTS"
+
+
+def no_checkpoints_reason(workdir: str) -> Optional[str]:
+  """Why `workdir` holds no checkpoints by design (its NO_CHECKPOINTS_FILE), else None."""
+  path = fs.join(workdir, NO_CHECKPOINTS_FILE)
+  if not fs.exists(path):
+    return None
+  with fs.open(path) as f:
+    return f.read(4096).strip() or "it was written without checkpoints."
+
+
 def _process_index() -> int:
   import jax  # pylint: disable=import-outside-toplevel  # keeps `--help` fast
   return jax.process_index()
@@ -67,7 +81,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not fs.exists(workdir):
     raise FileNotFoundError(
         f"Workdir {workdir!r} does not exist; pass the --workdir of a run "
-        "trained with itr-train or imported with itr-import-torch.")
+        "trained with itr-train or imported with itr-import-torch or "
+        "itr-import-dual-encoder.")
   if not fs.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
