@@ -1,5 +1,6 @@
 """Tests for itr_jax.models.dense_max_pool (fused Dense + max pool, sparse VJP)."""
 import doctest
+import functools
 import importlib
 
 import flax.linen as nn
@@ -201,7 +202,7 @@ def test_whole_model_gradient_equals_plain_autodiff_pooling():
   mask = jnp.asarray(RNG.random((5, 7)) < 0.7).at[:, 0].set(True)
   tokens = jnp.asarray(RNG.integers(1, 20, (5, 4)), jnp.int32)
   lengths = jnp.array([4, 2, 3, 1, 4], jnp.int32)
-  params = model.init(jax.random.key(0), images, tokens, lengths, mask)
+  params = jax.jit(model.init)(jax.random.key(0), images, tokens, lengths, mask)
 
   def loss(params, fused):
     img = models.ImageEncoder(embed_size=8, fused_max_pool=fused).apply(
@@ -215,8 +216,9 @@ def test_whole_model_gradient_equals_plain_autodiff_pooling():
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5,
                                                        atol=1e-6), got, want)
   # The model's own image tower (either path) is one of the two.
-  img = model.apply(params, images, mask, method=models.VSEModel.encode_images)
-  ref = models.ImageEncoder(embed_size=8, fused_max_pool=False).apply(
+  img = jax.jit(functools.partial(model.apply, method=models.VSEModel.encode_images))(
+      params, images, mask)
+  ref = jax.jit(models.ImageEncoder(embed_size=8, fused_max_pool=False).apply)(
       {"params": params["params"]["image_encoder"]}, images, mask)
   np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-6)
 

@@ -43,15 +43,32 @@ def batch():
           "image_caption_emb": np.stack([sent, sent[::-1]], 1)}
 
 
+def fresh_state(config, model, tx):
+  """create_train_state under jit: one compile (eager init compiles every op)."""
+  return jax.jit(lambda: trainer.create_train_state(config, model, tx,
+                                                    types.SimpleNamespace()))()
+
+
+_INITIAL = {}
+
+
+def initial_state(config):
+  """(model, host copy of the fresh SGD(1) state) of `config`, made once per
+  model (the train steps donate their input state: device_put a copy)."""
+  key = (config.model.name, config.model.variant, config.model.get("lit", False))
+  if key not in _INITIAL:
+    model = trainer.build_model(config, 30)
+    # Plain SGD (lr 1): the update is the gradient (Adam's first step, -lr sign(g),
+    # would turn rounding noise in near-zero gradients into full-size steps).
+    _INITIAL[key] = model, jax.device_get(fresh_state(config, model, optax.sgd(1.0)))
+  return _INITIAL[key]
+
+
 def state_and_step(config, mesh=None, fsdp=False):
-  model = trainer.build_model(config, 30)
-  # Plain SGD (lr 1): the update is the gradient (Adam's first step, -lr sign(g),
-  # would turn rounding noise in near-zero gradients into full-size steps).
-  tx = optax.sgd(1.0)
-  state = trainer.create_train_state(config, model, tx, types.SimpleNamespace())
+  model, state = initial_state(config)
   options = losses.LossOptions.from_config(config.loss)
   if mesh is None:
-    return state, train_step_lib.make_train_step(model, options)
+    return jax.device_put(state), train_step_lib.make_train_step(model, options)
   rules = sharding.FSDP_RULES if fsdp else ()
   shardings = sharding.tree_shardings(state, mesh, rules, min_size=256)
   state = jax.device_put(state, shardings)
@@ -98,12 +115,10 @@ def test_triplet_loss_ignores_temperature_and_other_models_refuse_infonce():
 
 def test_decay_mask_and_tower_learning_rates():
   config = make_config("siglip", "sigmoid")
-  model = trainer.build_model(config, 30)
-  params = trainer.create_train_state(
-      config, model, optax.identity(), types.SimpleNamespace()).params
+  params = initial_state(config)[1].params
   tx = optimizer_lib.create_optimizer(config.optim, steps_per_epoch=10)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  updates, _ = tx.update(zeros, tx.init(params), params)
+  updates, _ = jax.jit(lambda p: tx.update(zeros, tx.init(p), p))(params)
   lr = config.optim.learning_rate
   # Zero gradients: the update is the decay alone, -lr * multiplier * wd * w.
   fc1 = ("encoder", "block_0", "mlp", "fc1")
@@ -136,14 +151,13 @@ def test_lit_step_runs_the_text_tower_on_cached_embeddings():
   """LiT loss on cached embeddings equals the full model's loss with the same towers."""
   config = make_config("clip", "infonce")
   b = batch()
-  full = trainer.build_model(config, 30)
-  params = trainer.create_train_state(config, full, optax.identity(),
-                                      types.SimpleNamespace()).params
+  full, state = initial_state(config)
+  params = state.params
   cached = jax.jit(lambda p, x: full.apply({"params": p}, x, method="encode_images"))(
       params, b["images"])
   config.model.lit = True
   lit = trainer.build_model(config, 30)
-  lit_state = trainer.create_train_state(config, lit, optax.sgd(1.0), types.SimpleNamespace())
+  lit_state = fresh_state(config, lit, optax.sgd(1.0))
   assert "image_encoder" not in lit_state.params
   lit_params = {k: v for k, v in params.items() if k != "image_encoder"}
   lit_state = lit_state.replace(params=lit_params)

@@ -87,9 +87,9 @@ def test_row_blocks_match_oracle(row_block, idcg, scan):
     s, rel = rows_with_ties(17, seed=11)
     w = np.random.default_rng(12).uniform(1.0, 2.0, s.shape)
 
-    def check(got_fn, want_fn):
-      got = jax.value_and_grad(got_fn, argnums=(0, 1))(s, 0.05)
-      want = jax.value_and_grad(want_fn, argnums=(0, 1))(s, 0.05)
+    def check(got_fn, want_fn):  # jit: eager autodiff compiles every primitive
+      got = jax.jit(jax.value_and_grad(got_fn, argnums=(0, 1)))(s, 0.05)
+      want = jax.jit(jax.value_and_grad(want_fn, argnums=(0, 1)))(s, 0.05)
       for g, ref in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
 
@@ -110,9 +110,10 @@ def test_saturated_scores_at_tiny_tau():
     rel = np.random.default_rng(2).uniform(size=(3, 40))
     got = ndcg_and_grads("sorted", jnp.float64)(s, rel, jnp.float64(1e-4))
     want = ndcg_and_grads("dense", jnp.float64)(s, rel, jnp.float64(1e-4))
-    r = ranks.smooth_ranks(s, tau=1e-4, method="sorted")
+    r = jax.jit(lambda s: ranks.smooth_ranks(s, tau=1e-4, method="sorted"))(s)
     # Ties only: sum_m G_m = g(0) = 1/2 up to the fit's 7e-9 relative error.
-    np.testing.assert_allclose(r, ranks.dense_smooth_ranks(s, tau=1e-4), rtol=1e-7)
+    np.testing.assert_allclose(
+        r, jax.jit(lambda s: ranks.dense_smooth_ranks(s, tau=1e-4))(s), rtol=1e-7)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
     for g, ref in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
       # d/dtau is exactly 0 under the oracle's clip; ours is float64 rounding
@@ -156,15 +157,16 @@ def test_float32_is_as_close_to_the_oracle_as_the_chunked_kernel():
 def test_bfloat16_scores_rank_in_float32():
   s, rel = rows_with_ties(64, seed=3, dtype=np.float32)
   bf16 = jnp.asarray(s, jnp.bfloat16)
-  got = ranks.smooth_ranks(bf16, tau=0.05, method="sorted")
+  got = jax.jit(lambda x: ranks.smooth_ranks(x, tau=0.05, method="sorted"))(bf16)
   assert got.dtype == jnp.float32
   with jax.enable_x64(True):
-    want = ranks.dense_smooth_ranks(np.asarray(bf16.astype(jnp.float32), np.float64), tau=0.05)
+    want = jax.jit(lambda x: ranks.dense_smooth_ranks(x, tau=0.05))(
+        np.asarray(bf16.astype(jnp.float32), np.float64))
   # float32 rounding, amplified on tied rows (~16x: sum |G_m| / g(0)).
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-5)
-  grad = jax.grad(lambda x: jnp.sum(losses.smooth_ndcg_rows(
-      x, rel, tau=0.05, rank_method="sorted")))(bf16)
-  ref = jax.grad(lambda x: jnp.sum(losses.smooth_ndcg_rows(x, rel, tau=0.05)))(bf16)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(losses.smooth_ndcg_rows(
+      x, rel, tau=0.05, rank_method="sorted"))))(bf16)
+  ref = jax.jit(jax.grad(lambda x: jnp.sum(losses.smooth_ndcg_rows(x, rel, tau=0.05))))(bf16)
   assert grad.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(ref, np.float32),
                              rtol=1e-2, atol=1e-3)
@@ -190,8 +192,8 @@ def test_listwise_loss_with_sorted_ranks_equals_chunked():
   relevance = jnp.asarray(np.random.default_rng(7).uniform(size=(24, 24)), jnp.float32)
 
   def loss(method):
-    return jax.value_and_grad(lambda x: losses.listwise_itr_loss(
-        x, relevance, losses.LossOptions(tau=0.05, rank_method=method))[0])(scores)
+    return jax.jit(jax.value_and_grad(lambda x: losses.listwise_itr_loss(
+        x, relevance, losses.LossOptions(tau=0.05, rank_method=method))[0]))(scores)
 
   (value, grad), (ref_value, ref_grad) = loss("sorted"), loss("chunked")
   np.testing.assert_allclose(value, ref_value, rtol=1e-6)

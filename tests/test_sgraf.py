@@ -130,7 +130,8 @@ def _tiny(module, batch=8, regions=4, length=6, seed=0):
   images = jnp.asarray(rng.normal(size=(batch, regions, 5)), jnp.float32)
   lengths = jnp.asarray(rng.integers(1, length + 1, size=batch), jnp.int32)
   tokens = jnp.asarray(rng.integers(1, 12, size=(batch, length)), jnp.int32)
-  variables = model.init(jax.random.key(0), images, tokens, lengths)
+  # jit: one compile; eager init / encode compile every primitive (~10x the CPU).
+  variables = jax.jit(model.init)(jax.random.key(0), images, tokens, lengths)
   sent = rng.normal(size=(batch, 3, 7)).astype(np.float32)
   batch_dict = {"images": images, "tokens": tokens, "lengths": lengths,
                 "image_caption_emb": jnp.asarray(sent), "caption_emb": jnp.asarray(sent[:, 0])}
@@ -142,8 +143,9 @@ def _tiny(module, batch=8, regions=4, length=6, seed=0):
 @pytest.mark.parametrize("module", [pytest.param("sgr", marks=pytest.mark.slow), "saf"])
 def test_chunked_scores_equal_one_shot_values_and_grads(module):
   model, variables, b = _tiny(module)
-  img, cap, _ = scorer.encode(model, variables, b["images"], b["tokens"], b["lengths"],
-                              train=True, rng=jax.random.key(1))
+  img, cap, _ = jax.jit(lambda v, x, t, n: scorer.encode(model, v, x, t, n, train=True,
+                                                        rng=jax.random.key(1)))(
+      variables, b["images"], b["tokens"], b["lengths"])
   cap_mask = cap.pop("mask")
 
   # Chunking acts after the encoders: gradients equal with respect to the
@@ -200,9 +202,14 @@ def test_sharded_scorer_loss_equals_one_device(module):
 
 def test_blocked_evaluation_scores_equal_direct_scores():
   model, variables, b = _tiny("saf", batch=11)
-  img = model.apply(variables, b["images"], method="encode_images")
-  cap = model.apply(variables, b["tokens"], b["lengths"], method="encode_texts")
-  want = model.apply(variables, img, cap, method="similarity")[0]
+
+  @jax.jit  # one compile (eager: every primitive)
+  def direct(variables, b):
+    img = model.apply(variables, b["images"], method="encode_images")
+    cap = model.apply(variables, b["tokens"], b["lengths"], method="encode_texts")
+    return img, cap, model.apply(variables, img, cap, method="similarity")[0]
+
+  img, cap, want = direct(variables, b)
   mesh = mesh_lib.create_mesh([("data", -1)], devices=jax.devices()[:4])
   got = similarity_lib.similarity_matrix(
       model, variables, jax.tree.map(np.asarray, img), jax.tree.map(np.asarray, cap),

@@ -491,9 +491,12 @@ def test_batch_with_repeated_images_gives_the_same_loss_on_eight_devices():
   cap = rng.standard_normal((b, e)).astype(np.float32)
   img /= np.linalg.norm(img, axis=1, keepdims=True)
   cap /= np.linalg.norm(cap, axis=1, keepdims=True)
-  want_loss, want = losses.listwise_itr_loss(img @ cap.T, rsc(image_caption_emb, caption_emb))
+  # jit: one compile each (eager execution compiles every primitive).
+  want_loss, want = jax.jit(lambda i, c, ic, ce: losses.listwise_itr_loss(i @ c.T, rsc(ic, ce)))(
+      img, cap, image_caption_emb, caption_emb)
   mesh = mesh_lib.create_mesh((("data", -1),), devices=jax.devices()[:8])
-  got_loss, got = global_loss(img, cap, image_caption_emb, caption_emb, mesh=mesh)
+  got_loss, got = jax.jit(lambda *x: global_loss(*x, mesh=mesh))(
+      img, cap, image_caption_emb, caption_emb)
   np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
   for key in want:
     np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5, err_msg=key)
@@ -515,10 +518,11 @@ def test_rsc_snap_false_reaches_the_sharded_loss_and_changes_tied_batches():
   mesh = mesh_of(1)
   by_snap = {}
   for snap in (True, False):
-    want_loss, want = losses.listwise_itr_loss(
-        img @ cap.T, rsc(image_caption_emb, caption_emb, snap=snap))
-    got_loss, got = global_loss(img, cap, image_caption_emb, caption_emb, mesh=mesh,
-                                rsc_snap=snap)
+    # jit: one compile each (eager execution compiles every primitive).
+    want_loss, want = jax.jit(lambda i, c, ic, ce: losses.listwise_itr_loss(
+        i @ c.T, rsc(ic, ce, snap=snap)))(img, cap, image_caption_emb, caption_emb)  # pylint: disable=cell-var-from-loop
+    got_loss, got = jax.jit(lambda *x: global_loss(*x, mesh=mesh, rsc_snap=snap))(  # pylint: disable=cell-var-from-loop
+        img, cap, image_caption_emb, caption_emb)
     np.testing.assert_allclose(float(got_loss), float(want_loss), rtol=1e-5)
     for key in want:
       np.testing.assert_allclose(float(got[key]), float(want[key]), rtol=1e-5,

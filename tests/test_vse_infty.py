@@ -46,15 +46,17 @@ def _variables(ref):
 def test_converted_weights_fill_exactly_the_model_tree(ref):
   model = _model(ref)
   images, tokens, lengths, mask = _inputs(ref)
-  init = model.init(jax.random.key(0), images, tokens, lengths, mask)
+  # Shapes only: eval_shape compiles nothing.
+  init = jax.eval_shape(model.init, jax.random.key(0), images, tokens, lengths, mask)
   shapes = lambda t: jax.tree.map(jnp.shape, t)
-  assert shapes(_variables(ref)) == shapes(jax.tree.map(np.asarray, init))
+  assert shapes(_variables(ref)) == shapes(init)
 
 
 def test_eval_embeddings_match_official(ref):
   """Eval mode: BatchNorm running statistics, GPO over each image's regions."""
   images, tokens, lengths, mask = _inputs(ref)
-  img, cap = _model(ref).apply(_variables(ref), images, tokens, lengths, mask)
+  # jit: one compile (eager execution compiles each primitive: many times the CPU).
+  img, cap = jax.jit(_model(ref).apply)(_variables(ref), images, tokens, lengths, mask)
   np.testing.assert_allclose(img, ref["eval_img_emb"], atol=2e-6)
   np.testing.assert_allclose(cap, ref["eval_cap_emb"], atol=2e-6)
 
@@ -81,8 +83,8 @@ def test_train_mode_embeddings_stats_and_gradients_match_official(ref):
         images, tokens, lengths, mask, train=True, mutable=["batch_stats"])
     return _official_loss(img, cap), (img, cap, updates)
 
-  (loss, (img, cap, updates)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(variables["params"])
+  (loss, (img, cap, updates)), grads = jax.jit(jax.value_and_grad(
+      loss_fn, has_aux=True))(variables["params"])
   np.testing.assert_allclose(img, ref["train_img_emb"], atol=2e-6)
   np.testing.assert_allclose(cap, ref["train_cap_emb"], atol=2e-6)
   np.testing.assert_allclose(loss, ref["train_loss"], rtol=1e-5)
@@ -135,7 +137,7 @@ def test_bert_tower_head_matches_official(ref):
   states = state["bert.table.weight"][tokens] * np.asarray(mask)[..., None]
   params = {"linear": vse_infty_torch.linear(state, "linear."),
             "gpo": vse_infty_torch.gpo(state, "gpool.")}
-  out = _BertHead(ref["bert_txt.linear.weight"].shape[0]).apply(
+  out = jax.jit(_BertHead(ref["bert_txt.linear.weight"].shape[0]).apply)(
       {"params": params}, jnp.asarray(states), mask)
   np.testing.assert_allclose(out, ref["eval_bert_cap_emb"], atol=2e-6)
 
@@ -147,7 +149,9 @@ def test_bert_tower_param_layout_takes_pretrained_bert():
   model = vse_infty.VSEInftyModel(vocab_size=20, embed_size=4, text_tower="bert",
                                   bert_config=c)
   tokens, lengths = jnp.array([[2, 7, 3, 0], [2, 3, 0, 0]]), jnp.array([3, 2])
-  variables = model.init(jax.random.key(0), jnp.ones((2, 3, 5)), tokens, lengths)
+  # The layout only: eval_shape compiles nothing.
+  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((2, 3, 5)), tokens,
+                             lengths)
   text = variables["params"]["text_encoder"]
   assert sorted(text) == ["gpo", "linear", "sentence_bert"]
   bert = jax.tree.map(lambda x: np.full(x.shape, 0.01, x.dtype),
@@ -163,17 +167,18 @@ def test_padding_and_batch_extent_do_not_leak(ref):
   model = _model(ref)
   images, tokens, lengths, mask = _inputs(ref)
   variables = _variables(ref)
-  img, cap = model.apply(variables, images, tokens, lengths, mask)
+  apply = jax.jit(model.apply)
+  img, cap = apply(variables, images, tokens, lengths, mask)
   noisy_images = jnp.where(mask[..., None], images, 7.0)
   noisy_tokens = jnp.where(vse_infty.length_mask(lengths, tokens.shape[1]), tokens, 5)
-  img2, cap2 = model.apply(variables, noisy_images, noisy_tokens, lengths, mask)
+  img2, cap2 = apply(variables, noisy_images, noisy_tokens, lengths, mask)
   np.testing.assert_allclose(img2, img, atol=1e-6)
   np.testing.assert_allclose(cap2, cap, atol=1e-6)
   # Extra all-padding region columns change nothing, in train mode either.
   wide = jnp.concatenate([images, jnp.zeros_like(images[:, :2])], axis=1)
   wide_mask = jnp.concatenate([mask, jnp.zeros_like(mask[:, :2])], axis=1)
-  train = lambda x, m: model.apply(variables, x, tokens, lengths, m, train=True,
-                                    mutable=["batch_stats"])[0][0]
+  train = jax.jit(lambda x, m: model.apply(variables, x, tokens, lengths, m, train=True,
+                                            mutable=["batch_stats"])[0][0])
   np.testing.assert_allclose(train(wide, wide_mask), train(images, mask), atol=1e-6)
 
 

@@ -187,8 +187,10 @@ def test_optimizer_config_errors_and_unchanged_adam_state():
 
 # ---- the train step: BatchNorm state, augmentation, exact resume ----
 
-def _tiny_vse_infty():
-  """(config, model, fresh state, augment) of a tiny VSE-infinity run."""
+@pytest.fixture(scope="module")
+def tiny_vse_infty():
+  """(config, model, fresh state on the host, augment, one-device train step)
+  of a tiny VSE-infinity run; the tests share the step's compilation."""
   c = defaults.vse_infty_recipe(defaults.base_config())
   c.model.word_dim, c.model.embed_size = 4, 8
   c.optim.lr_update = 1
@@ -196,9 +198,12 @@ def _tiny_vse_infty():
   model = trainer.build_model(c, 12)
   tx = optimizer.create_optimizer(c.optim, steps_per_epoch=3)
   split = type("Split", (), {"num_regions": 5, "feature_dim": 6})()
-  state = trainer.create_train_state(c, model, tx, split)
+  # jit: one compile (eager init compiles every primitive).
+  state = jax.jit(lambda: trainer.create_train_state(c, model, tx, split))()
   aug = augment.make_augment(c.train.augment, seed=c.seed, mask_id=12, num_ids=13)
-  return c, model, jax.device_get(state), aug
+  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(c.loss),
+                                        augment=aug)
+  return c, model, jax.device_get(state), aug, step
 
 
 def _batch(i, size=8):
@@ -210,11 +215,9 @@ def _batch(i, size=8):
           "caption_emb": r.normal(size=(size, 3)).astype(np.float32)}
 
 
-def test_train_step_updates_batch_stats_and_resumes_exactly(tmp_path):
-  c, model, first, aug = _tiny_vse_infty()
+def test_train_step_updates_batch_stats_and_resumes_exactly(tmp_path, tiny_vse_infty):
+  _, model, first, _, step = tiny_vse_infty
   assert isinstance(first, train_step_lib.TrainState) and first.model_state
-  step = train_step_lib.make_train_step(model, losses.LossOptions.from_config(c.loss),
-                                        augment=aug)
   copy = lambda s: jax.device_put(s, jax.devices()[0])
   s = copy(first)
   for i in range(4):
@@ -237,17 +240,16 @@ def test_train_step_updates_batch_stats_and_resumes_exactly(tmp_path):
   for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Evaluation uses the running statistics: the encoders take the variables.
-  emb = model.apply(s.variables(), jnp.asarray(_batch(0)["images"]),
-                    method="encode_images")
+  emb = jax.jit(lambda v, x: model.apply(v, x, method="encode_images"))(
+      s.variables(), jnp.asarray(_batch(0)["images"]))
   assert emb.shape == (8, 8)
 
 
-def test_sharded_train_step_equals_one_device():
+def test_sharded_train_step_equals_one_device(tiny_vse_infty):
   """BatchNorm statistics and augmentation draws over a batch split on 4 devices."""
   from itr_jax import sharding  # pylint: disable=import-outside-toplevel
-  c, model, first, aug = _tiny_vse_infty()
+  c, model, first, aug, single = tiny_vse_infty
   options = losses.LossOptions.from_config(c.loss)
-  single = train_step_lib.make_train_step(model, options, augment=aug)
   mesh = sharding.create_mesh((("data", -1),), devices=jax.devices()[:4])
   shardings = sharding.state_shardings(jax.eval_shape(lambda: first), mesh, c.sharding)
   sharded = train_step_lib.make_train_step(model, options, augment=aug, mesh=mesh,
