@@ -19,9 +19,7 @@ damaged file is reported then.
 >>> from itr_jax.data import testing, tfds_builder
 >>> d = tempfile.mkdtemp()
 >>> _ = testing.write_random_split(d + "/src", "train", num_images=3)
->>> _ = tfds_builder.convert(d + "/src", d + "/tfds")  # doctest: +ELLIPSIS
-Downloading and preparing dataset ...
-Dataset itr_precomputed downloaded and prepared to ...
+>>> _ = tfds_builder.convert(d + "/src", d + "/tfds")
 >>> s = load_split("itr_precomputed", d + "/tfds", "train")
 >>> s.images.shape, s.images[[2, 0]].shape, s.num_captions, s.emb_dim
 ((3, 2, 4), (2, 2, 4), 15, 6)
