@@ -9,14 +9,7 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The tests are compile-bound (tiny shapes): LLVM's optimisation passes cost
-# ~30 % of their CPU time (measured on test_vse_infty_training and
-# test_official_recipes: 78.5 -> 54.2 CPU s) and buy nothing at these sizes.
-# They do not change float semantics (XLA's CPU fast-math stays off). The
-# processes tests start inherit these flags; benchmarks and users are unaffected.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0 "
-                      "--xla_llvm_disable_expensive_passes=true")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # One XLA compilation cache per test session, shared with the processes tests
 # start: they compile the same tiny programs again and again (measured: 35 %
 # less CPU time for test_reliability.py). Fresh each session, removed at exit.

@@ -20,8 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run_benchmark(tmp_path, parts):
   out = tmp_path / "table.md"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device
-  # Compile-bound at --tiny sizes: skip LLVM's optimisations (as conftest does).
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "benchmarks", "accelerator.py"), "--tiny",
