@@ -213,13 +213,21 @@ def run(main: Callable[[list[str]], None], *, config_fields: bool = False,
             file=sys.stderr)
       sys.exit(1)
   if any(arg in HELP_ARGS[:-1] for arg in args):
-    print(command_help(main, doc))
-    if config_fields:
-      try:
-        print(config_fields_help(_config_spec(sys.argv)))
-      except Exception as e:  # pylint: disable=broad-except
-        print(f"Error: {errors.config_flag_problem(sys.argv) or e}", file=sys.stderr)
-        sys.exit(1)
+    try:
+      print(command_help(main, doc))
+      if config_fields:
+        try:
+          print(config_fields_help(_config_spec(sys.argv)))
+        except BrokenPipeError:
+          raise
+        except Exception as e:  # pylint: disable=broad-except
+          print(f"Error: {errors.config_flag_problem(sys.argv) or e}", file=sys.stderr)
+          sys.exit(1)
+      sys.stdout.flush()
+    except BrokenPipeError:
+      # The reader stopped early (`--help | head`): not an error. Point stdout
+      # at /dev/null so the interpreter's final flush does not fail again.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   try:
     errors.run(command_main(main, positional=positional), flags_parser=_parse_flags)

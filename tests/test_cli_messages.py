@@ -75,3 +75,14 @@ def test_tfds_dataset_not_prepared_names_the_folder_as_a_path(tmp_path):
   with pytest.raises(ValueError) as e:
     tfds_source._builder("itr_precomputed", str(tmp_path))  # pylint: disable=protected-access
   assert "GPath" not in str(e.value) and repr(str(tmp_path)) in str(e.value), str(e.value)
+
+
+def test_help_into_a_pipe_closed_early_is_not_an_error():
+  """`itr-train --help | head -1`: the first line, no BrokenPipeError."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  proc = subprocess.run(
+      ["bash", "-c", f"set -o pipefail; '{sys.executable}' -m itr_jax.train --help | head -c 20"],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0 and proc.stdout, proc.stderr
+  assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
