@@ -265,7 +265,9 @@ def _open_images(data_dir: str, split: str, image_root: str | None,
     if not image_root:
       raise ValueError(
           f"{list_path!r} lists image files relative to an image root, but "
-          "none was given: set --config.data.image_root=/path/to/images")
+          "none was given: set --config.data.image_root=/path/to/images "
+          "(itr-train, itr-evaluate); an imported CLIP / SigLIP workdir takes it "
+          "at import (itr-import-dual-encoder --image_root)")
     paths = image_sources.read_image_list(list_path)
     return (image_sources.ImageFiles(image_root, tuple(paths), preprocessing),
             list_path)
