@@ -186,19 +186,24 @@ def rmtree(path: str) -> None:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so that readers see the old or the new file, never a part.
+  """Writes `text` (UTF-8) to `path` as `atomic_write_bytes` does."""
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` so that readers see the old or the new file, never a part.
 
   Locally: a temporary file, fsync, then an atomic rename. On GCS an object
   upload is already all-or-nothing, so it is written in place.
   """
   if is_remote(path):
-    with _gfile().GFile(path, "w") as f:
-      f.write(text)
+    with _gfile().GFile(path, "wb") as f:
+      f.write(data)
     return
   tmp = f"{path}.tmp-{os.getpid()}"
   try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from typing import Any, Callable
 
 import jax
@@ -132,18 +131,7 @@ def _write_entry(npy: str, sidecar: str, key: dict, array: np.ndarray) -> None:
   meta = {"key": key, "shape": list(array.shape),
           "sha256": hashlib.sha256(data).hexdigest()}
   fs.makedirs(fs.dirname(npy))
-  if fs.is_remote(npy):  # an object upload is all-or-nothing
-    with fs.open(npy, "wb") as f:
-      f.write(data)
-  else:
-    tmp = f"{npy}.tmp-{os.getpid()}"
-    try:
-      with open(tmp, "wb") as f:
-        f.write(data)
-      os.replace(tmp, npy)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+  fs.atomic_write_bytes(npy, data)
   # Last: a reader only trusts an array its sidecar's checksum vouches for.
   fs.atomic_write_text(sidecar, json.dumps(meta, indent=1))
 

@@ -97,15 +97,7 @@ def save_tower(path: str, params) -> None:
   """Writes the locked tower's parameters to `path` (safetensors), atomically."""
   flat = {k: np.asarray(jax.device_get(v))
           for k, v in flax.traverse_util.flatten_dict(params, sep="/").items()}
-  data = safetensors.numpy.save(flat)
-  if fs.is_remote(path):
-    with fs.open(path, "wb") as f:
-      f.write(data)
-    return
-  tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  fs.replace(tmp, path)
+  fs.atomic_write_bytes(path, safetensors.numpy.save(flat))
 
 
 def load_tower(path: str, tower: LockedImageTower):
