@@ -185,6 +185,24 @@ def rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+class TooLarge(ValueError):
+  """A file holds more bytes than its reader accepts."""
+
+
+def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
+  """The bytes of `path`, reading at most ``limit + 1`` of them.
+
+  A file (or a remote object still growing) over `limit` bytes raises
+  `TooLarge` naming `what` and the limit, without holding more than the limit
+  in memory. Read failures raise as `errors(path)` lists.
+  """
+  with open(path, "rb") as f:
+    data = f.read(limit + 1)
+  if len(data) > limit:
+    raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
+  return data
+
+
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` (UTF-8) to `path` as `atomic_write_bytes` does."""
   atomic_write_bytes(path, text.encode("utf-8"))

@@ -115,6 +115,12 @@ def test_filesystem_layer_behaves_the_same_locally_and_on_gcs(root):
     fs.open(fs.join(run, "missing"))
   with pytest.raises(FileNotFoundError):
     fs.remove(fs.join(run, "missing"))
+  # Bounded reads stop one byte past the limit, on either store.
+  assert fs.read_bounded(fs.join(run, "log"), 8) == b"one\ntwo\n"
+  with pytest.raises(fs.TooLarge, match=r"image '.*log' holds more than 7 bytes"):
+    fs.read_bounded(fs.join(run, "log"), 7, what="image")
+  with pytest.raises(fs.errors(run)):
+    fs.read_bounded(fs.join(run, "missing"), 8)
   # Integrity records catch one changed byte, on either store.
   integrity.write_record(fs.join(run, "a"))
   assert integrity.verify(fs.join(run, "a")) is None

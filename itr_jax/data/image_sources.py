@@ -96,8 +96,7 @@ def read_bounded(path: str) -> bytes:
     if size > MAX_IMAGE_BYTES:
       raise ValueError(f"image {path!r} has {size} bytes, over the "
                        f"{MAX_IMAGE_BYTES}-byte limit")
-    with fs.open(path, "rb") as f:
-      return f.read(MAX_IMAGE_BYTES + 1)
+    return fs.read_bounded(path, MAX_IMAGE_BYTES, what="image")
   except (OSError, FileNotFoundError) as e:
     raise ValueError(f"cannot read image {path!r}: {e}") from e
   except Exception as e:  # tf.errors.OpError from gfile on gs://

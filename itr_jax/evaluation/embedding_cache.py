@@ -88,11 +88,9 @@ def _key_digest(key: dict) -> str:
 def _read_bounded(path: str, limit: int) -> bytes | None:
   """The bytes of `path`, or None if missing, unreadable or over `limit` bytes."""
   try:
-    with fs.open(path, "rb") as f:
-      data = f.read(limit + 1)
-  except fs.errors(path):
+    return fs.read_bounded(path, limit)
+  except (fs.TooLarge, *fs.errors(path)):
     return None
-  return data if len(data) <= limit else None
 
 
 def _load_entry(npy: str, sidecar: str, key: dict) -> np.ndarray | None:

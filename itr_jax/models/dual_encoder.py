@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from itr_jax.data.image_preprocessing import CLIP_MEAN, CLIP_STD
 from itr_jax.models import initializers
 from itr_jax.models import vse
 from itr_jax.models.normalize import l2_normalize
@@ -54,8 +55,6 @@ from itr_jax.models.transformer import ACTIVATIONS, Attention, Encoder, Mlp
 
 Dtype = Any
 FAMILIES = ("clip", "siglip")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclasses.dataclass(frozen=True)

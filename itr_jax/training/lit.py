@@ -102,10 +102,7 @@ def save_tower(path: str, params) -> None:
 
 def load_tower(path: str, tower: LockedImageTower):
   """The parameters in `path`, checked against `tower`'s names, shapes and dtypes."""
-  with fs.open(path, "rb") as f:
-    data = f.read(MAX_TOWER_BYTES + 1)
-  if len(data) > MAX_TOWER_BYTES:
-    raise ValueError(f"{path} is larger than any image tower ({MAX_TOWER_BYTES} bytes).")
+  data = fs.read_bounded(path, MAX_TOWER_BYTES, what="locked image tower")
   try:
     flat = safetensors.numpy.load(data)
   except Exception as e:  # pylint: disable=broad-except  (safetensors' own error type)
