@@ -80,3 +80,8 @@ def test_off_a_terminal_the_bar_writes_plain_lines():
   text = out.getvalue()
   assert "\r" not in text and "\x1b" not in text, repr(text)
   assert "3/3" in text and text.count("[dev] line") == 3
+  # One line per step count: the redraws after each [dev] line and at close
+  # repeat nothing, and no blank lines.
+  bars = [line for line in text.splitlines() if "[dev]" not in line]
+  assert [line.split("|")[2].split()[0] for line in bars] == ["0/3", "1/3", "2/3", "3/3"], text
+  assert text.endswith("\n") and "\n\n" not in text, repr(text)

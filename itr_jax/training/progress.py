@@ -30,15 +30,24 @@ class TrainingBar(tqdm.tqdm):
   def __init__(self, *args, **kwargs):
     out = kwargs.get("file") or sys.stderr
     self._plain = not (hasattr(out, "isatty") and out.isatty())
+    self._plain_n = None  # the step count of the last plain line
     if self._plain:
       kwargs.setdefault("mininterval", 30.0)
       kwargs["dynamic_ncols"] = False
       kwargs.setdefault("ncols", 100)
     super().__init__(*args, **kwargs)
+    if self._plain and not self.disable:  # a disabled bar has no file
+      self.fp = _WholeLines(self.fp)
 
   def display(self, msg=None, pos=None):
     if not getattr(self, "_plain", False):
       return super().display(msg, pos)
+    # A redraw without progress (after tqdm.write, at close) would repeat the
+    # last line in a log; an empty message is tqdm clearing the bar.
+    if msg is None and self.n == self._plain_n or msg == "":
+      return True
+    if msg is None:
+      self._plain_n = self.n
     self.fp.write((self.__str__() if msg is None else msg) + "\n")
     self.fp.flush()
     return True
@@ -63,3 +72,18 @@ class TrainingBar(tqdm.tqdm):
       # drop everything since the last *print*, losing unprinted steps).
       self.start_t += spent
       self.last_print_t += spent
+
+
+class _WholeLines:
+  """A log file as the plain bar sees it: tqdm's bare line ends and carriage
+  returns around its redraws are dropped, whole lines pass."""
+
+  def __init__(self, fp):
+    self._fp = fp
+
+  def write(self, text: str) -> None:
+    if text.strip("\r\n"):
+      self._fp.write(text)
+
+  def flush(self) -> None:
+    self._fp.flush()
