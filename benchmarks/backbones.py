@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from train_step import random_batch  # noqa: E402  pylint: disable=wrong-import-position
+import timing  # noqa: E402  pylint: disable=wrong-import-position
 
 from itr_jax import losses  # noqa: E402
 from itr_jax import models  # noqa: E402
@@ -82,13 +83,8 @@ def train_row(name, batch_size, args):
   compiled = step.lower(state, batch).compile()
   compile_s = time.time() - t0
   mem = sharding.memory_stats(compiled)
-  walls, cpus = [], []
-  for _ in range(args.steps):
-    w0, c0 = time.perf_counter(), time.process_time()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    walls.append(time.perf_counter() - w0)
-    cpus.append(time.process_time() - c0)
+  _, walls, cpus = timing.wall_and_cpu_seconds(timing.step_call(compiled, state, batch),
+                                               args.steps)
   return dict(backbone=name, batch=batch_size, compile_s=compile_s,
               ms=1e3 * statistics.median(walls) if walls else float("nan"),
               cpu_s=statistics.median(cpus) if cpus else float("nan"),

@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import timing
 
 from itr_jax import losses
 from itr_jax import models
@@ -64,23 +65,6 @@ def random_batch(rng: np.random.Generator, batch: int, args) -> dict:
   }
 
 
-def time_calls(call, steps):
-  """Compile + first call seconds, then (wall, process CPU) seconds per call.
-
-  CPU time (all threads of this process) is the contention-robust number on a
-  shared machine: with C free cores, wall time is about CPU time / C.
-  """
-
-  def timed():
-    wall, cpu = time.perf_counter(), time.process_time()
-    jax.block_until_ready(call())
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-  first, _ = timed()
-  walls, cpus = zip(*[timed() for _ in range(steps)])
-  return first, list(walls), list(cpus)
-
-
 def bench_train_step(batch_size: int, args):
   """(compile + 1st s, wall s list, CPU s list, peak MiB) of `args.backbone`'s step."""
   config = defaults.base_config()
@@ -106,13 +90,8 @@ def bench_train_step(batch_size: int, args):
       model, losses.LossOptions.from_config(config.loss), augment=augment)
   peak = sharding.memory_stats(
       train_step.lower(state, batch).compile())["peak"] / 2**20
-  holder = [state]  # the step donates its input state
-
-  def call():
-    holder[0], metrics = train_step(holder[0], batch)
-    return holder[0], metrics
-
-  return (*time_calls(call, args.steps), peak)
+  return (*timing.wall_and_cpu_seconds(timing.step_call(train_step, state, batch),
+                                       args.steps), peak)
 
 
 def bench_loss(batch_size: int, args):
@@ -137,7 +116,7 @@ def bench_loss(batch_size: int, args):
       lambda v, t, r: losses.listwise_itr_loss(v @ t.T, r, options),
       argnums=(0, 1), has_aux=True))
   v, t = jax.device_put(emb[0]), jax.device_put(emb[1])
-  _, walls, cpus = time_calls(lambda: grad(v, t, rel), args.steps)
+  _, walls, cpus = timing.wall_and_cpu_seconds(lambda: grad(v, t, rel), args.steps)
   name = ranks.resolve_rank_method(args.rank_method, batch_size)
   return [(f"{name} ({args.rank_method})", walls, cpus)]
 
@@ -182,7 +161,7 @@ def bench_gru(batch_size: int, args):
       return jax.grad(lambda p: jnp.sum(module.apply(p, words, lens) ** 2))(
           params)
 
-    _, walls, cpus = time_calls(lambda: grad(params, lens), args.steps)
+    _, walls, cpus = timing.wall_and_cpu_seconds(lambda: grad(params, lens), args.steps)
     rows.append((name, walls, cpus))
   return rows
 
@@ -204,7 +183,7 @@ def bench_image_tower(batch_size: int, args):
       return jax.grad(lambda p: jnp.sum(encoder.apply(p, images) * cotangent))(
           params)
 
-    _, walls, cpus = time_calls(lambda: grad(params), args.steps)
+    _, walls, cpus = timing.wall_and_cpu_seconds(lambda: grad(params), args.steps)
     rows.append((name, walls, cpus))
   return rows
 
