@@ -268,3 +268,9 @@ def test_lit_trains_only_the_text_tower_on_cached_embeddings_and_resumes(
   retriever = inference.load(straight, "latest")
   np.testing.assert_allclose(retriever.encode_images(pixels["images"][pixels["mask"]]),
                              lit_data.dev.images, atol=1e-5)
+  # Its examples page shows the images themselves, not their embeddings.
+  from itr_jax.report import examples  # pylint: disable=import-outside-toplevel
+  with open(examples.write_examples_page(straight, "dev", checkpoint="latest",
+                                         num_queries=2, k=2), encoding="utf-8") as f:
+    page = f.read()
+  assert "data:image/" in page and "no thumbnail" not in page

@@ -108,6 +108,9 @@ class LoadedRun:
   params: object
   step: int
   data_dir: str
+  # The split's images as stored (files, records, region features), also for
+  # a LiT run, whose `split.images` are its locked tower's embeddings.
+  stored_images: object = None
 
 
 def apply_overrides(config, overrides: dict | None, data_dir: str | None):
@@ -144,7 +147,9 @@ def load_run(workdir: str, split_name: str | None = None, which: str = "best", *
   split = experiment_data.load_split(config, directory, split_name)
   vocab = experiment_data.resolve_tokenizer(config, directory, workdir=workdir)
   model = trainer.build_model(config, len(vocab))
+  stored_images = split.images
   if lit.enabled(config):  # the locked tower's embeddings stand in for the images
     split = lit.embed_run_split(config, workdir, model, split, directory)
   params, step = restore_params(config, workdir, model, split, which)
-  return LoadedRun(config, split_name, split, vocab, model, params, step, directory)
+  return LoadedRun(config, split_name, split, vocab, model, params, step, directory,
+                   stored_images)

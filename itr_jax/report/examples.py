@@ -421,9 +421,9 @@ def write_examples_page(workdir: str, split: str | None = None, *, num_queries: 
   shown = sorted(set(image_queries) | {h.index for q in t2i for h in q.hits})
   if image_dir:
     thumbnails = image_thumbnails(image_dir, image_pattern, ids, shown)
-  elif image_sources.is_image_source(data.images):  # a dataset of raw images
-    thumbnails = {i: thumbnail_html(data.images.name(i),
-                                    read=functools.partial(data.images.read, i))
+  elif image_sources.is_image_source(run.stored_images):  # a dataset of raw images
+    thumbnails = {i: thumbnail_html(run.stored_images.name(i),
+                                    read=functools.partial(run.stored_images.read, i))
                   for i in shown}
   page = render_html(i2t, t2i, captions=data.captions, image_labels=labels,
                      captions_per_image=data.captions_per_image,
