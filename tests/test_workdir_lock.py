@@ -208,3 +208,32 @@ def test_concurrent_take_overs_of_a_stale_lock_have_one_winner(tmp_path):
     holders = [lock for lock in locks if lock._held]  # pylint: disable=protected-access
     assert len(holders) == 1 and holders[0]._still_mine()  # pylint: disable=protected-access
     holders[0].release()
+
+
+def test_write_new_renames_a_complete_copy_and_clears_dead_writers_leftovers(tmp_path):
+  """A new workdir appears whole or not at all; a killed writer's staging copy
+  (this host, process gone) is removed by the next write, a live writer's and
+  another host's are kept."""
+  workdir = str(tmp_path / "run")
+  prefix = f"{workdir}{workdir_lib.STAGING_INFIX}{socket.gethostname()}-"
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  leftovers = {"dead": f"{prefix}{dead.pid}", "live": f"{prefix}{os.getppid()}",
+               "other host": f"{workdir}{workdir_lib.STAGING_INFIX}elsewhere-{dead.pid}"}
+  for path in leftovers.values():
+    os.makedirs(path)
+
+  def write(staging):
+    assert staging.startswith(prefix) and not os.path.exists(staging)
+    os.makedirs(staging)
+    with open(os.path.join(staging, "x"), "w") as f:
+      f.write("done")
+
+  workdir_lib.write_new(workdir, write)
+  with open(os.path.join(workdir, "x")) as f:
+    assert f.read() == "done"
+  assert not os.path.exists(leftovers["dead"])
+  assert os.path.isdir(leftovers["live"]) and os.path.isdir(leftovers["other host"])
+  with pytest.raises(ValueError, match="was filled by something else"):
+    workdir_lib.write_new(workdir, write)  # a workdir filled meanwhile is kept
+  assert os.listdir(workdir) == ["x"] and not os.path.exists(f"{prefix}{os.getpid()}")

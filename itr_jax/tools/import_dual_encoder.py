@@ -184,17 +184,22 @@ def import_checkpoint(checkpoint: str, workdir: str, *, fmt: str = "auto", token
                                                      types.SimpleNamespace()))()
   state = state.replace(params=jax.tree.map(lambda new, old: np.asarray(new, old.dtype),
                                             params, state.params))
-  workdir_lib.prepare(workdir, config)
-  os.makedirs(config.model.tokenizer)
-  for path in _tokenizer_files(tokenizer, arch["family"]):
-    shutil.copy(path, config.model.tokenizer)
   info = {"imported_from": os.path.abspath(checkpoint), "family": arch["family"],
           "variant": config.model.variant}
-  checkpoints = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  try:
-    checkpoints.save(0, state, extra=info)
-  finally:
-    checkpoints.close()
+
+  def write(staging: str) -> None:
+    workdir_lib.prepare(staging, config)
+    # config.model.tokenizer names the folder's final place (in `workdir`).
+    os.makedirs(os.path.join(staging, "tokenizer"))
+    for path in _tokenizer_files(tokenizer, arch["family"]):
+      shutil.copy(path, os.path.join(staging, "tokenizer"))
+    checkpoints = checkpointing.Checkpoints(staging, keep=config.train.keep_checkpoints)
+    try:
+      checkpoints.save(0, state, extra=info)
+    finally:
+      checkpoints.close()
+
+  workdir_lib.write_new(workdir, write)
   return {**info, "workdir": os.path.abspath(workdir), "step": 0}
 
 

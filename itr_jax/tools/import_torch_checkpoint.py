@@ -321,14 +321,9 @@ def _import(ckpt, checkpoint, backbone, vocab_path, workdir, data_dir) -> dict:
 
 
 def _write(workdir: str, config, vocab, state, step: int, info: dict) -> None:
-  """Writes the workdir under a temporary name, then renames it into place.
+  """Writes the workdir as `workdir_lib.write_new` does: all or nothing."""
 
-  A failure (disk full, a kill) leaves `workdir` as it was, so the import
-  can simply be run again; the temporary directory is removed on failure.
-  """
-  staging = f"{workdir.rstrip('/')}.importing-{os.getpid()}"
-  fs.rmtree(staging)  # a leftover of a killed import by a process of the same id
-  try:
+  def write(staging: str) -> None:
     workdir_lib.prepare(staging, config)
     vocab.save(os.path.join(staging, "vocab.json"))
     checkpoints = checkpointing.Checkpoints(staging, keep=config.train.keep_checkpoints)
@@ -336,15 +331,8 @@ def _write(workdir: str, config, vocab, state, step: int, info: dict) -> None:
       checkpoints.save(step, state, extra=info)
     finally:
       checkpoints.close()
-    if fs.isdir(workdir) and not fs.listdir(workdir) and not fs.is_remote(workdir):
-      os.rmdir(workdir)
-    if fs.exists(workdir) and fs.listdir(workdir):
-      raise ValueError(f"--workdir {workdir!r} was filled by something else while the "
-                       "import ran; nothing was overwritten.")
-    fs.rename_tree(staging, workdir)
-  except BaseException:
-    fs.rmtree(staging)
-    raise
+
+  workdir_lib.write_new(workdir, write)
 
 
 def _plain(value):

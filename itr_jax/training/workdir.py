@@ -139,6 +139,39 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *,
     fs.atomic_write_text(path, config.to_json(indent=2))
 
 
+STAGING_INFIX = ".importing-"
+
+
+def write_new(workdir: str, write) -> None:
+  """Fills a new `workdir` by ``write(staging)``, then renames it into place.
+
+  `write` fills a temporary sibling, ``<workdir>.importing-<host>-<pid>``;
+  only when it returns is that renamed to `workdir`, so a failure (an error,
+  a full disk, a kill) leaves `workdir` as it was and the command can simply
+  be run again. Leftovers of killed writes by processes of this host that no
+  longer run are removed first. `workdir` must be missing or empty.
+  """
+  base = workdir.rstrip("/")
+  prefix = f"{base}{STAGING_INFIX}{socket.gethostname()}-"
+  for leftover in fs.glob(f"{prefix}*"):
+    pid = leftover[len(prefix):]
+    if pid.isdigit() and not _pid_alive(int(pid), None):
+      fs.rmtree(leftover)
+  staging = f"{prefix}{os.getpid()}"
+  fs.rmtree(staging)  # a leftover of a killed write by a process of the same id
+  try:
+    write(staging)
+    if fs.isdir(workdir) and not fs.listdir(workdir) and not fs.is_remote(workdir):
+      os.rmdir(workdir)
+    if fs.exists(workdir) and fs.listdir(workdir):
+      raise ValueError(f"--workdir {workdir!r} was filled by something else while the "
+                       "import ran; nothing was overwritten.")
+    fs.rename_tree(staging, workdir)
+  except BaseException:
+    fs.rmtree(staging)
+    raise
+
+
 def _move_aside(workdir: str) -> None:
   """Moves the previous run's files into previous_runs/<timestamp>/."""
   target = fs.join(workdir, "previous_runs", time.strftime("%Y%m%d-%H%M%S"))
