@@ -207,6 +207,26 @@ def test_evaluation_reuses_image_embeddings_until_the_tower_changes(
   np.testing.assert_array_equal(recomputed, first)
 
 
+def test_a_multi_process_run_reads_the_cache_and_only_the_first_process_writes(
+    full_model, count_image_encodings, monkeypatch, tmp_path):
+  data, model, params = full_model
+  cache = str(tmp_path / "cache")
+  embed = functools.partial(ec.split_image_embeddings, model, params, data.dev,
+                            batch_size=8, cache_dir=cache)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  second, hit = embed()
+  assert not hit and not os.path.exists(cache)  # computed, left to process 0
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  first, hit = embed()
+  assert not hit and os.listdir(cache)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  again, hit = embed()
+  assert hit and len(count_image_encodings) == 2
+  np.testing.assert_array_equal(again, first)
+  np.testing.assert_allclose(second, first, atol=1e-6)
+
+
 def test_lit_trains_only_the_text_tower_on_cached_embeddings_and_resumes(
     full_model, pixel_config, count_image_encodings, tmp_path):
   """LiT through the trainer: the locked tower embeds each image once (cached

@@ -143,12 +143,14 @@ def entry_paths(cache_dir: str, name: str, key: dict) -> tuple[str, str]:
 
 
 def cached_array(cache_dir: str | None, name: str, key: dict,
-                 compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+                 compute: Callable[[], np.ndarray], *,
+                 write: bool = True) -> tuple[np.ndarray, bool]:
   """(float32 array [N, E], whether it came from the cache) for entry (`name`, `key`).
 
   `compute()` runs only on a miss. With `cache_dir` None nothing is cached;
   a cache folder that cannot be written is logged and skipped (the result
-  is the same, only not kept).
+  is the same, only not kept). `write=False` reads the cache but leaves a
+  miss unwritten (the processes of a multi-host run other than the first).
   """
   if cache_dir:
     npy, sidecar = entry_paths(cache_dir, name, key)
@@ -158,7 +160,7 @@ def cached_array(cache_dir: str | None, name: str, key: dict,
   array = np.asarray(compute(), np.float32)
   if array.ndim != 2:
     raise ValueError(f"cached embeddings must be [items, dim], got shape {array.shape}.")
-  if cache_dir:
+  if cache_dir and write:
     try:
       _write_entry(npy, sidecar, key, array)
     except fs.errors(npy) as e:
@@ -201,8 +203,9 @@ def split_image_embeddings(model, params, split, *, batch_size: int,
 
   Splits of raw images (`image_sources`) encoded by a two-tower model are
   cached in `cache_dir` under (image tower params, evaluation preprocessing,
-  `split_source`); region features, cross-attention scorers and multi-process
-  runs are encoded every time. `wrap` wraps the batch iterator (a progress bar).
+  `split_source`); region features and cross-attention scorers are encoded
+  every time. In a multi-process run every process reads the cache and the
+  first one writes it. `wrap` wraps the batch iterator (a progress bar).
   """
   # pylint: disable=import-outside-toplevel
   from itr_jax.data import image_sources
@@ -216,8 +219,9 @@ def split_image_embeddings(model, params, split, *, batch_size: int,
     return encode.encode_images(model, params, wrap(batches) if wrap else batches)
 
   if not (cache_dir and image_sources.is_image_source(split.images)
-          and scorer.is_two_tower(model) and jax.process_count() == 1):
+          and scorer.is_two_tower(model)):
     return compute(), False
   key = cache_key(image_tower_params(params),
                   preprocessing_key(split.images.preprocessing), split_source(split))
-  return cached_array(cache_dir, f"{split.split}_images", key, compute)
+  return cached_array(cache_dir, f"{split.split}_images", key, compute,
+                      write=jax.process_index() == 0)
