@@ -185,3 +185,11 @@ def test_memory_and_damaged_record_errors_are_one_sentence(error, fragments, mon
     errors.run(main)
   assert exit_info.value.code == 1
   _assert_readable(1, capsys.readouterr().err, *fragments)
+
+
+def test_unknown_config_variant_is_one_sentence_with_the_choices():
+  from itr_jax.training import errors  # pylint: disable=import-outside-toplevel
+  path = os.path.join(REPO, "configs", "f30k_vse.py")
+  problem = errors.config_flag_problem(["itr-train", f"--config={path}:nope"])
+  assert problem == (f"Config file {path!r}: Unknown config variant 'nope'; choose one of "
+                     "['sndcg', 'sndcg_only', 'triplet'], e.g. --config=f30k_vse:triplet")

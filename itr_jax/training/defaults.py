@@ -266,7 +266,7 @@ LOSS_VARIANTS = {
 def paper_vse_config(test_split: str, variant: str) -> ml_collections.ConfigDict:
   """The paper's VSE++ setup on BUTD precomputed features, one loss variant,
   trained as the official Listwise_ITR code (`official_recipe`)."""
-  c = apply_loss_variant(base_config(), variant, "configs/f30k_vse.py")
+  c = apply_loss_variant(base_config(), variant, "f30k_vse")
   official_recipe(c, "listwise_itr")
   c.data.name = "precomputed"
   c.data.test_split = test_split
@@ -333,12 +333,12 @@ SGRAF_SCHEDULES = {
 }
 
 
-def apply_loss_variant(c: ml_collections.ConfigDict, variant: str, config_file: str):
+def apply_loss_variant(c: ml_collections.ConfigDict, variant: str, config_name: str):
   """Sets `c.loss.weight` from a variant name (`sndcg`, `triplet`, `sndcg_only`)."""
   if variant not in LOSS_VARIANTS:
     raise ValueError(
         f"Unknown config variant {variant!r}; choose one of "
-        f"{sorted(LOSS_VARIANTS)}, e.g. --config={config_file}:triplet")
+        f"{sorted(LOSS_VARIANTS)}, e.g. --config={config_name}:triplet")
   c.loss.weight = LOSS_VARIANTS[variant][0]
   return c
 
@@ -377,7 +377,7 @@ def paper_sgraf_config(dataset: str, module: str, variant: str) -> ml_collection
   (`official_recipe(c, "sgraf")`).
   """
   c = base_config()
-  apply_loss_variant(c, variant, f"configs/{dataset}_{module}.py")
+  apply_loss_variant(c, variant, f"{dataset}_{module}")
   c.data.name = "precomputed"
   c.data.test_split = "testall" if dataset == "coco" else "test"
   sgraf_training(sgraf_model(c, module))

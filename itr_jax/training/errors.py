@@ -112,6 +112,8 @@ def config_flag_problem(argv) -> Optional[str]:
       config = load_config_file(spec)
     except FileNotFoundError as e:
       return str(e)
+    except ValueError as e:  # the file refuses its argument (an unknown variant)
+      return f"Config file {spec.partition(':')[0]!r}: {e}"
     except Exception as e:  # pylint: disable=broad-except
       return (f"Config file {spec.partition(':')[0]!r} cannot be loaded: "
               f"{type(e).__name__}: {e}")
