@@ -82,3 +82,16 @@ def gcs():
   from gcs_emulator import GcsEmulator  # pylint: disable=import-outside-toplevel
   with GcsEmulator() as emulator:
     yield emulator
+
+
+@pytest.fixture
+def full_disk_on_checkpoint_save(monkeypatch):
+  """Saving a checkpoint fails as on a full disk (ENOSPC) until the test undoes
+  it with ``full_disk_on_checkpoint_save.undo()``."""
+  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(checkpointing.Checkpoints, "save", disk_full)
+  return monkeypatch

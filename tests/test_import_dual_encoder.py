@@ -72,19 +72,13 @@ def test_big_vision_with_tokenizer(tmp_path):
       float(np.load(os.path.join(FIXTURES, "siglip_big_vision.npz"))["params/b"][0]))
 
 
-def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, monkeypatch):
+def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, full_disk_on_checkpoint_save):
   """A full disk while the checkpoint is written leaves no workdir behind (the
   import writes a staging copy and renames it), so running it again works."""
-  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
   workdir = str(tmp_path / "run")
-
-  def disk_full(*args, **kwargs):
-    raise OSError(28, "No space left on device")
-
-  with monkeypatch.context() as m:
-    m.setattr(checkpointing.Checkpoints, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-      import_dual_encoder.import_checkpoint(os.path.join(FIXTURES, "clip_hf"), workdir)
+  with pytest.raises(OSError, match="No space left"):
+    import_dual_encoder.import_checkpoint(os.path.join(FIXTURES, "clip_hf"), workdir)
+  full_disk_on_checkpoint_save.undo()
   assert os.listdir(tmp_path) == []
   import_dual_encoder.import_checkpoint(os.path.join(FIXTURES, "clip_hf"), workdir)
   config, _, _ = restore(workdir)

@@ -135,17 +135,11 @@ def test_doctests(module):
   assert result.attempted > 0 and result.failed == 0
 
 
-def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, monkeypatch):
-  from itr_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+def test_a_failed_import_writes_nothing_and_the_retry_works(tmp_path, full_disk_on_checkpoint_save):
   workdir = str(tmp_path / "run")
-
-  def disk_full(*args, **kwargs):
-    raise OSError(28, "No space left on device")
-
-  with monkeypatch.context() as m:
-    m.setattr(checkpointing.Checkpoints, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-      importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  with pytest.raises(OSError, match="No space left"):
+    importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
+  full_disk_on_checkpoint_save.undo()
   assert os.listdir(tmp_path) == []  # neither the workdir nor its staging copy
   info = importer.import_checkpoint(checkpoint("vse"), "vse", VOCAB, workdir)
   assert info["step"] == 7 and sorted(os.listdir(workdir))[:2] == ["checkpoints", "config.json"]
