@@ -242,7 +242,10 @@ def test_argument_errors(subset):
 @pytest.mark.slow
 def test_full_5k_against_package_top100(full_annotations):
   """The real 5000 x 25000 split vs. the package on top-100 lists (as the
-  Listwise_ITR evaluation builds them) and vs. our COCO 1K/5K. ~30 s, 0.5 GB."""
+  Listwise_ITR evaluation builds them) and vs. our COCO 1K/5K. ~30 s, 0.5 GB.
+
+  Fast test of the same comparisons on a subset of the annotations:
+  test_matches_package_on_full_rankings_and_our_coco_protocols."""
   annotations = full_annotations
   image_ids, caption_ids = _karpathy_ids(annotations)
   rng = np.random.default_rng(4)
