@@ -3,9 +3,8 @@
 Thousands of steps of the tiny config; the process's memory must stay flat
 after warm-up and throughput must not decay. benchmarks/soak_train.py prints
 the same measurements as a table. A soak needs its length, so no fast test
-covers it; the default run covers the same training loop over a few epochs
-(test_train_end_to_end) and the checkpoint garbage it could leak
-(test_reliability).
+covers its memory and throughput checks; the default run covers the same
+training loop over a few epochs (test_train_end_to_end).
 """
 import os
 import sys
