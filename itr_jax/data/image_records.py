@@ -45,7 +45,6 @@ import sys
 import tempfile
 from typing import Sequence
 
-import numpy as np
 
 from itr_jax import filesystem as fs
 from itr_jax.data import image_sources

@@ -27,7 +27,6 @@ the embeddings a block of query rows at a time, so no [B, B] array exists.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

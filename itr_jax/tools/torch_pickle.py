@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import math
 import os
 import pickle

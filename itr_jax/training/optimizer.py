@@ -23,7 +23,7 @@ and `lr = 5e-4 * 0.1 ** (epoch // lr_update)`. Fields of `config.optim`:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import ml_collections
