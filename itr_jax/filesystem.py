@@ -25,6 +25,7 @@ Semantics on Cloud Storage differ from a POSIX disk:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -192,15 +193,32 @@ class TooLarge(ValueError):
 def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
   """The bytes of `path`, reading at most ``limit + 1`` of them.
 
-  A file (or a remote object still growing) over `limit` bytes raises
-  `TooLarge` naming `what` and the limit, without holding more than the limit
-  in memory. Read failures raise as `errors(path)` lists.
+  A file over `limit` bytes raises `TooLarge` naming `what` and the limit:
+  before reading when its size says so, else (a file still growing) without
+  holding more than the limit in memory. Read failures raise as
+  `errors(path)` lists.
   """
+  if getsize(path) > limit:
+    raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
   with open(path, "rb") as f:
     data = f.read(limit + 1)
   if len(data) > limit:
     raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
   return data
+
+
+def read_json(path: str, limit: int, what: str = "JSON file"):
+  """The JSON value in `path`, a UTF-8 file of at most `limit` bytes.
+
+  A file over the limit raises `TooLarge`; one that is not UTF-8 JSON (or is
+  nested too deeply to parse) raises ValueError naming `what` and `path`.
+  Read failures raise as `errors(path)` lists.
+  """
+  data = read_bounded(path, limit, what)
+  try:
+    return json.loads(data.decode("utf-8"))
+  except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e
 
 
 def atomic_write_text(path: str, text: str) -> None:

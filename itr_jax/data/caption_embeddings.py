@@ -8,7 +8,6 @@ stale or edited files are caught (`check_sidecar`). The loader
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
@@ -19,6 +18,7 @@ from itr_jax.data import staging
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 SIDECAR_FORMAT = "itr_jax.caption_embeddings/1"
+MAX_SIDECAR_BYTES = 16 << 20
 CAPS_SUFFIX = "_caps.txt"
 
 
@@ -50,8 +50,10 @@ def read_sidecar(emb_path: str) -> Optional[dict]:
   path = sidecar_path(emb_path)
   if not os.path.isfile(path):
     return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  record = fs.read_json(path, MAX_SIDECAR_BYTES, what="caption-embedding sidecar")
+  if not isinstance(record, dict):
+    raise ValueError(f"caption-embedding sidecar {path!r} is not a JSON object.")
+  return record
 
 
 def fix_command(captions_path: str, emb_path: str, overwrite: bool) -> str:
@@ -87,7 +89,10 @@ def check_sidecar(emb_path: str, captions_path: str, count: int) -> None:
     raise ValueError(f"{emb_path!r} has shape {emb.shape} but "
                      f"{captions_path!r} has {count} captions; re-embed: "
                      f"{fix}")
-  record = read_sidecar(emb_path)
+  try:
+    record = read_sidecar(emb_path)
+  except ValueError as e:
+    raise ValueError(f"{e} Re-embed: {fix}") from e
   if record is None:
     return
   problems = []

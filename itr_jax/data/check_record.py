@@ -53,8 +53,7 @@ def file_state(path: str) -> dict:
 
 def _read(path: str) -> dict | None:
   try:
-    with fs.open(record_path(path), "r") as f:
-      return json.load(f)
+    return fs.read_json(record_path(path), 1 << 20, what="check record")
   except (*fs.errors(path), ValueError):
     return None  # missing or unreadable: check again
 

@@ -34,6 +34,7 @@ from itr_jax.data.image_preprocessing import ImagePreprocessing
 IMAGES_SUFFIX = "_images.txt"
 # Bound on one encoded image: a larger file is an error, not an allocation.
 MAX_IMAGE_BYTES = 64 << 20
+MAX_LIST_BYTES = 1 << 30  # one relative path per image
 # Pillow refuses images above this many pixels (decompression bombs).
 MAX_PIXELS = 1 << 28
 _SHARD = re.compile(r"^(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.array_record$")
@@ -79,8 +80,10 @@ def read_image_list(path: str) -> list[str]:
   """The checked relative image paths of a ``{split}_images.txt``."""
   if not fs.isfile(path):
     raise ValueError(f"missing image list {path!r}")
-  with fs.open(path, encoding="utf-8") as f:
-    lines = f.read().split("\n")
+  try:
+    lines = fs.read_bounded(path, MAX_LIST_BYTES, what="image list").decode("utf-8").split("\n")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"image list {path!r} is not UTF-8 text: {e}") from e
   if lines and lines[-1] == "":
     lines.pop()
   if not lines:
@@ -92,10 +95,6 @@ def read_image_list(path: str) -> list[str]:
 def read_bounded(path: str) -> bytes:
   """The bytes of `path`, or ValueError naming it if unreadable or too large."""
   try:
-    size = fs.getsize(path)
-    if size > MAX_IMAGE_BYTES:
-      raise ValueError(f"image {path!r} has {size} bytes, over the "
-                       f"{MAX_IMAGE_BYTES}-byte limit")
     return fs.read_bounded(path, MAX_IMAGE_BYTES, what="image")
   except (OSError, FileNotFoundError) as e:
     raise ValueError(f"cannot read image {path!r}: {e}") from e

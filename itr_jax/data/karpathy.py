@@ -31,7 +31,6 @@ dev, test), and train with ``--config.data.name=images
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -66,14 +65,7 @@ def read_splits(json_path: str, *, restval: bool = False) -> dict[str, list[dict
   order; ValueError naming the first bad entry."""
   if not fs.isfile(json_path):
     raise ValueError(f"--json={json_path!r} does not exist")
-  if fs.getsize(json_path) > MAX_JSON_BYTES:
-    raise ValueError(f"{json_path!r} is over {MAX_JSON_BYTES} bytes: not a "
-                     "Karpathy split file")
-  try:
-    with fs.open(json_path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (ValueError, UnicodeDecodeError) as e:
-    raise ValueError(f"{json_path!r} is not valid JSON: {e}") from e
+  data = fs.read_json(json_path, MAX_JSON_BYTES, what="Karpathy split file")
   images = data.get("images") if isinstance(data, dict) else None
   if not isinstance(images, list):
     raise ValueError(f"{json_path!r} has no 'images' list: not a Karpathy split "

@@ -36,11 +36,13 @@ from typing import Sequence
 
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax.data import caption_embeddings
 
 # Rows of a memmap checked for NaN/Inf at a time: bounded memory on 100k-image
 # feature files, while large enough to keep the check I/O-bound.
 _CHECK_CHUNK_BYTES = 64 << 20
+MAX_TEXT_BYTES = 1 << 30  # captions and image lists: COCO's are a few MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +202,8 @@ def read_captions(path: str) -> list[str]:
     # utf-8-sig drops a leading byte-order mark; newline="" keeps line ends
     # as they are, so only \n (or \r\n) ends a line, as for `wc -l`: a form
     # feed or U+2028 inside a caption does not split it.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      lines = f.read().split("\n")
+    text = fs.read_bounded(path, MAX_TEXT_BYTES, what="captions file").decode("utf-8-sig")
+    lines = text.split("\n")
     if lines and lines[-1] == "":
       lines.pop()  # the final newline ends the last line
     captions = [line.strip() for line in lines]

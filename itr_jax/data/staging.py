@@ -94,8 +94,7 @@ def _copy_state(path: str) -> dict:
 
 def _read_record(path: str) -> dict | None:
   try:
-    with open(path + RECORD_SUFFIX, encoding="utf-8") as f:
-      return json.load(f)
+    return fs.read_json(path + RECORD_SUFFIX, 1 << 20, what="staging record")
   except (OSError, ValueError):
     return None
 

@@ -306,6 +306,21 @@ def generate_split(seed: int, split_index: int, num_images: int, *,
                    regions: int, feature_dim: int, latent_dim: int = 64,
                    noise: float = 0.5) -> SplitData:
   """Scenes, 5 captions each, and region features of one split (in memory)."""
+  scenes, captions, caption_units = sample_split_text(seed, split_index, num_images)
+  table = _latent_table(seed, latent_dim)
+  projection = np.random.default_rng([seed, 0, 1]).standard_normal(
+      (latent_dim, feature_dim)) / np.sqrt(latent_dim)
+  features = _split_features(np.random.default_rng([seed, 1 + split_index, 1]),
+                             scenes, table, projection, regions, noise)
+  return SplitData(scenes, captions, caption_units, features)
+
+
+def sample_split_text(seed: int, split_index: int, num_images: int):
+  """(scenes, captions, caption units) of one split, without its features.
+
+  Scenes come one after the other from the split's generator, so the first
+  k of any longer split are the k of this one.
+  """
   rng = np.random.default_rng([seed, 1 + split_index])
   scenes, captions, caption_units = [], [], []
   for _ in range(num_images):
@@ -320,12 +335,7 @@ def generate_split(seed: int, split_index: int, num_images: int, *,
       seen.add(text)
       captions.append(text)
       caption_units.append(units)
-  table = _latent_table(seed, latent_dim)
-  projection = np.random.default_rng([seed, 0, 1]).standard_normal(
-      (latent_dim, feature_dim)) / np.sqrt(latent_dim)
-  features = _split_features(np.random.default_rng([seed, 1 + split_index, 1]),
-                             scenes, table, projection, regions, noise)
-  return SplitData(scenes, captions, caption_units, features)
+  return scenes, captions, caption_units
 
 
 def _params(**kw) -> dict:

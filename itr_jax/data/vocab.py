@@ -32,6 +32,7 @@ START = "<start>"
 END = "<end>"
 UNK = "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+MAX_VOCAB_BYTES = 256 << 20  # word lists are a few MB
 # How `resolve_vocab` builds a vocabulary: "itr_jax" (train captions, words
 # seen >= min_count times, by decreasing count) or "official" (Listwise_ITR /
 # SCAN vocab.py: train + dev captions, words seen >= 4 times, first-seen order).
@@ -123,9 +124,8 @@ class Vocabulary:
   def load(cls, path: str) -> "Vocabulary":
     """Reads a VSE++/SCAN-style JSON file holding a ``word2idx`` dict."""
     try:
-      with fs.open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+      data = fs.read_json(path, MAX_VOCAB_BYTES, what="vocabulary file")
+    except (*fs.errors(path), ValueError) as e:
       raise ValueError(f"cannot read vocabulary file {path!r}: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("word2idx"), dict):
       raise ValueError(f"vocabulary file {path!r} must be a JSON object with a "

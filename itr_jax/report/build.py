@@ -28,6 +28,7 @@ from itr_jax.report import collect
 from itr_jax.report import plots
 from itr_jax.report import tables
 from itr_jax.sweeps import members as members_lib
+from itr_jax.training import workdir as workdir_lib
 
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
            "rsc_ndcg_i2t", "rsc_ndcg_t2i", "true_ndcg_i2t", "true_ndcg_t2i")
@@ -69,9 +70,9 @@ def _dataset(runs) -> str:
   names = set()
   for r in runs:
     try:
-      with fs.open(fs.join(r.workdir, "config.json")) as f:
-        data = json.load(f).get("data", {})
-    except (OSError, ValueError):
+      data = workdir_lib.read_config_json(fs.join(r.workdir, workdir_lib.CONFIG_FILE))
+      data = data.get("data", {}) if isinstance(data.get("data"), dict) else {}
+    except (*fs.errors(r.workdir), ValueError):
       continue
     folder = data.get("data_dir") or ""
     folder = fs.basename(folder.rstrip("/")) if folder else "?"

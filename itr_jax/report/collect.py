@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 from itr_jax import filesystem as fs
@@ -16,6 +15,9 @@ from itr_jax.sweeps import members as members_lib
 from itr_jax.training import integrity
 from itr_jax.training import reporting
 from itr_jax.training import workdir as workdir_lib
+
+
+MAX_REPORT_BYTES = 64 << 20  # an evaluation result is a few KB
 
 
 @dataclasses.dataclass
@@ -52,10 +54,13 @@ def read_test(workdir: str, split: str = "test") -> dict[str, float] | None:
   path = fs.join(workdir, f"eval_{split}.json")
   if not fs.exists(path):
     return None
-  with fs.open(path) as f:
-    report = json.load(f)
+  try:
+    report = fs.read_json(path, MAX_REPORT_BYTES, what="evaluation result")
+  except ValueError as e:
+    raise ValueError(f"{e}; evaluate the run again (itr-evaluate --workdir="
+                     f"{workdir}) to rewrite it.") from e
   for protocol in ("full", "coco_5k"):
-    if protocol in report:
+    if isinstance(report, dict) and isinstance(report.get(protocol), dict):
       return report[protocol]
   return None
 
@@ -70,9 +75,9 @@ def _imported_from(workdir: str) -> str | None:
     record = fs.join(directory, step, integrity.RECORD_FILE)
     if fs.exists(record):
       try:
-        with fs.open(record) as f:
-          source = json.load(f).get("extra", {}).get("imported_from")
-      except (OSError, ValueError, AttributeError):
+        source = integrity.read_record(fs.join(directory, step))
+        source = source.get("extra", {}).get("imported_from")
+      except (integrity.IntegrityError, AttributeError):
         continue
       if source:
         return str(source)
@@ -137,8 +142,7 @@ def collect_runs(sweep_dir: str) -> list[Run]:
     names.sort(key=lambda n: order.get(n, len(order)))
   configs = {}
   for n in names:
-    with fs.open(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE)) as f:
-      configs[n] = json.load(f)
+    configs[n] = workdir_lib.read_config_json(fs.join(sweep_dir, n, workdir_lib.CONFIG_FILE))
   fields = varying_fields(configs)
   # A member names only the fields it changes; the others have its config's
   # value (not None), so every run has every declared field.

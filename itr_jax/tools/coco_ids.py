@@ -37,6 +37,7 @@ from itr_jax import filesystem as fs
 from itr_jax import cli
 
 CAPTIONS_PER_IMAGE = 5
+MAX_JSON_BYTES = 1 << 30  # dataset_coco.json is ~150 MB
 MAX_MISMATCH = 0.005
 
 
@@ -72,28 +73,39 @@ def ids_from_eccv_package() -> tuple[np.ndarray, np.ndarray]:
 
 def load_coco_captions(path: str) -> dict[int, tuple[int, str]]:
   """{annotation id: (image id, caption)} of a COCO captions_*.json."""
-  with open(path) as f:
-    annotations = json.load(f)["annotations"]
-  return {int(a["id"]): (int(a["image_id"]), a["caption"]) for a in annotations}
+  data = fs.read_json(path, MAX_JSON_BYTES, what="--coco_captions file")
+  try:
+    return {int(a["id"]): (int(a["image_id"]), str(a["caption"]))
+            for a in data["annotations"]}
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"--coco_captions {path!r} is not a COCO captions file such as "
+                     f"captions_val2014.json: every 'annotations' entry needs an id, "
+                     f"image_id and caption ({type(e).__name__}: {e}).") from e
 
 
 def ids_from_karpathy(karpathy_json: str,
                       coco_captions: dict[int, tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
   """(image_ids, caption_ids) of Karpathy's `test` split, matched to COCO annotations."""
-  with open(karpathy_json) as f:
-    images = [im for im in json.load(f)["images"] if im["split"] == "test"]
+  data = fs.read_json(karpathy_json, MAX_JSON_BYTES, what="--karpathy_json file")
+  try:
+    images = [im for im in data["images"] if im["split"] == "test"]
+    tests = [(int(im["cocoid"]), [str(s["raw"]) for s in im["sentences"][:CAPTIONS_PER_IMAGE]])
+             for im in images]
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"--karpathy_json {karpathy_json!r} is not a Karpathy split file "
+                     f"(dataset_coco.json): every 'images' entry needs split, cocoid and "
+                     f"sentences with raw text ({type(e).__name__}: {e}).") from e
   by_image: dict[int, dict[str, list[int]]] = {}
   for ann_id, (image_id, caption) in sorted(coco_captions.items()):
     by_image.setdefault(image_id, {}).setdefault(normalize(caption), []).append(ann_id)
   image_ids, caption_ids, missing = [], [], []
-  for image in images:
-    cocoid = int(image["cocoid"])
+  for cocoid, sentences in tests:
     image_ids.append(cocoid)
     texts = by_image.get(cocoid, {})
-    for sentence in image["sentences"][:CAPTIONS_PER_IMAGE]:
-      candidates = texts.get(normalize(sentence["raw"]), [])
+    for sentence in sentences:
+      candidates = texts.get(normalize(sentence), [])
       if not candidates:
-        missing.append((cocoid, sentence["raw"]))
+        missing.append((cocoid, sentence))
         caption_ids.append(-1)
       else:
         caption_ids.append(candidates.pop(0))

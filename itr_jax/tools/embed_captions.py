@@ -186,7 +186,14 @@ def embed_captions_file(
   identity = _identity(captions_path, len(captions), encoder)
 
   if os.path.exists(out_path):
-    record = read_sidecar(out_path)
+    try:
+      record = read_sidecar(out_path)
+    except ValueError as e:  # a damaged sidecar: the file's origin is unknown
+      if not overwrite:
+        raise FileExistsError(f"{out_path} exists and {e} Refusing to replace it; rerun "
+                              f"with --overwrite: {fix_command(captions_path, out_path, True)}"
+                              ) from e
+      record = None
     if _same(record, identity):
       print(f"{out_path} is up to date ({len(captions)} captions, "
             f"{encoder.name})", file=sys.stderr)

@@ -34,6 +34,7 @@ from itr_jax import filesystem as fs
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 RECORD_FILE = "itr_integrity.json"
+MAX_RECORD_BYTES = 64 << 20  # one line per file of a step
 
 
 class IntegrityError(ValueError):
@@ -64,8 +65,8 @@ def has_record(directory: str) -> bool:
 def read_record(directory: str) -> dict:
   """The parsed record; IntegrityError if it is unreadable or malformed."""
   try:
-    with fs.open(fs.join(directory, RECORD_FILE)) as f:
-      record = json.load(f)
+    record = fs.read_json(fs.join(directory, RECORD_FILE), MAX_RECORD_BYTES,
+                          what="integrity record")
     if not isinstance(record.get("files"), dict):
       raise ValueError("no 'files' table")
     return record

@@ -65,15 +65,23 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
-def _read_config_json(path: str) -> dict:
+MAX_CONFIG_BYTES = 16 << 20  # a resolved config is a few KB
+
+
+def read_config_json(path: str) -> dict:
+  """The JSON object in a run's `config.json` at `path`; ValueError saying how
+  to recover when it is too large, not JSON or not an object."""
   try:
-    with fs.open(path) as f:
-      return json.load(f)
+    config = fs.read_json(path, MAX_CONFIG_BYTES, what="run config")
   except ValueError as e:
     raise ValueError(
-        f"{path} is not valid JSON ({e}); restore it from the run's "
-        "previous_runs/ or a backup, or start over with --fresh (the run is "
-        "moved aside, not deleted).") from e
+        f"{e}; restore it from the run's previous_runs/ or a backup, or start "
+        "over with --fresh (the run is moved aside, not deleted).") from e
+  if not isinstance(config, dict):
+    raise ValueError(f"run config {path!r} holds a JSON {type(config).__name__}, not "
+                     "an object; restore it from the run's previous_runs/ or a backup, "
+                     "or start over with --fresh.")
+  return config
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -87,7 +95,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in {workdir!r}: is this a workdir written by "
         "itr-train (python -m itr_jax.train)?")
-  return ml_collections.ConfigDict(_read_config_json(path))
+  return ml_collections.ConfigDict(read_config_json(path))
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -112,7 +120,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, *,
   path = fs.join(workdir, CONFIG_FILE)
   if fresh or not fs.exists(path):
     return
-  old = _read_config_json(path)
+  old = read_config_json(path)
   # Runs recorded before paths were stored absolute resume from where they
   # started: read their relative paths against the current directory.
   paths.resolve_config_paths(old)

@@ -1,0 +1,156 @@
+"""Every file itr_jax reads whole may be hostile or broken: too large, not
+UTF-8, not JSON, nested past the parser's recursion limit, or JSON of the
+wrong shape. Each reader answers with one ValueError naming the file (or, for
+caches and records it can rebuild, treats the file as absent), never another
+exception, and reads no more than its limit.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from itr_jax import filesystem as fs
+from itr_jax.data import caption_embeddings
+from itr_jax.data import image_sources
+from itr_jax.data import karpathy
+from itr_jax.data import precomputed
+from itr_jax.data import vocab as vocab_lib
+from itr_jax.report import collect
+from itr_jax.report import examples
+from itr_jax.tools import coco_ids
+from itr_jax.training import integrity
+from itr_jax.training import workdir as workdir_lib
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # past Python's recursion limit
+BAD_CONTENTS = {"not json": b"{garbage", "not utf-8": b'{"a": "\xff\xfe"}',
+                "too deep": DEEP, "an array": b"[1, 2]", "a string": b'"x"'}
+
+
+def test_read_json_bounds_the_read_and_names_the_file(tmp_path):
+  path = str(tmp_path / "f.json")
+  fs.atomic_write_bytes(path, b'{"a": [1, 2]}')
+  assert fs.read_json(path, 13) == {"a": [1, 2]}
+  with pytest.raises(fs.TooLarge, match=r"config '.*f.json' holds more than 12 bytes"):
+    fs.read_json(path, 12, what="config")
+  for name, content in BAD_CONTENTS.items():
+    if name in ("an array", "a string"):
+      continue  # valid JSON: its shape is the caller's to check
+    fs.atomic_write_bytes(path, content)
+    with pytest.raises(ValueError, match=r"config '.*f.json' is not valid JSON"):
+      fs.read_json(path, len(content), what="config")
+
+
+def _write(path, content: bytes) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(content)
+  return path
+
+
+def _run_config(tmp_path, content):
+  workdir = str(tmp_path / "run")
+  _write(os.path.join(workdir, workdir_lib.CONFIG_FILE), content)
+  return lambda: workdir_lib.load_config(workdir)
+
+
+def _integrity_record(tmp_path, content):
+  step = str(tmp_path / "step")
+  _write(os.path.join(step, integrity.RECORD_FILE), content)
+  return lambda: integrity.read_record(step)
+
+
+def _vocabulary(tmp_path, content):
+  path = _write(str(tmp_path / "vocab.json"), content)
+  return lambda: vocab_lib.Vocabulary.load(path)
+
+
+def _karpathy(tmp_path, content):
+  path = _write(str(tmp_path / "dataset_coco.json"), content)
+  return lambda: karpathy.read_splits(path)
+
+
+def _coco_captions(tmp_path, content):
+  path = _write(str(tmp_path / "captions_val2014.json"), content)
+  return lambda: coco_ids.load_coco_captions(path)
+
+
+def _coco_karpathy(tmp_path, content):
+  path = _write(str(tmp_path / "dataset_coco.json"), content)
+  return lambda: coco_ids.ids_from_karpathy(path, {})
+
+
+def _evaluation_result(tmp_path, content):
+  workdir = str(tmp_path / "run")
+  _write(os.path.join(workdir, "eval_test.json"), content)
+  return lambda: collect.read_test(workdir)
+
+
+def _caption_sidecar(tmp_path, content):
+  caps = _write(str(tmp_path / "train_caps.txt"), b"a dog\n")
+  emb = str(tmp_path / "train_caps_emb.npy")
+  np.save(emb, np.zeros((1, 4), np.float32))
+  _write(caption_embeddings.sidecar_path(emb), content)
+  return lambda: caption_embeddings.check_sidecar(emb, caps, 1)
+
+
+# reader -> (how to open it on a file of given bytes, the module limit to shrink,
+# what the message must name; None: a shape the reader accepts as empty).
+READERS = {
+    "run config": (_run_config, (workdir_lib, "MAX_CONFIG_BYTES"), "config.json"),
+    "integrity record": (_integrity_record, (integrity, "MAX_RECORD_BYTES"),
+                         integrity.RECORD_FILE),
+    "vocabulary": (_vocabulary, (vocab_lib, "MAX_VOCAB_BYTES"), "vocab.json"),
+    "karpathy split": (_karpathy, (karpathy, "MAX_JSON_BYTES"), "dataset_coco.json"),
+    "coco captions": (_coco_captions, (coco_ids, "MAX_JSON_BYTES"), "captions_val2014.json"),
+    "coco ids' karpathy": (_coco_karpathy, (coco_ids, "MAX_JSON_BYTES"), "dataset_coco.json"),
+    "evaluation result": (_evaluation_result, (collect, "MAX_REPORT_BYTES"), "eval_test.json"),
+    "caption sidecar": (_caption_sidecar, (caption_embeddings, "MAX_SIDECAR_BYTES"),
+                        "train_caps_emb.json"),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("damage", sorted(BAD_CONTENTS) + ["too large"])
+def test_a_damaged_file_is_one_value_error_naming_it(reader, damage, tmp_path, monkeypatch):
+  opener, (module, limit), name = READERS[reader]
+  if damage == "too large":
+    monkeypatch.setattr(module, limit, 64)
+    content = json.dumps({"x": "y" * 100}).encode()
+  else:
+    content = BAD_CONTENTS[damage]
+  if reader == "evaluation result" and damage in ("an array", "a string"):
+    assert opener(tmp_path, content)() is None  # holds no protocol: no test metrics
+    return
+  with pytest.raises(ValueError) as raised:
+    opener(tmp_path, content)()
+  assert name in str(raised.value), str(raised.value)
+  assert "\n" not in str(raised.value)
+
+
+def test_text_files_and_thumbnails_within_their_limits(tmp_path, monkeypatch):
+  caps = _write(str(tmp_path / "test_caps.txt"), b"a dog\na cat\n")
+  images = _write(str(tmp_path / "test_images.txt"), b"a.jpg\nb.jpg\n")
+  assert precomputed.read_captions(caps) == ["a dog", "a cat"]
+  assert image_sources.read_image_list(images) == ["a.jpg", "b.jpg"]
+  monkeypatch.setattr(precomputed, "MAX_TEXT_BYTES", 8)
+  monkeypatch.setattr(image_sources, "MAX_LIST_BYTES", 8)
+  with pytest.raises(ValueError, match=r"captions file '.*test_caps.txt' holds more than 8"):
+    precomputed.read_captions(caps)
+  with pytest.raises(ValueError, match=r"image list '.*test_images.txt' holds more than 8"):
+    image_sources.read_image_list(images)
+  _write(images, b"\xff\xfe.jpg\n")
+  monkeypatch.setattr(image_sources, "MAX_LIST_BYTES", 64)
+  with pytest.raises(ValueError, match="is not UTF-8 text"):
+    image_sources.read_image_list(images)
+  # A thumbnail of an image file over the byte limit, or of a PNG whose header
+  # claims more pixels than the limit, is "no thumbnail" without decoding it.
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  png = str(tmp_path / "big.png")
+  Image.new("RGB", (64, 64)).save(png)
+  assert "data:image/jpeg" in examples.thumbnail_html(png)
+  monkeypatch.setattr(image_sources, "MAX_IMAGE_BYTES", 16)
+  assert "holds more than 16 bytes" in examples.thumbnail_html(png)
+  monkeypatch.setattr(image_sources, "MAX_IMAGE_BYTES", 1 << 20)
+  monkeypatch.setattr(image_sources, "MAX_PIXELS", 64 * 63)
+  assert "64x64 pixels, over the 4032-pixel limit" in examples.thumbnail_html(png)
