@@ -207,6 +207,18 @@ def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
   return data
 
 
+def read_text(path: str, limit: int, what: str = "text file",
+              encoding: str = "utf-8") -> str:
+  """The text of `path`, at most `limit` bytes of `encoding` (``utf-8-sig``
+  also drops a byte-order mark); `TooLarge`, or ValueError naming `what` and
+  `path` if it is not in that encoding. Line ends are kept as they are."""
+  data = read_bounded(path, limit, what)
+  try:
+    return data.decode(encoding)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{what} {path!r} is not UTF-8 text: {e}") from e
+
+
 def read_json(path: str, limit: int, what: str = "JSON file"):
   """The JSON value in `path`, a UTF-8 file of at most `limit` bytes.
 
@@ -214,10 +226,10 @@ def read_json(path: str, limit: int, what: str = "JSON file"):
   nested too deeply to parse) raises ValueError naming `what` and `path`.
   Read failures raise as `errors(path)` lists.
   """
-  data = read_bounded(path, limit, what)
+  text = read_text(path, limit, what)
   try:
-    return json.loads(data.decode("utf-8"))
-  except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    return json.loads(text)
+  except (ValueError, RecursionError) as e:
     raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e
 
 

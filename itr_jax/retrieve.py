@@ -29,10 +29,13 @@ from absl import flags
 from absl import logging
 
 from itr_jax import cli
+from itr_jax import filesystem as fs
 
 evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
 retrieval = cli.lazy_import("itr_jax.evaluation.retrieval")
 runs = cli.lazy_import("itr_jax.evaluation.runs")
+
+MAX_QUERIES_BYTES = 64 << 20
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by itr_jax.train.")
 _QUERY = flags.DEFINE_multi_string("query", [], "Text query (text -> image); repeatable.")
@@ -51,8 +54,8 @@ def read_queries(queries, queries_file: str | None) -> list[str]:
   """The queries of --query and --queries_file; an empty one is an error."""
   queries = list(queries)
   if queries_file:
-    with open(queries_file, encoding="utf-8") as f:
-      queries += [line.strip() for line in f if line.strip()]
+    text = fs.read_text(queries_file, MAX_QUERIES_BYTES, what="--queries_file")
+    queries += [line.strip() for line in text.split("\n") if line.strip()]
     if not queries:
       raise ValueError(f"--queries_file={queries_file!r} holds no query (one per line).")
   if any(not q.strip() for q in queries):

@@ -18,6 +18,10 @@ from itr_jax.data import precomputed
 from itr_jax.data import vocab as vocab_lib
 from itr_jax.report import collect
 from itr_jax.report import examples
+from itr_jax.sweeps import members
+from itr_jax.data import synthetic_scenes
+from itr_jax.text_encoders import bert
+from itr_jax.text_encoders import wordpiece
 from itr_jax.tools import coco_ids
 from itr_jax.training import integrity
 from itr_jax.training import workdir as workdir_lib
@@ -37,7 +41,8 @@ def test_read_json_bounds_the_read_and_names_the_file(tmp_path):
     if name in ("an array", "a string"):
       continue  # valid JSON: its shape is the caller's to check
     fs.atomic_write_bytes(path, content)
-    with pytest.raises(ValueError, match=r"config '.*f.json' is not valid JSON"):
+    problem = "UTF-8 text" if name == "not utf-8" else "valid JSON"
+    with pytest.raises(ValueError, match=rf"config '.*f.json' is not {problem}"):
       fs.read_json(path, len(content), what="config")
 
 
@@ -94,8 +99,29 @@ def _caption_sidecar(tmp_path, content):
   return lambda: caption_embeddings.check_sidecar(emb, caps, 1)
 
 
-# reader -> (how to open it on a file of given bytes, the module limit to shrink,
-# what the message must name; None: a shape the reader accepts as empty).
+def _sweep_record(tmp_path, content):
+  sweep_dir = str(tmp_path / "sweep")
+  _write(os.path.join(sweep_dir, members.SWEEP_FILE), content)
+  return lambda: members.read_manifest(sweep_dir)
+
+
+def _dataset_manifest(tmp_path, content):
+  path = _write(str(tmp_path / "data" / synthetic_scenes.MANIFEST), content)
+  return lambda: synthetic_scenes.read_manifest(path)
+
+
+def _bert_config(tmp_path, content):
+  path = _write(str(tmp_path / "bert" / "config.json"), content)
+  return lambda: bert.BertConfig.from_json_file(path)
+
+
+def _model_config(tmp_path, content):
+  path = _write(str(tmp_path / "minilm" / "tokenizer_config.json"), content)
+  return lambda: wordpiece.read_model_json(path)
+
+
+# reader -> (how to open it on a file of given bytes, the module limit to shrink
+# (None: a literal limit, not shrunk here), what the message must name).
 READERS = {
     "run config": (_run_config, (workdir_lib, "MAX_CONFIG_BYTES"), "config.json"),
     "integrity record": (_integrity_record, (integrity, "MAX_RECORD_BYTES"),
@@ -107,18 +133,31 @@ READERS = {
     "evaluation result": (_evaluation_result, (collect, "MAX_REPORT_BYTES"), "eval_test.json"),
     "caption sidecar": (_caption_sidecar, (caption_embeddings, "MAX_SIDECAR_BYTES"),
                         "train_caps_emb.json"),
+    "sweep record": (_sweep_record, None, members.SWEEP_FILE),
+    "dataset manifest": (_dataset_manifest, (synthetic_scenes, "MAX_MANIFEST_BYTES"),
+                         synthetic_scenes.MANIFEST),
+    "BERT config": (_bert_config, None, "config.json"),
 }
+# Readers whose callers check the JSON's shape: only bytes that are not JSON
+# (or too many) are theirs to refuse.
+SHAPE_FREE_READERS = {"model config": (_model_config, (wordpiece, "MAX_CONFIG_BYTES"),
+                                       "tokenizer_config.json")}
 
 
-@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("reader", sorted({**READERS, **SHAPE_FREE_READERS}))
 @pytest.mark.parametrize("damage", sorted(BAD_CONTENTS) + ["too large"])
 def test_a_damaged_file_is_one_value_error_naming_it(reader, damage, tmp_path, monkeypatch):
-  opener, (module, limit), name = READERS[reader]
+  opener, limit, name = {**READERS, **SHAPE_FREE_READERS}[reader]
   if damage == "too large":
-    monkeypatch.setattr(module, limit, 64)
+    if limit is None:
+      pytest.skip("a literal limit; fs.read_json's limit is tested through the other readers")
+    monkeypatch.setattr(*limit, 64)
     content = json.dumps({"x": "y" * 100}).encode()
   else:
     content = BAD_CONTENTS[damage]
+  if reader in SHAPE_FREE_READERS and damage in ("an array", "a string"):
+    assert opener(tmp_path, content)() == json.loads(content)
+    return
   if reader == "evaluation result" and damage in ("an array", "a string"):
     assert opener(tmp_path, content)() is None  # holds no protocol: no test metrics
     return
@@ -154,3 +193,14 @@ def test_text_files_and_thumbnails_within_their_limits(tmp_path, monkeypatch):
   monkeypatch.setattr(image_sources, "MAX_IMAGE_BYTES", 1 << 20)
   monkeypatch.setattr(image_sources, "MAX_PIXELS", 64 * 63)
   assert "64x64 pixels, over the 4032-pixel limit" in examples.thumbnail_html(png)
+
+
+def test_bert_config_sizes_are_bounded(tmp_path):
+  path = _write(str(tmp_path / "config.json"), json.dumps(
+      {"vocab_size": 30522, "hidden_size": 1 << 30, "num_hidden_layers": 12,
+       "num_attention_heads": 12, "intermediate_size": 3072}).encode())
+  with pytest.raises(ValueError, match=r"hidden_size must be an integer in \[1, 16384\]"):
+    bert.BertConfig.from_json_file(path)
+  with pytest.raises(ValueError, match=r"num_hidden_layers must be an integer .* got \[12\]"):
+    bert.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=[12],
+                    num_attention_heads=2, intermediate_size=8)

@@ -80,10 +80,7 @@ def read_image_list(path: str) -> list[str]:
   """The checked relative image paths of a ``{split}_images.txt``."""
   if not fs.isfile(path):
     raise ValueError(f"missing image list {path!r}")
-  try:
-    lines = fs.read_bounded(path, MAX_LIST_BYTES, what="image list").decode("utf-8").split("\n")
-  except UnicodeDecodeError as e:
-    raise ValueError(f"image list {path!r} is not UTF-8 text: {e}") from e
+  lines = fs.read_text(path, MAX_LIST_BYTES, what="image list").split("\n")
   if lines and lines[-1] == "":
     lines.pop()
   if not lines:

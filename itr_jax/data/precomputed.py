@@ -199,17 +199,16 @@ def read_captions(path: str) -> list[str]:
     raise ValueError(f"missing captions file {os.path.basename(path)!r}; "
                      f"{_listing(os.path.dirname(path) or '.')}")
   try:
-    # utf-8-sig drops a leading byte-order mark; newline="" keeps line ends
-    # as they are, so only \n (or \r\n) ends a line, as for `wc -l`: a form
+    # utf-8-sig drops a leading byte-order mark; splitting at "\n" alone (not
+    # str.splitlines) ends lines only at \n (or \r\n), as for `wc -l`: a form
     # feed or U+2028 inside a caption does not split it.
-    text = fs.read_bounded(path, MAX_TEXT_BYTES, what="captions file").decode("utf-8-sig")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-      lines.pop()  # the final newline ends the last line
-    captions = [line.strip() for line in lines]
-  except (OSError, UnicodeDecodeError) as e:
-    raise ValueError(f"cannot read captions file {path!r} as UTF-8 text: {e}"
-                     ) from e
+    lines = fs.read_text(path, MAX_TEXT_BYTES, what="captions file",
+                         encoding="utf-8-sig").split("\n")
+  except OSError as e:
+    raise ValueError(f"cannot read captions file {path!r}: {e}") from e
+  if lines and lines[-1] == "":
+    lines.pop()  # the final newline ends the last line
+  captions = [line.strip() for line in lines]
   for i, caption in enumerate(captions):
     if not caption:
       raise ValueError(f"{path!r} line {i + 1} is an empty caption; every "

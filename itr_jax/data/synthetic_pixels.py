@@ -48,6 +48,7 @@ from itr_jax.data import synthetic_scenes as scenes_lib
 MANIFEST = "pixels.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")  # synthetic_scenes.generate's split order
+MAX_SCENES = 1_000_000  # per split; the demo has a few thousand
 COLOUR_RGB = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60),
               "yellow": (240, 220, 40), "black": (20, 20, 20),
               "white": (245, 245, 245), "brown": (130, 80, 40),
@@ -228,17 +229,14 @@ def generate(out_dir: str, *, image_size: int = 64,
     raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
   params = dict(scene_params, regions=4, feature_dim=1)
   scenes_dir = scenes_lib.generate(os.path.join(out_dir, "scenes"), **params)
-  with open(os.path.join(scenes_dir, scenes_lib.MANIFEST), encoding="utf-8") as f:
-    scene_manifest = json.load(f)
-  p = scene_manifest["params"]
+  p = scenes_lib.read_manifest(os.path.join(scenes_dir, scenes_lib.MANIFEST))["params"]
   target = os.path.join(out_dir, f"pixels{image_size}")
   manifest = {"generator": "itr_jax.data.synthetic_pixels",
               "format_version": FORMAT_VERSION, "image_size": image_size,
               "scenes": p}
   if os.path.exists(os.path.join(target, MANIFEST)):
-    with open(os.path.join(target, MANIFEST), encoding="utf-8") as f:
-      if json.load(f) == manifest:
-        return target
+    if scenes_lib.read_manifest(os.path.join(target, MANIFEST)) == manifest:
+      return target
     raise ValueError(f"{target!r} holds pixel data of other parameters; delete "
                      "it or choose another data_dir")
   if os.path.exists(target) and os.listdir(target):
@@ -287,12 +285,13 @@ def scenes_of(data_dir: str, split: str) -> list[scenes_lib.Scene] | None:
   path = os.path.join(data_dir, MANIFEST)
   if not os.path.exists(path) or split not in SPLITS:
     return None
-  with open(path, encoding="utf-8") as f:
-    p = json.load(f)["scenes"]
-  return scenes_lib.generate_split(
-      p["seed"], SPLITS.index(split), p[f"num_{split}"], regions=p["regions"],
-      feature_dim=p["feature_dim"], latent_dim=p["latent_dim"],
-      noise=p["noise"]).scenes
+  p = scenes_lib.read_manifest(path).get("scenes")
+  seed, total = (p.get("seed"), p.get(f"num_{split}")) if isinstance(p, dict) else (None, None)
+  if not (isinstance(seed, int) and isinstance(total, int) and 0 <= total <= MAX_SCENES):
+    raise ValueError(f"{path!r} does not name the scenes' seed and count: the pixel "
+                     "dataset is damaged; delete it to regenerate.")
+  scenes, _, _ = scenes_lib.sample_split_text(seed, SPLITS.index(split), total)
+  return scenes
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -62,11 +62,13 @@ from typing import Sequence
 
 import numpy as np
 
+from itr_jax import filesystem as fs
 from itr_jax.data import text_features
 from itr_jax.data import vocab as vocab_lib
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20
 # Sources of {split}_caps_emb.npy: the packaged all-MiniLM-L6-v2 sentence
 # encoder, or the model-free TF-IDF stand-in.
 CAPTION_ENCODERS = ("minilm", "tfidf")
@@ -440,6 +442,15 @@ def generate(out_dir: str, *, seed: int = 0, num_train: int = 3000,
   return out_dir
 
 
+def read_manifest(path: str) -> dict:
+  """The JSON object of a dataset's manifest (bounded; ValueError naming it)."""
+  manifest = fs.read_json(path, MAX_MANIFEST_BYTES, what="dataset manifest")
+  if not isinstance(manifest, dict):
+    raise ValueError(f"dataset manifest {path!r} is not a JSON object; delete the "
+                     "dataset folder to regenerate it.")
+  return manifest
+
+
 def _reuse(out_dir: str, params: dict) -> bool:
   """True if out_dir holds this dataset; raises if it holds anything else."""
   if not os.path.exists(out_dir):
@@ -453,14 +464,17 @@ def _reuse(out_dir: str, params: dict) -> bool:
   if MANIFEST not in names:
     raise ValueError(f"out_dir {out_dir!r} is not empty ({names[:10]}) and has "
                      f"no {MANIFEST}; choose an empty or new directory")
-  with open(manifest_path, encoding="utf-8") as f:
-    manifest = json.load(f)
+  manifest = read_manifest(manifest_path)
   if manifest.get("params") != params:
     raise ValueError(
         f"out_dir {out_dir!r} holds a synthetic-scenes dataset generated with "
         f"different parameters {manifest.get('params')} (requested {params}); "
         "use another out_dir or delete that one")
-  for name, size in manifest["files"].items():
+  files = manifest.get("files")
+  if not isinstance(files, dict):
+    raise ValueError(f"{manifest_path!r} lists no files: the dataset in {out_dir!r} is "
+                     "damaged; delete it to regenerate")
+  for name, size in files.items():
     path = os.path.join(out_dir, name)
     if not os.path.isfile(path) or os.path.getsize(path) != size:
       raise ValueError(f"{path!r} is missing or has the wrong size: the "
@@ -552,8 +566,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  latent_dim=args.latent_dim, noise=args.noise,
                  emb_dim=args.emb_dim, relevance_splits=args.relevance_splits,
                  caption_encoder=args.caption_encoder)
-  with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
-    print(json.dumps(json.load(f), indent=1))
+  print(json.dumps(read_manifest(os.path.join(out, MANIFEST)), indent=1))
 
 
 if __name__ == "__main__":

@@ -95,12 +95,9 @@ def _read_bounded(path: str, limit: int) -> bytes | None:
 
 def _load_entry(npy: str, sidecar: str, key: dict) -> np.ndarray | None:
   """The cached array if the entry is intact and holds `key`; else None."""
-  meta_bytes = _read_bounded(sidecar, MAX_SIDECAR_BYTES)
-  if meta_bytes is None:
-    return None
   try:
-    meta = json.loads(meta_bytes.decode("utf-8"))
-  except (ValueError, UnicodeDecodeError):
+    meta = fs.read_json(sidecar, MAX_SIDECAR_BYTES, what="embedding-cache sidecar")
+  except (ValueError, *fs.errors(sidecar)):
     return None
   if not isinstance(meta, dict) or meta.get("key") != key:
     return None

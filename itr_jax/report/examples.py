@@ -190,8 +190,8 @@ def read_image_ids(path: str, num_images: int, captions_per_image: int) -> list:
         raise ValueError(f"{path} has no 'image_ids' array (made by itr-coco-ids?)")
       ids = z["image_ids"].tolist()
   else:
-    with fs.open(path, encoding="utf-8") as f:
-      ids = [line.strip() for line in f if line.strip()]
+    text = fs.read_text(path, image_sources.MAX_LIST_BYTES, what="image id list")
+    ids = [line.strip() for line in text.split("\n") if line.strip()]
     ids = [int(i) if i.lstrip("-").isdigit() else i for i in ids]
   if len(ids) == num_images * captions_per_image and captions_per_image > 1:
     ids = ids[::captions_per_image]

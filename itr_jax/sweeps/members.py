@@ -137,5 +137,8 @@ def read_manifest(sweep_dir: str) -> dict | None:
   path = fs.join(sweep_dir, SWEEP_FILE)
   if not fs.exists(path):
     return None
-  with fs.open(path) as f:
-    return json.load(f)
+  manifest = fs.read_json(path, 16 << 20, what="sweep record")
+  if not isinstance(manifest, dict):
+    raise ValueError(f"sweep record {path!r} is not a JSON object; move it away to "
+                     "start the sweep afresh.")
+  return manifest

@@ -14,7 +14,6 @@ pretrained text tower for the ITR model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Optional
 
@@ -22,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from itr_jax import filesystem as fs
 from itr_jax.models.normalize import l2_normalize
 from itr_jax.text_encoders.mean_pool import mean_pool
 
@@ -35,6 +35,13 @@ _ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
 }
+
+
+# Upper bounds of a config's sizes, far above published BERT-family models
+# (BERT-large: 1024 hidden, 24 layers, 4096 intermediate, 512 positions).
+_SIZE_LIMITS = {"vocab_size": 1 << 20, "hidden_size": 16384, "num_hidden_layers": 256,
+                "num_attention_heads": 1024, "intermediate_size": 65536,
+                "max_position_embeddings": 65536, "type_vocab_size": 1024}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +67,11 @@ class BertConfig:
   pad_token_id: int = 0
 
   def __post_init__(self):
-    for field in ("vocab_size", "hidden_size", "num_hidden_layers",
-                  "num_attention_heads", "intermediate_size",
-                  "max_position_embeddings", "type_vocab_size"):
-      if int(getattr(self, field)) < 1:
-        raise ValueError(f"BertConfig.{field} must be >= 1, got "
-                         f"{getattr(self, field)}")
+    for field, most in _SIZE_LIMITS.items():
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"BertConfig.{field} must be an integer in [1, {most}], got "
+                         f"{value!r}")
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
           f"BertConfig.hidden_size={self.hidden_size} must be divisible by "
@@ -97,8 +103,10 @@ class BertConfig:
     if not os.path.isfile(path):
       raise ValueError(f"missing BERT config file {path!r}: a model directory "
                        "needs the Hugging Face config.json")
-    with open(path, encoding="utf-8") as f:
-      return cls.from_dict(json.load(f))
+    config = fs.read_json(path, 16 << 20, what="BERT config file")
+    if not isinstance(config, dict):
+      raise ValueError(f"BERT config file {path!r} is not a JSON object.")
+    return cls.from_dict(config)
 
 
 def _layer_norm(config: BertConfig, dtype, name: str) -> nn.LayerNorm:

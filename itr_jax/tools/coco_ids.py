@@ -26,7 +26,6 @@ text of each id (needs --coco_captions) and refuses to write if more than
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 
@@ -61,8 +60,8 @@ def ids_from_eccv_package() -> tuple[np.ndarray, np.ndarray]:
                      "and --coco_captions.")
   data = os.path.join(os.path.dirname(spec.origin), "data")
   caption_ids = np.load(os.path.join(data, "coco_test_ids.npy")).astype(np.int64)
-  with open(os.path.join(data, "original_caption_to_image.json")) as f:
-    caption_to_image = json.load(f)
+  caption_to_image = fs.read_json(os.path.join(data, "original_caption_to_image.json"),
+                                  MAX_JSON_BYTES, what="eccv-caption data file")
   images = np.array([caption_to_image[str(c)][0] for c in caption_ids], np.int64)
   images = images.reshape(-1, CAPTIONS_PER_IMAGE)
   if not (images == images[:, :1]).all():
@@ -119,8 +118,9 @@ def ids_from_karpathy(karpathy_json: str,
 def check_captions(caption_ids: np.ndarray, caps_path: str,
                    coco_captions: dict[int, tuple[int, str]]) -> int:
   """Lines of `caps_path` whose text differs from their id's COCO caption; raises above 0.5%."""
-  with open(caps_path, encoding="utf-8") as f:
-    lines = [line.rstrip("\n") for line in f]
+  lines = fs.read_text(caps_path, MAX_JSON_BYTES, what="captions file").split("\n")
+  if lines and lines[-1] == "":
+    lines.pop()  # the final newline ends the last line
   if len(lines) != len(caption_ids):
     raise ValueError(f"{caps_path} has {len(lines)} captions, the ids {len(caption_ids)}.")
   differ = [i for i, (line, cid) in enumerate(zip(lines, caption_ids))

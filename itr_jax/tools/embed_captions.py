@@ -113,10 +113,14 @@ def _prepare_partial(partial_dir: str, identity: dict, chunk_size: int) -> int:
   if os.path.isdir(partial_dir):
     manifest = None
     if os.path.isfile(manifest_path):
-      with open(manifest_path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest is not None and _same(manifest.get("identity"), identity):
-      return int(manifest["chunk_size"])  # Resume with the chunks as cut.
+      try:
+        manifest = fs.read_json(manifest_path, 1 << 20, what="partial-work manifest")
+      except ValueError:
+        manifest = None  # damaged: the partial work is discarded below
+    chunk_size = manifest.get("chunk_size") if isinstance(manifest, dict) else None
+    if (isinstance(chunk_size, int) and chunk_size >= 1
+        and _same(manifest.get("identity"), identity)):
+      return chunk_size  # Resume with the chunks as cut.
     print(f"discarding stale partial work in {partial_dir} (other captions or "
           "encoder)", file=sys.stderr)
     shutil.rmtree(partial_dir)

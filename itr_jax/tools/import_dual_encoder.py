@@ -27,7 +27,6 @@ non-empty `--workdir` is refused.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import types
@@ -85,13 +84,7 @@ def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
     for p in (config_path, weights_path):
       if not os.path.isfile(p):
         raise ValueError(f"the Hugging Face directory {path!r} has no {os.path.basename(p)}.")
-    if os.path.getsize(config_path) > MAX_CONFIG_BYTES:
-      raise ValueError(f"{config_path!r} is too large to be a model config.")
-    try:
-      with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise ValueError(f"cannot read {config_path!r}: {e}") from None
+    config = fs.read_json(config_path, MAX_CONFIG_BYTES, what="model config")
     arch, params = weights_lib.from_hf(_safetensors(weights_path), config)
     return arch, params, path
   if fmt == "big_vision":

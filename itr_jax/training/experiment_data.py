@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Iterator
 
@@ -183,8 +182,10 @@ def _stage_dir(config: ml_collections.ConfigDict) -> str:
           f"{synthetic_scenes.MANIFEST}): generate it on a local disk "
           "(python -m itr_jax.data.synthetic_scenes --out_dir=DIR) and copy "
           "the folder there; datasets are not generated into a bucket.")
-    with fs.open(manifest) as f:
-      names += [synthetic_scenes.MANIFEST, *json.load(f)["files"]]
+    files = synthetic_scenes.read_manifest(manifest).get("files")
+    if not isinstance(files, dict):
+      raise ValueError(f"{manifest!r} lists no files: not a synthetic-scenes dataset.")
+    names += [synthetic_scenes.MANIFEST, *files]
   local = staging.stage_dir(data.data_dir, names,
                             staging.cache_dir(data.get("local_cache_dir", "")))
   if data.name == "synthetic_scenes":  # checks the copy against its manifest

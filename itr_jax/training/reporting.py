@@ -23,6 +23,7 @@ from itr_jax import filesystem as fs
 from itr_jax import optional
 from itr_jax.training import workdir as workdir_lib
 
+MAX_METRICS_BYTES = 1 << 30  # ~300 bytes a record: millions of logged steps
 
 class MetricsLog:
   """Writes scalar metrics to TensorBoard and appends them to metrics.jsonl."""
@@ -106,12 +107,11 @@ def read_metrics(workdir: str) -> list[dict]:
   if not fs.exists(path):
     return []
   records = []
-  with fs.open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        pass  # blank, or the last line of a run killed while writing it
+  for line in fs.read_text(path, MAX_METRICS_BYTES, what="metrics log").split("\n"):
+    try:
+      records.append(json.loads(line))
+    except (ValueError, RecursionError):
+      pass  # blank, or the last line of a run killed while writing it
   return records
 
 
