@@ -107,6 +107,7 @@ flags.mark_flags_as_required(["workdir"])
 
 COCO_5K_IMAGES = 5000
 PROTOCOLS = ("auto", "full", "coco")
+MAX_IDS_BYTES = 64 << 20  # itr-coco-ids writes 30,000 ids (~250 KB)
 
 
 def output_stem(workdir: str, split_name: str, step: int, *, best: bool,
@@ -221,9 +222,25 @@ def ensemble_tag(workdirs) -> str:
   return f"ensemble-{names}-{digest.hexdigest()[:8]}"
 
 
+def read_coco_ids(path: str, protocol: str, run: runs.LoadedRun) -> dict:
+  """{"image_ids", "caption_ids"} of the --coco_ids file `path`, checked
+  against the split and its protocol before anything is scored."""
+  split = run.split
+  if resolve_protocol(protocol, split.num_images) != "coco":
+    raise ValueError(f"--coco_ids needs the coco protocol (the 5000-image COCO "
+                     f"test split); {run.split_name!r} has {split.num_images} "
+                     "images and is evaluated with protocol 'full'.")
+  ids = fs.read_npz(path, MAX_IDS_BYTES, what="--coco_ids file")
+  if not {"image_ids", "caption_ids"} <= ids.keys():
+    raise ValueError(f"--coco_ids file {path!r} has no image_ids and caption_ids "
+                     "arrays; make it with itr-coco-ids.")
+  return ids
+
+
 def score(run: runs.LoadedRun, sims, *, protocol: str = "auto",
-          coco_ids: str | None = None) -> dict:
-  """The report dict of the score matrix `sims` [N_images, N_captions] of `run.split`."""
+          coco_ids: dict | None = None) -> dict:
+  """The report dict of the score matrix `sims` [N_images, N_captions] of
+  `run.split`; `coco_ids` (from `read_coco_ids`) adds ECCV Caption metrics."""
   split, config = run.split, run.config
   protocol = resolve_protocol(protocol, split.num_images)
   ties = evaluate.eval_ties(config)
@@ -242,14 +259,9 @@ def score(run: runs.LoadedRun, sims, *, protocol: str = "auto",
     report["coco_1k_folds"] = folds
     report["coco_5k"] = whole
     if coco_ids:
-      with fs.open(coco_ids, "rb") as f:
-        ids = dict(np.load(f))
-      report["eccv"] = metrics.eccv_caption_metrics(sims, ids["image_ids"], ids["caption_ids"])
+      report["eccv"] = metrics.eccv_caption_metrics(sims, coco_ids["image_ids"],
+                                                    coco_ids["caption_ids"])
   else:
-    if coco_ids:
-      raise ValueError(f"--coco_ids needs the coco protocol (the 5000-image COCO "
-                       f"test split); {run.split_name!r} has {split.num_images} "
-                       "images and is evaluated with protocol 'full'.")
     report["full"] = whole
   return report
 
@@ -272,6 +284,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
     workdir_lib.load_config(other)
   run = runs.load_run(workdir, split_name, which, data_dir=data_dir, overrides=overrides)
   resolve_protocol(protocol, run.split.num_images)  # fail before encoding
+  ids = read_coco_ids(coco_ids, protocol, run) if coco_ids else None
   from itr_jax.models import scorer  # pylint: disable=import-outside-toplevel
   two_tower = scorer.is_two_tower(run.model)
   if save_embeddings and not two_tower:
@@ -312,7 +325,7 @@ def evaluate_run(workdir: str, split_name: str | None = None, which: str = "best
                       "metrics": own_report.get("full") or own_report.get("coco_5k")})
     sims = similarity.ensemble(*member_sims)
     tag = "_".join(t for t in (tag, ensemble_tag(ensemble)) if t)
-  report = score(run, sims, protocol=protocol, coco_ids=coco_ids)
+  report = score(run, sims, protocol=protocol, coco_ids=ids)
   if ensemble:
     scales = sorted({m["scores"] for m in members})
     report["ensemble"] = {"members": members, "mixed_scales": len(scales) > 1}

@@ -191,20 +191,31 @@ class TooLarge(ValueError):
 
 
 def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
-  """The bytes of `path`, reading at most ``limit + 1`` of them.
+  """The bytes of `path`, a file of at most `limit` bytes.
 
   A file over `limit` bytes raises `TooLarge` naming `what` and the limit:
-  before reading when its size says so, else (a file still growing) without
-  holding more than the limit in memory. Read failures raise as
-  `errors(path)` lists.
+  before reading when its size says so, else (a file still growing) once the
+  read passes the limit. Memory follows the file's size, not the limit.
+  Read failures raise as `errors(path)` lists.
   """
-  if getsize(path) > limit:
+  size = getsize(path)
+  if size > limit:
     raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
   with open(path, "rb") as f:
-    data = f.read(limit + 1)
-  if len(data) > limit:
+    data = f.read(size + 1)  # one read of what the file holds
+    if len(data) <= size:
+      return data
+    # The file grew after its size was taken: read on, in chunks, to the limit.
+    chunks, total = [data], len(data)
+    while total <= limit:
+      chunk = f.read(min(16 << 20, limit + 1 - total))
+      if not chunk:
+        break
+      chunks.append(chunk)
+      total += len(chunk)
+  if total > limit:
     raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
-  return data
+  return b"".join(chunks)
 
 
 def read_text(path: str, limit: int, what: str = "text file",
@@ -231,6 +242,56 @@ def read_json(path: str, limit: int, what: str = "JSON file"):
     return json.loads(text)
   except (ValueError, RecursionError) as e:
     raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e
+
+
+def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
+  """{name: array} of the .npz at `path` (at most `limit` bytes), no pickles.
+
+  Checked before any array is read: the members' declared sizes together
+  are at most 4x the file plus 16 MiB (a zip bomb's are not), and each
+  member's .npy header declares a plain dtype and a shape that its declared
+  size holds, so no read allocates more than the file can fill. A file that
+  is not such an .npz raises ValueError naming `what` and `path`.
+  """
+  import zipfile  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  size = getsize(path)
+  if size > limit:
+    raise TooLarge(f"{what} {path!r} holds more than {limit} bytes")
+  try:
+    with open(path, "rb") as f:
+      with zipfile.ZipFile(f) as archive:
+        members = archive.infolist()
+        declared = sum(info.file_size for info in members)
+        if declared > 4 * size + (16 << 20):
+          raise ValueError(f"its members would inflate to {declared} bytes from {size}")
+        for info in members:
+          with archive.open(info) as member:
+            _check_npy_header(member, info.filename, info.file_size)
+      f.seek(0)
+      with np.load(f, allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{what} {path!r} is not a readable NumPy .npz: {e}") from e
+
+
+def _check_npy_header(member, name: str, member_bytes: int) -> None:
+  """ValueError unless the .npy header in `member` declares a dtype without
+  objects and at most `member_bytes` of data."""
+  import math  # pylint: disable=import-outside-toplevel
+  from numpy.lib import format as npy  # pylint: disable=import-outside-toplevel
+  version = npy.read_magic(member)
+  if version == (1, 0):
+    shape, _, dtype = npy.read_array_header_1_0(member)
+  elif version == (2, 0):
+    shape, _, dtype = npy.read_array_header_2_0(member)
+  else:
+    raise ValueError(f"member {name!r} has .npy format version {version}")
+  if dtype.hasobject:
+    raise ValueError(f"member {name!r} holds Python objects")
+  if math.prod(shape) * dtype.itemsize > member_bytes:
+    raise ValueError(f"member {name!r} declares a {shape} {dtype} array, more than "
+                     f"its {member_bytes} bytes")
 
 
 def atomic_write_text(path: str, text: str) -> None:

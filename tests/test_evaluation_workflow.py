@@ -274,3 +274,32 @@ def test_protocol_coco_is_refused_on_other_splits(tiny_run, tmp_path):
   assert evaluate_cli.protocol_tag("auto", 16) == evaluate_cli.protocol_tag("full", 16) == ""
   with pytest.raises(FileNotFoundError, match="does not exist"):
     evaluate_cli.evaluate_run(str(tmp_path / "nowhere"))
+
+
+def test_coco_ids_are_read_and_checked_before_scoring(tmp_path):
+  """--coco_ids is refused for a split that is not COCO-shaped, and read
+  (bounded, no zip bombs, both arrays present) before any encoding."""
+  import zipfile  # pylint: disable=import-outside-toplevel
+  split = types.SimpleNamespace(num_images=5000, captions_per_image=5)
+  run = runs.LoadedRun(None, "test", split, None, None, None, 0, "/d")
+  good = str(tmp_path / "ids.npz")
+  np.savez(good, image_ids=np.arange(5000), caption_ids=np.arange(25000))
+  ids = evaluate_cli.read_coco_ids(good, "auto", run)
+  np.testing.assert_array_equal(ids["caption_ids"], np.arange(25000))
+  small = runs.LoadedRun(None, "dev", types.SimpleNamespace(num_images=25), None, None,
+                         None, 0, "/d")
+  with pytest.raises(ValueError, match="--coco_ids needs the coco protocol"):
+    evaluate_cli.read_coco_ids(good, "auto", small)
+  partial = str(tmp_path / "partial.npz")
+  np.savez(partial, image_ids=np.arange(5000))
+  with pytest.raises(ValueError, match="has no image_ids and caption_ids"):
+    evaluate_cli.read_coco_ids(partial, "coco", run)
+  bomb = str(tmp_path / "bomb.npz")  # 1 GB of zeros in a few MB
+  with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+    with z.open("image_ids.npy", "w", force_zip64=True) as member:
+      for _ in range(64):
+        member.write(bytes(16 << 20))
+  assert os.path.getsize(bomb) < (4 << 20)
+  with pytest.raises(ValueError, match=r"is not a readable NumPy .npz: its members would "
+                                       r"inflate to 1073741824 bytes"):
+    evaluate_cli.read_coco_ids(bomb, "coco", run)

@@ -121,6 +121,12 @@ def test_filesystem_layer_behaves_the_same_locally_and_on_gcs(root):
     fs.read_bounded(fs.join(run, "log"), 7, what="image")
   with pytest.raises(fs.errors(run)):
     fs.read_bounded(fs.join(run, "missing"), 8)
+  import io  # pylint: disable=import-outside-toplevel
+  buffer = io.BytesIO()
+  np.savez(buffer, image_ids=np.arange(3))
+  fs.atomic_write_bytes(fs.join(run, "ids.npz"), buffer.getvalue())
+  np.testing.assert_array_equal(fs.read_npz(fs.join(run, "ids.npz"), 1 << 20)["image_ids"],
+                                np.arange(3))
   # Integrity records catch one changed byte, on either store.
   integrity.write_record(fs.join(run, "a"))
   assert integrity.verify(fs.join(run, "a")) is None

@@ -57,7 +57,7 @@ def test_openai_and_big_vision_need_a_tokenizer_and_refuse_non_empty_workdirs(tm
                                           str(tmp_path / "busy"))
   bad = tmp_path / "bad.npz"
   bad.write_bytes(b"PK\x03\x04garbage")
-  with pytest.raises(ValueError, match="cannot read --checkpoint"):
+  with pytest.raises(ValueError, match="--checkpoint .* is not a readable NumPy .npz"):
     import_dual_encoder.import_checkpoint(str(bad), str(tmp_path / "w2"),
                                           tokenizer=os.path.join(FIXTURES, "siglip_hf"))
 

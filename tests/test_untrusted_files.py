@@ -204,3 +204,46 @@ def test_bert_config_sizes_are_bounded(tmp_path):
   with pytest.raises(ValueError, match=r"num_hidden_layers must be an integer .* got \[12\]"):
     bert.BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=[12],
                     num_attention_heads=2, intermediate_size=8)
+
+
+def test_read_bounded_follows_a_growing_file_to_its_limit(tmp_path, monkeypatch):
+  """A file that grows after its size is taken is read on only to the limit."""
+  path = _write(str(tmp_path / "log"), b"x" * 100)
+  monkeypatch.setattr(fs, "getsize", lambda p: 10)  # the size before it grew
+  assert fs.read_bounded(path, 100) == b"x" * 100
+  with pytest.raises(fs.TooLarge, match="holds more than 99 bytes"):
+    fs.read_bounded(path, 99)
+
+
+def test_read_npz_checks_every_member_header_before_reading(tmp_path):
+  import io  # pylint: disable=import-outside-toplevel
+  import zipfile  # pylint: disable=import-outside-toplevel
+  from numpy.lib import format as npy  # pylint: disable=import-outside-toplevel
+  good = str(tmp_path / "good.npz")
+  np.savez(good, a=np.arange(3), b=np.ones((2, 2), np.float32))
+  arrays = fs.read_npz(good, 1 << 20)
+  np.testing.assert_array_equal(arrays["a"], np.arange(3))
+  assert arrays["b"].dtype == np.float32
+
+  def npz_with(name, header: dict, data: bytes) -> str:
+    buffer = io.BytesIO()
+    npy.write_array_header_1_0(buffer, header)
+    path = str(tmp_path / f"{name}.npz")
+    with zipfile.ZipFile(path, "w") as z:
+      z.writestr(f"{name}.npy", buffer.getvalue() + data)
+    return path
+
+  huge = npz_with("huge", {"descr": "<f8", "fortran_order": False, "shape": (1 << 40,)},
+                  b"\0" * 64)
+  with pytest.raises(ValueError, match=r"member 'huge.npy' declares a \(1099511627776,\) "
+                                       r"float64 array, more than its"):
+    fs.read_npz(huge, 1 << 20, what="ids")
+  objects = npz_with("objects", {"descr": "|O", "fortran_order": False, "shape": (1,)},
+                     b"\0" * 8)
+  with pytest.raises(ValueError, match="member 'objects.npy' holds Python objects"):
+    fs.read_npz(objects, 1 << 20)
+  with pytest.raises(fs.TooLarge, match="holds more than 16 bytes"):
+    fs.read_npz(good, 16)
+  not_zip = _write(str(tmp_path / "x.npz"), b"PK\x03\x04garbage")
+  with pytest.raises(ValueError, match="is not a readable NumPy .npz"):
+    fs.read_npz(not_zip, 1 << 20)

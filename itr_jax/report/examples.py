@@ -185,10 +185,10 @@ def read_image_ids(path: str, num_images: int, captions_per_image: int) -> list:
   an image's id for each of its captions). Ids that are integers become ints.
   """
   if path.endswith(".npz"):
-    with fs.open(path, "rb") as f, np.load(f) as z:
-      if "image_ids" not in z:
-        raise ValueError(f"{path} has no 'image_ids' array (made by itr-coco-ids?)")
-      ids = z["image_ids"].tolist()
+    arrays = fs.read_npz(path, 64 << 20, what="image id file")
+    if "image_ids" not in arrays:
+      raise ValueError(f"{path} has no 'image_ids' array (made by itr-coco-ids?)")
+    ids = arrays["image_ids"].tolist()
   else:
     text = fs.read_text(path, image_sources.MAX_LIST_BYTES, what="image id list")
     ids = [line.strip() for line in text.split("\n") if line.strip()]

@@ -46,6 +46,7 @@ from itr_jax.training import workdir as workdir_lib
 
 FORMATS = ("auto", "hf", "openai", "big_vision")
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CHECKPOINT_BYTES = 32 << 30  # SigLIP So400m/14 in float32 is ~4.5 GB
 
 
 def _safetensors(path):
@@ -88,11 +89,7 @@ def read_checkpoint(path: str, fmt: str = "auto", *, vision_heads: int = 0,
     arch, params = weights_lib.from_hf(_safetensors(weights_path), config)
     return arch, params, path
   if fmt == "big_vision":
-    try:
-      with np.load(path, allow_pickle=False) as f:
-        weights = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-      raise ValueError(f"cannot read --checkpoint {path!r} as a NumPy .npz: {e}") from None
+    weights = fs.read_npz(path, MAX_CHECKPOINT_BYTES, what="--checkpoint")
     arch, params = weights_lib.from_big_vision(weights, image_size=image_size)
     return arch, params, ""
   if path.endswith(".safetensors"):
