@@ -48,7 +48,6 @@ from itr_jax.data import synthetic_scenes as scenes_lib
 MANIFEST = "pixels.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "dev", "test")  # synthetic_scenes.generate's split order
-MAX_SCENES = 1_000_000  # per split; the demo has a few thousand
 COLOUR_RGB = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60),
               "yellow": (240, 220, 40), "black": (20, 20, 20),
               "white": (245, 245, 245), "brown": (130, 80, 40),
@@ -280,17 +279,20 @@ def generate(out_dir: str, *, image_size: int = 64,
   return target
 
 
-def scenes_of(data_dir: str, split: str) -> list[scenes_lib.Scene] | None:
-  """The scenes of a pixel dataset's split (regenerated), else None."""
+def scenes_of(data_dir: str, split: str, count: int) -> list[scenes_lib.Scene] | None:
+  """The first `count` scenes of a pixel dataset's split (regenerated); None
+  if `data_dir` holds no pixel dataset or its split has fewer scenes."""
   path = os.path.join(data_dir, MANIFEST)
   if not os.path.exists(path) or split not in SPLITS:
     return None
   p = scenes_lib.read_manifest(path).get("scenes")
   seed, total = (p.get("seed"), p.get(f"num_{split}")) if isinstance(p, dict) else (None, None)
-  if not (isinstance(seed, int) and isinstance(total, int) and 0 <= total <= MAX_SCENES):
+  if not (isinstance(seed, int) and isinstance(total, int)):
     raise ValueError(f"{path!r} does not name the scenes' seed and count: the pixel "
                      "dataset is damaged; delete it to regenerate.")
-  scenes, _, _ = scenes_lib.sample_split_text(seed, SPLITS.index(split), total)
+  if count > total:
+    return None
+  scenes, _, _ = scenes_lib.sample_split_text(seed, SPLITS.index(split), count)
   return scenes
 
 

@@ -75,10 +75,9 @@ def scene_descriptions(data_dir: str, split: str, num_images: int) -> list[str] 
   """Descriptions of the first `num_images` scenes of a synthetic split (region
   features or rendered pixels), else None."""
   from itr_jax.data import synthetic_pixels  # pylint: disable=import-outside-toplevel
-  scenes = synthetic_pixels.scenes_of(data_dir, split)
-  if scenes is not None:
-    return ([describe_scene(s) for s in scenes[:num_images]]
-            if num_images <= len(scenes) else None)
+  if os.path.exists(os.path.join(data_dir, synthetic_pixels.MANIFEST)):
+    scenes = synthetic_pixels.scenes_of(data_dir, split, num_images)
+    return None if scenes is None else [describe_scene(s) for s in scenes]
   path = os.path.join(data_dir, synthetic_scenes.MANIFEST)
   if not os.path.exists(path) or split not in SPLIT_INDEX:
     return None
