@@ -2,7 +2,7 @@
 evaluation, checkpoint writes), on a fake clock."""
 import io
 
-from itr_jax.training import progress
+from itr_jax import progress
 
 
 class _Clock:
@@ -14,7 +14,7 @@ class _Clock:
 
 
 def _bar(total, clock):
-  bar = progress.TrainingBar(total=total, file=io.StringIO(), mininterval=0,
+  bar = progress.ProgressBar(total=total, file=io.StringIO(), mininterval=0,
                              smoothing=0)  # smoothing 0: average rate since start
   bar._time = clock  # pylint: disable=protected-access
   bar.start_t = bar.last_print_t = clock()
@@ -60,7 +60,7 @@ def test_pause_keeps_unprinted_steps_time():
 
 
 def test_disabled_bar_pauses_without_error():
-  bar = progress.TrainingBar(total=3, disable=True)
+  bar = progress.ProgressBar(total=3, disable=True)
   with bar.paused():
     pass
   bar.update(1)
@@ -72,7 +72,7 @@ def test_off_a_terminal_the_bar_writes_plain_lines():
   around tqdm.write (the trainer's [dev] lines)."""
   import io  # pylint: disable=import-outside-toplevel
   out = io.StringIO()
-  bar = progress.TrainingBar(total=3, file=out, mininterval=0)
+  bar = progress.ProgressBar(total=3, file=out, mininterval=0)
   for _ in range(3):
     bar.update(1)
     progress.tqdm.tqdm.write("[dev] line", file=out)

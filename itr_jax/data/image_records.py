@@ -134,7 +134,7 @@ def _tfds_plans(name: str, tfds_data_dir: str | None, *, restval: bool) -> dict:
 def _write_split(tmp: str, split: str, plan: dict, skip_corrupt: bool,
                  images_per_shard: int, workers: int) -> dict:
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from itr_jax.progress import ProgressBar  # pylint: disable=g-import-not-at-top
   count, per = plan["count"], plan["per"]
   num_shards = max(1, -(-count // images_per_shard))
   writers = [array_record_module.ArrayRecordWriter(
@@ -154,7 +154,7 @@ def _write_split(tmp: str, split: str, plan: dict, skip_corrupt: bool,
       return None, str(e)
 
   try:
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, ProgressBar(
         total=count, desc=f"{split} images", disable=count <= 256) as bar:
       # Ordered, in chunks: at most `chunk` images in memory at once.
       chunk = 4 * workers

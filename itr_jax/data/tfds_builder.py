@@ -200,9 +200,9 @@ def _upload(local_dir: str, target: str) -> None:
   """Copies `local_dir`'s files to `target`, dataset_info.json last: TFDS
   sees a dataset as prepared once that file exists, so an interrupted upload
   is never read as a dataset."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from itr_jax.progress import ProgressBar  # pylint: disable=g-import-not-at-top
   names = sorted(fs.walk_files(local_dir), key=lambda n: n == INFO_FILE)
-  for name in tqdm(names, desc=f"uploading to {target}", unit="file"):
+  for name in ProgressBar(names, desc=f"uploading to {target}", unit="file"):
     fs.copy(os.path.join(local_dir, name), fs.join(target, name))
 
 

@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec
 
 from itr_jax import sharding
 from itr_jax.models import scorer
-from itr_jax.training import progress as progress_lib
+from itr_jax import progress as progress_lib
 
 
 def trim_words(caption_repr):
@@ -83,7 +83,7 @@ def similarity_matrix(model, params, image_repr, caption_repr, *, mesh=None,
   sims = np.zeros((num_images, num_captions), np.float32)
   starts = [(i, j) for i in range(0, num_images, image_block)
             for j in range(0, num_captions, caption_block)]
-  bar = progress_lib.TrainingBar(starts, unit="block", disable=not progress or jax.process_index() != 0,
+  bar = progress_lib.ProgressBar(starts, unit="block", disable=not progress or jax.process_index() != 0,
                   desc=f"scores {num_images}x{num_captions}", dynamic_ncols=True)
   for i, j in bar:
     i_end, j_end = min(i + image_block, num_images), min(j + caption_block, num_captions)

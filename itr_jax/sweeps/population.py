@@ -42,7 +42,7 @@ from itr_jax.sweeps import declaration
 from itr_jax.sweeps import members as members_lib
 from itr_jax.training import experiment_data
 from itr_jax.training import optimizer as optimizer_lib
-from itr_jax.training import progress as progress_lib
+from itr_jax import progress as progress_lib
 from itr_jax.training import reporting
 from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
@@ -161,7 +161,7 @@ def train_population(base: ml_collections.ConfigDict,
   evaluate_dev(0)
   batches = data.train_batches(start_step=0)
   pending, last_time, last_step = [], time.time(), 0
-  for step in progress_lib.TrainingBar(range(total_steps), unit="step",
+  for step in progress_lib.ProgressBar(range(total_steps), unit="step",
                                       dynamic_ncols=True):
     states, metrics = steps[step >= warmup_steps](states, hparams, next(batches))
     pending.append(metrics)

@@ -215,10 +215,10 @@ def embed_captions_file(
   ranges = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
   todo = [(s, e) for s, e in ranges
           if not _finished_chunk(_chunk_path(partial_dir, s, e), e - s, dim)]
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  with tqdm(total=n, initial=n - sum(e - s for s, e in todo),
-            unit="caption", disable=not progress,
-            desc=os.path.basename(out_path)) as bar:
+  from itr_jax.progress import ProgressBar  # pylint: disable=g-import-not-at-top
+  with ProgressBar(total=n, initial=n - sum(e - s for s, e in todo),
+                   unit="caption", disable=not progress,
+                   desc=os.path.basename(out_path)) as bar:
     for start, end in todo:
       emb = np.asarray(encoder.encode(captions[start:end],
                                       batch_size=batch_size), np.float32)

@@ -37,7 +37,7 @@ from itr_jax.training import lit
 from itr_jax.training import paths
 from itr_jax.training import plateau as plateau_lib
 from itr_jax.training import preemption as preemption_lib
-from itr_jax.training import progress as progress_lib
+from itr_jax import progress as progress_lib
 from itr_jax.training import reporting
 from itr_jax.training import state as state_lib
 from itr_jax.training import train_step as train_step_lib
@@ -304,7 +304,7 @@ def _train(config, workdir, data, model, *, fresh: bool, lock=None, locked=None)
   _report_truncation(config, data, log, start_step)
   preemption = preemption_lib.PreemptionWatcher()
   # Its ETA counts training steps only (not compilation, evaluations, saves).
-  progress = progress_lib.TrainingBar(total=total_steps, initial=start_step, unit="step",
+  progress = progress_lib.ProgressBar(total=total_steps, initial=start_step, unit="step",
                                       dynamic_ncols=True,
                                       disable=jax.process_index() != 0)
   try:

@@ -1,13 +1,14 @@
-"""The training progress bar: steps/s and ETA of training steps alone.
+"""The progress bar of every long loop (training, scoring, embedding, converting).
 
-tqdm's rate and ETA count wall-clock time between updates, so the first
+Its rate and ETA count the work alone: tqdm's count wall-clock time between
+updates, so the first
 step's compilation (seconds to minutes), dev evaluations and checkpoint writes
-would all look like slow training and inflate the ETA. `TrainingBar.paused()`
+would all look like slow training and inflate the ETA. `ProgressBar.paused()`
 takes such a stretch out of the bar's clock (its elapsed time and its
 smoothed rate), the way clu's `ReportProgress.timed()` does for its logged
 steps/s.
 
-  bar = TrainingBar(total=1000, initial=0)
+  bar = ProgressBar(total=1000, initial=0)
   with bar.paused():
     state, metrics = compiling_first_step(state, batch)
   bar.update(1)
@@ -24,7 +25,7 @@ import sys
 import tqdm
 
 
-class TrainingBar(tqdm.tqdm):
+class ProgressBar(tqdm.tqdm):
   """A tqdm bar whose clock stops inside `paused()`; plain lines off a terminal."""
 
   def __init__(self, *args, **kwargs):
