@@ -26,7 +26,6 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from itr_jax import cli
 from itr_jax import filesystem as fs

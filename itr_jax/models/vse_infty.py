@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from itr_jax.models import bert_text_encoder
 from itr_jax.models.gru import GRU
 from itr_jax.models.initializers import symmetric_uniform
 from itr_jax.models.normalize import l2_normalize
