@@ -254,6 +254,7 @@ def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
   is not such an .npz raises ValueError naming `what` and `path`.
   """
   import zipfile  # pylint: disable=import-outside-toplevel
+  import zlib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   size = getsize(path)
   if size > limit:
@@ -271,7 +272,11 @@ def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
       f.seek(0)
       with np.load(f, allow_pickle=False) as arrays:
         return {name: arrays[name] for name in arrays.files}
-  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+  # zipfile's errors for damaged or unusual archives: bad deflate streams
+  # (zlib.error), unsupported methods (NotImplementedError), encryption
+  # (RuntimeError).
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+          NotImplementedError, RuntimeError) as e:
     raise ValueError(f"{what} {path!r} is not a readable NumPy .npz: {e}") from e
 
 
