@@ -253,6 +253,7 @@ def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
   size holds, so no read allocates more than the file can fill. A file that
   is not such an .npz raises ValueError naming `what` and `path`.
   """
+  import struct  # pylint: disable=import-outside-toplevel
   import zipfile  # pylint: disable=import-outside-toplevel
   import zlib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -274,9 +275,10 @@ def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
         return {name: arrays[name] for name in arrays.files}
   # zipfile's errors for damaged or unusual archives: bad deflate streams
   # (zlib.error), unsupported methods (NotImplementedError), encryption
-  # (RuntimeError).
+  # (RuntimeError), truncated or out-of-range header fields (struct.error,
+  # OverflowError).
   except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
-          NotImplementedError, RuntimeError) as e:
+          NotImplementedError, RuntimeError, struct.error, OverflowError) as e:
     raise ValueError(f"{what} {path!r} is not a readable NumPy .npz: {e}") from e
 
 
