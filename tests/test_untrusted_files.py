@@ -284,3 +284,19 @@ def test_read_npz_fuzz(tmp_path):
     loaded += 1
     assert all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays.values())
   assert 0 < loaded < 2000
+
+
+@pytest.mark.parametrize("vocab,merges,problem", [
+    (b'{"<|startoftext|>": "0", "<|endoftext|>": 1}', b"", "must map tokens to ids"),
+    (b'["<|startoftext|>", "<|endoftext|>"]', b"", "must map tokens to ids"),
+    (DEEP, b"", "cannot read the CLIP tokenizer files"),
+    (b'{"<|startoftext|>": 0, "<|endoftext|>": 1, "a": 2}', b"#version\na b\n",
+     "do not fit together"),
+], ids=["a string id", "a list", "too deep", "merges outside the vocabulary"])
+def test_clip_tokenizer_files_that_do_not_hold_a_tokenizer(tmp_path, vocab, merges, problem):
+  """Before, these raised TypeError, RecursionError and a plain Exception."""
+  from itr_jax.text_encoders import clip_tokenizers  # pylint: disable=import-outside-toplevel
+  _write(str(tmp_path / "vocab.json"), vocab)
+  _write(str(tmp_path / "merges.txt"), merges)
+  with pytest.raises(ValueError, match=problem):
+    clip_tokenizers.ClipBpe(str(tmp_path))

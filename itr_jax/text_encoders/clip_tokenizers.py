@@ -81,24 +81,29 @@ class ClipBpe:
       try:
         vocab = json.loads(_read(os.path.join(path, "vocab.json")))
         merges_text = _read(os.path.join(path, "merges.txt")).decode("utf-8")
-      except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"cannot read the CLIP tokenizer files in {path!r}: {e}") from None
       merges = [tuple(line.split()) for line in merges_text.split("\n")
                 if line and not line.startswith("#version")]
     else:
       vocab, merges = _openai_bpe(path)
-    if not isinstance(vocab, dict) or any(len(m) != 2 for m in merges):
-      raise ValueError(f"{path!r}: vocab.json must map tokens to ids and merges.txt hold "
-                       "pairs of symbols.")
+    if (not isinstance(vocab, dict) or any(len(m) != 2 for m in merges)
+        or not all(type(i) is int and 0 <= i < 1 << 31 for i in vocab.values())):  # pylint: disable=unidiomatic-typecheck
+      raise ValueError(f"{path!r}: vocab.json must map tokens to ids (integers from 0) and "
+                       "merges.txt hold pairs of symbols.")
     missing = [t for t in ("<|startoftext|>", "<|endoftext|>") if t not in vocab]
     if missing:
       raise ValueError(f"the CLIP vocabulary in {path!r} lacks {missing}.")
     self.sot, self.eot = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     self.context_length = int(context_length)
     self.vocab_size = len(vocab)
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE(
-        vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="</w>",
-        fuse_unk=False, unk_token="<|endoftext|>"))
+    try:
+      model = tokenizers.models.BPE(
+          vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="</w>",
+          fuse_unk=False, unk_token="<|endoftext|>")
+    except Exception as e:  # pylint: disable=broad-except  (the library raises plain Exception)
+      raise ValueError(f"the CLIP tokenizer files in {path!r} do not fit together: {e}") from None
+    tok = tokenizers.Tokenizer(model)
     tok.normalizer = normalizers.Sequence([
         normalizers.NFC(), normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
         normalizers.Lowercase()])
