@@ -47,7 +47,6 @@ from itr_jax.data import synthetic_scenes as scenes_lib
 
 MANIFEST = "pixels.json"
 FORMAT_VERSION = 1
-SPLITS = ("train", "dev", "test")  # synthetic_scenes.generate's split order
 COLOUR_RGB = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60),
               "yellow": (240, 220, 40), "black": (20, 20, 20),
               "white": (245, 245, 245), "brown": (130, 80, 40),
@@ -244,7 +243,7 @@ def generate(out_dir: str, *, image_size: int = 64,
   tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
   os.makedirs(tmp)
   try:
-    for index, split in enumerate(SPLITS):
+    for index, split in enumerate(scenes_lib.SPLITS):
       n = p[f"num_{split}"]
       if n == 0:
         continue
@@ -283,17 +282,13 @@ def scenes_of(data_dir: str, split: str, count: int) -> list[scenes_lib.Scene] |
   """The first `count` scenes of a pixel dataset's split (regenerated); None
   if `data_dir` holds no pixel dataset or its split has fewer scenes."""
   path = os.path.join(data_dir, MANIFEST)
-  if not os.path.exists(path) or split not in SPLITS:
+  if not os.path.exists(path) or split not in scenes_lib.SPLITS:
     return None
-  p = scenes_lib.read_manifest(path).get("scenes")
-  seed, total = (p.get("seed"), p.get(f"num_{split}")) if isinstance(p, dict) else (None, None)
-  if not (isinstance(seed, int) and isinstance(total, int)):
-    raise ValueError(f"{path!r} does not name the scenes' seed and count: the pixel "
-                     "dataset is damaged; delete it to regenerate.")
-  if count > total:
-    return None
-  scenes, _, _ = scenes_lib.sample_split_text(seed, SPLITS.index(split), count)
-  return scenes
+  try:
+    return scenes_lib.first_scenes(scenes_lib.read_manifest(path).get("scenes"), split, count)
+  except ValueError as e:
+    raise ValueError(f"{path!r}: {e}; the pixel dataset is damaged, delete it to "
+                     "regenerate.") from e
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -68,6 +68,7 @@ from itr_jax.data import vocab as vocab_lib
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SPLITS = ("train", "dev", "test")  # generate()'s order: a split's index seeds it
 MAX_MANIFEST_BYTES = 16 << 20
 # Sources of {split}_caps_emb.npy: the packaged all-MiniLM-L6-v2 sentence
 # encoder, or the model-free TF-IDF stand-in.
@@ -317,6 +318,19 @@ def generate_split(seed: int, split_index: int, num_images: int, *,
   return SplitData(scenes, captions, caption_units, features)
 
 
+def first_scenes(params, split: str, count: int) -> list[Scene] | None:
+  """The first `count` scenes of `split` of the dataset a manifest's `params`
+  describe (no features: the work is bounded by `count`); None if the split
+  has fewer. ValueError if `params` name no seed and count for `split`."""
+  seed, total = ((params.get("seed"), params.get(f"num_{split}"))
+                 if isinstance(params, dict) else (None, None))
+  if split not in SPLITS or not (isinstance(seed, int) and isinstance(total, int)):
+    raise ValueError(f"the dataset manifest names no seed and size of split {split!r}")
+  if count > total:
+    return None
+  return sample_split_text(seed, SPLITS.index(split), count)[0]
+
+
 def sample_split_text(seed: int, split_index: int, num_images: int):
   """(scenes, captions, caption units) of one split, without its features.
 
@@ -498,9 +512,8 @@ def _write(out_dir: str, params: dict) -> None:
   # Before any work: a missing encoder package fails in milliseconds.
   encoder = (minilm_encoder() if params["caption_encoder"] == "minilm"
              else None)
-  splits = [(name, i, n) for i, (name, n) in enumerate(
-      (("train", params["num_train"]), ("dev", params["num_dev"]),
-       ("test", params["num_test"]))) if n > 0]
+  splits = [(name, i, params[f"num_{name}"]) for i, name in enumerate(SPLITS)
+            if params[f"num_{name}"] > 0]
   data = {name: generate_split(
       params["seed"], index, n, regions=params["regions"],
       feature_dim=params["feature_dim"], latent_dim=params["latent_dim"],

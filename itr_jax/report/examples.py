@@ -40,7 +40,6 @@ from itr_jax import metrics
 from itr_jax.data import image_sources
 from itr_jax.data import synthetic_scenes
 
-SPLIT_INDEX = {"train": 0, "dev": 1, "test": 2}  # generate()'s split order
 
 
 @dataclasses.dataclass
@@ -79,20 +78,16 @@ def scene_descriptions(data_dir: str, split: str, num_images: int) -> list[str] 
     scenes = synthetic_pixels.scenes_of(data_dir, split, num_images)
     return None if scenes is None else [describe_scene(s) for s in scenes]
   path = os.path.join(data_dir, synthetic_scenes.MANIFEST)
-  if not os.path.exists(path) or split not in SPLIT_INDEX:
+  if not os.path.exists(path) or split not in synthetic_scenes.SPLITS:
     return None
-  manifest = fs.read_json(path, 16 << 20, what="synthetic-scenes manifest")
-  if not isinstance(manifest, dict) or manifest.get("generator") != "itr_jax.data.synthetic_scenes":
-    return None
-  params = manifest.get("params")
-  seed, total = ((params.get("seed"), params.get(f"num_{split}"))
-                 if isinstance(params, dict) else (None, None))
-  if not (isinstance(seed, int) and isinstance(total, int) and num_images <= total):
-    return None
-  # The first scenes of the split, without its features: the work is bounded
-  # by the rows shown, whatever the manifest says.
-  scenes, _, _ = synthetic_scenes.sample_split_text(seed, SPLIT_INDEX[split], num_images)
-  return [describe_scene(s) for s in scenes]
+  try:
+    manifest = synthetic_scenes.read_manifest(path)
+    if manifest.get("generator") != "itr_jax.data.synthetic_scenes":
+      return None
+    scenes = synthetic_scenes.first_scenes(manifest.get("params"), split, num_images)
+  except ValueError:
+    return None  # a damaged manifest: the page goes without scene descriptions
+  return None if scenes is None else [describe_scene(s) for s in scenes]
 
 
 def _queries(scores: np.ndarray, relevance: dict[str, np.ndarray], is_match: np.ndarray,
