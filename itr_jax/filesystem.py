@@ -244,6 +244,15 @@ def read_json(path: str, limit: int, what: str = "JSON file"):
     raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e
 
 
+def read_json_object(path: str, limit: int, what: str = "JSON file") -> dict:
+  """`read_json` of a file that must hold a JSON object; ValueError naming
+  `what` and `path` if it holds another JSON value."""
+  value = read_json(path, limit, what)
+  if not isinstance(value, dict):
+    raise ValueError(f"{what} {path!r} holds a JSON {type(value).__name__}, not an object")
+  return value
+
+
 def read_npz(path: str, limit: int, what: str = "NumPy .npz file") -> dict:
   """{name: array} of the .npz at `path` (at most `limit` bytes), no pickles.
 

@@ -50,10 +50,7 @@ def read_sidecar(emb_path: str) -> Optional[dict]:
   path = sidecar_path(emb_path)
   if not os.path.isfile(path):
     return None
-  record = fs.read_json(path, MAX_SIDECAR_BYTES, what="caption-embedding sidecar")
-  if not isinstance(record, dict):
-    raise ValueError(f"caption-embedding sidecar {path!r} is not a JSON object.")
-  return record
+  return fs.read_json_object(path, MAX_SIDECAR_BYTES, what="caption-embedding sidecar")
 
 
 def fix_command(captions_path: str, emb_path: str, overwrite: bool) -> str:

@@ -458,11 +458,10 @@ def generate(out_dir: str, *, seed: int = 0, num_train: int = 3000,
 
 def read_manifest(path: str) -> dict:
   """The JSON object of a dataset's manifest (bounded; ValueError naming it)."""
-  manifest = fs.read_json(path, MAX_MANIFEST_BYTES, what="dataset manifest")
-  if not isinstance(manifest, dict):
-    raise ValueError(f"dataset manifest {path!r} is not a JSON object; delete the "
-                     "dataset folder to regenerate it.")
-  return manifest
+  try:
+    return fs.read_json_object(path, MAX_MANIFEST_BYTES, what="dataset manifest")
+  except ValueError as e:
+    raise ValueError(f"{e}; delete the dataset folder to regenerate it.") from e
 
 
 def _reuse(out_dir: str, params: dict) -> bool:

@@ -137,8 +137,7 @@ def read_manifest(sweep_dir: str) -> dict | None:
   path = fs.join(sweep_dir, SWEEP_FILE)
   if not fs.exists(path):
     return None
-  manifest = fs.read_json(path, 16 << 20, what="sweep record")
-  if not isinstance(manifest, dict):
-    raise ValueError(f"sweep record {path!r} is not a JSON object; move it away to "
-                     "start the sweep afresh.")
-  return manifest
+  try:
+    return fs.read_json_object(path, 16 << 20, what="sweep record")
+  except ValueError as e:
+    raise ValueError(f"{e}; move it away to start the sweep afresh.") from e

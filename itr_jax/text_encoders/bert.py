@@ -103,10 +103,7 @@ class BertConfig:
     if not os.path.isfile(path):
       raise ValueError(f"missing BERT config file {path!r}: a model directory "
                        "needs the Hugging Face config.json")
-    config = fs.read_json(path, 16 << 20, what="BERT config file")
-    if not isinstance(config, dict):
-      raise ValueError(f"BERT config file {path!r} is not a JSON object.")
-    return cls.from_dict(config)
+    return cls.from_dict(fs.read_json_object(path, 16 << 20, what="BERT config file"))
 
 
 def _layer_norm(config: BertConfig, dtype, name: str) -> nn.LayerNorm:

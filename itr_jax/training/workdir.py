@@ -72,16 +72,11 @@ def read_config_json(path: str) -> dict:
   """The JSON object in a run's `config.json` at `path`; ValueError saying how
   to recover when it is too large, not JSON or not an object."""
   try:
-    config = fs.read_json(path, MAX_CONFIG_BYTES, what="run config")
+    return fs.read_json_object(path, MAX_CONFIG_BYTES, what="run config")
   except ValueError as e:
     raise ValueError(
         f"{e}; restore it from the run's previous_runs/ or a backup, or start "
         "over with --fresh (the run is moved aside, not deleted).") from e
-  if not isinstance(config, dict):
-    raise ValueError(f"run config {path!r} holds a JSON {type(config).__name__}, not "
-                     "an object; restore it from the run's previous_runs/ or a backup, "
-                     "or start over with --fresh.")
-  return config
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
