@@ -34,7 +34,6 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from itr_jax import filesystem as fs
 from itr_jax.evaluation import encode
 from itr_jax.evaluation import evaluate
 from itr_jax.evaluation import retrieval
@@ -156,8 +155,7 @@ def load(workdir: str, checkpoint: str = "best", *, batch_size: int = 128) -> Re
   variables = {"params": saved["params"], **saved["model_state"]}
   image_model = image_variables = None
   if lit.enabled(config):
-    image_model = lit.locked_tower(model)
-    image_variables = {"params": {"image_encoder": lit.load_tower(
-        fs.join(workdir, lit.TOWER_FILE), image_model)}}
+    image_model, tower_params = lit.run_tower(workdir, model)
+    image_variables = {"params": {"image_encoder": tower_params}}
   return Retriever(workdir, step, config, model, variables, tokenizer, batch_size,
                    image_model, image_variables)

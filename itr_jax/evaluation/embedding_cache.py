@@ -50,10 +50,12 @@ def params_sha256(params: Any) -> str:
   return digest.hexdigest()
 
 
-def cache_key(image_params: Any, preprocessing: dict, source: Any) -> dict:
+def cache_key(image_params: Any, preprocessing: dict, source: Any, *,
+              tower_sha256: str | None = None) -> dict:
   """What an entry depends on: the tower's weights, the preprocessing, the images
-  (any JSON value, e.g. `split_source`)."""
-  return {"image_tower_sha256": params_sha256(image_params),
+  (any JSON value, e.g. `split_source`). `tower_sha256`: `params_sha256` of
+  `image_params` when the caller already has it (it reads every weight)."""
+  return {"image_tower_sha256": tower_sha256 or params_sha256(image_params),
           "preprocessing": json.loads(json.dumps(preprocessing)),
           "source": json.loads(json.dumps(source))}
 
@@ -166,23 +168,23 @@ def cached_array(cache_dir: str | None, name: str, key: dict,
   return array, False
 
 
+def _cache_dir(config, default: str) -> str | None:
+  """config.data.embedding_cache; by default (empty) `default`; "none": None."""
+  where = config.data.get("embedding_cache", "")
+  return None if where == "none" else where or default
+
+
 def eval_cache_dir(config, workdir: str) -> str | None:
   """Where evaluating a run keeps embeddings: config.data.embedding_cache, by
   default (empty) ``<workdir>/cache``; "none": nowhere."""
-  where = config.data.get("embedding_cache", "")
-  if where == "none":
-    return None
-  return where or fs.join(workdir, "cache")
+  return _cache_dir(config, fs.join(workdir, "cache"))
 
 
 def lit_cache_dir(config, data_dir: str) -> str | None:
   """Where LiT training keeps the locked tower's image embeddings, shared by
   every run on the data: config.data.embedding_cache, by default (empty)
   ``<data dir>/embedding_cache``; "none": nowhere."""
-  where = config.data.get("embedding_cache", "")
-  if where == "none":
-    return None
-  return where or fs.join(data_dir, "embedding_cache")
+  return _cache_dir(config, fs.join(data_dir, "embedding_cache"))
 
 
 def image_tower_params(params: Any) -> Any:
@@ -195,7 +197,8 @@ def image_tower_params(params: Any) -> Any:
 
 
 def split_image_embeddings(model, params, split, *, batch_size: int,
-                           cache_dir: str | None, wrap=None) -> tuple[np.ndarray, bool]:
+                           cache_dir: str | None, wrap=None,
+                           tower_sha256: str | None = None) -> tuple[np.ndarray, bool]:
   """(float32 [N_images, E] embeddings of every image of `split`, cache hit).
 
   Splits of raw images (`image_sources`) encoded by a two-tower model are
@@ -219,6 +222,7 @@ def split_image_embeddings(model, params, split, *, batch_size: int,
           and scorer.is_two_tower(model)):
     return compute(), False
   key = cache_key(image_tower_params(params),
-                  preprocessing_key(split.images.preprocessing), split_source(split))
+                  preprocessing_key(split.images.preprocessing), split_source(split),
+                  tower_sha256=tower_sha256)
   return cached_array(cache_dir, f"{split.split}_images", key, compute,
                       write=jax.process_index() == 0)

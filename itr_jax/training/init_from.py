@@ -39,7 +39,8 @@ def resolve(path: str) -> tuple[str, int]:
       "nor a checkpoint step directory (<workdir>/checkpoints/<step>).")
 
 
-def _describe(tree) -> dict:
+def describe(tree) -> dict:
+  """{leaf path: (shape, dtype name)} of a tree of arrays or abstract arrays."""
   return {jax.tree_util.keystr(k): (tuple(v.shape), np.dtype(v.dtype).name)
           for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -112,8 +113,8 @@ def load_variables(path: str, abstract: dict, ignore=()) -> tuple[dict, str]:
     if missing:
       raise ValueError(f"Checkpoint {directory}/{step} holds no {missing}: it is "
                        "not a run of this model.")
-    want = _describe({f: abstract[f] for f in abstract})
-    have = _describe({f: saved[f] for f in abstract})
+    want = describe({f: abstract[f] for f in abstract})
+    have = describe({f: saved[f] for f in abstract})
     diffs = sorted(k for k in set(want) | set(have)
                    if want.get(k, (None,))[0] != have.get(k, (None,))[0])
     if diffs:

@@ -80,10 +80,8 @@ def _abstract(tower: LockedImageTower):
 
 
 def _check_fits(params, abstract, where: str) -> None:
-  want = {k: (tuple(v.shape), np.dtype(v.dtype).name)
-          for k, v in flax.traverse_util.flatten_dict(abstract, sep="/").items()}
-  have = {k: (tuple(np.shape(v)), np.dtype(np.asarray(v).dtype).name)
-          for k, v in flax.traverse_util.flatten_dict(params, sep="/").items()}
+  want = init_from_lib.describe(abstract)
+  have = init_from_lib.describe(jax.tree.map(np.asarray, params))
   diffs = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
   if diffs:
     details = "; ".join(f"{k}: {have.get(k, 'missing')} vs this model's "
@@ -147,12 +145,12 @@ def locked_params(config, workdir: str | None, model):
 
 
 def embedded_split(split, tower: LockedImageTower, params, *, batch_size: int,
-                   cache_dir: str | None):
+                   cache_dir: str | None, tower_sha256: str | None = None):
   """`split` with its images replaced by the locked tower's unit-norm
   embeddings [N_images, E] (from the cache when unchanged)."""
   emb, _ = embedding_cache.split_image_embeddings(
       tower, {"params": {"image_encoder": params}}, split, batch_size=batch_size,
-      cache_dir=cache_dir)
+      cache_dir=cache_dir, tower_sha256=tower_sha256)
   return dataclasses.replace(split, images=emb)
 
 
@@ -164,18 +162,26 @@ def embed_data(config, workdir: str, data, model, params):
     save_tower(path, params)
   tower = locked_tower(model)
   cache = embedding_cache.lit_cache_dir(config, data.data_dir)
-  kw = dict(batch_size=config.eval.batch_size, cache_dir=cache)
+  # One hash of the tower's weights keys both splits' entries.
+  kw = dict(batch_size=config.eval.batch_size, cache_dir=cache,
+            tower_sha256=embedding_cache.params_sha256(params))
   return dataclasses.replace(data, train=embedded_split(data.train, tower, params, **kw),
                              dev=embedded_split(data.dev, tower, params, **kw))
 
 
-def embed_run_split(config, workdir: str, model, split, data_dir: str):
-  """A LiT run's evaluation split: its images as the run's locked tower embeds them."""
+def run_tower(workdir: str, model) -> tuple[LockedImageTower, Any]:
+  """(the locked tower, its parameters) of the LiT run in `workdir`."""
   path = fs.join(workdir, TOWER_FILE)
   if not fs.exists(path):
     raise ValueError(f"{workdir!r} is a LiT run (model.lit) without its locked image "
                      f"tower ({TOWER_FILE}); it cannot encode images.")
   tower = locked_tower(model)
-  return embedded_split(split, tower, load_tower(path, tower),
+  return tower, load_tower(path, tower)
+
+
+def embed_run_split(config, workdir: str, model, split, data_dir: str):
+  """A LiT run's evaluation split: its images as the run's locked tower embeds them."""
+  tower, params = run_tower(workdir, model)
+  return embedded_split(split, tower, params,
                         batch_size=config.eval.batch_size,
                         cache_dir=embedding_cache.lit_cache_dir(config, data_dir))
