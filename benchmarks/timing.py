@@ -17,13 +17,7 @@ import jax
 
 def median_seconds(call, repeats: int) -> float:
   """Median wall seconds of `call()` over `repeats` calls, after one warm-up call."""
-  jax.block_until_ready(call())
-  walls = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(call())
-    walls.append(time.perf_counter() - start)
-  return statistics.median(walls)
+  return statistics.median(wall_and_cpu_seconds(call, repeats)[1])
 
 
 def wall_and_cpu_seconds(call, repeats: int):

@@ -21,13 +21,23 @@ def flag_error_text(error: Exception) -> str:
   required = list(dict.fromkeys(re.findall(
       r"Flag --(\w+) must (?:have a value other than None|be (?:specified|set))", text)))
   if required:
-    names = ", ".join(f"--{name}" for name in required)
-    return f"{names} {'is' if len(required) == 1 else 'are'} required. (--help lists the flags)"
+    return required_text([f"--{name}" for name in required])
   unknown = re.fullmatch(r"(Unknown command line flag '[\w-]+')\. Did you mean: ([\w-]+)[^?]*\?",
                          text)
   if unknown:
     return f"{unknown[1]}; did you mean --{unknown[2]}? (--help lists the flags)"
   return f"{text.rstrip('.')}. (--help lists the flags)"
+
+
+def required_text(flag_names: Sequence[str]) -> str:
+  """The sentence for missing required flags, e.g. "--workdir is required. ..."."""
+  verb = "is" if len(flag_names) == 1 else "are"
+  return f"{', '.join(flag_names)} {verb} required. (--help lists the flags)"
+
+
+def verbose(argv: Sequence[str]) -> bool:
+  """Whether `argv` asks for --verbose (before absl has parsed it)."""
+  return any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:])
 
 
 # absl prints usage for these and exits with status 1; asking for help is

@@ -278,7 +278,7 @@ class _Assembler:
           ("image_bytes", "image_seeds") if key == "images" else (key,))]
     else:
       # Region features [R, F], or one embedding [E] per image (LiT).
-      specs["images"] = ((b, *s.images.shape[1:]), np.float32)
+      specs["images"] = ((b, *s.image_input_shape), np.float32)
     return {k: specs[k] for k in keys}
 
   def finish(self, train: bool) -> Callable[[dict], dict] | None:

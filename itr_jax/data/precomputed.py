@@ -88,11 +88,12 @@ class PrecomputedSplit:
   @property
   def image_input_shape(self) -> tuple[int, ...]:
     """Shape of one image as the model sees it: ``(R, F)`` region features,
-    or ``(S, S, 3)`` pixels for raw images (S from their preprocessing)."""
+    ``(E,)`` a LiT split's embeddings, or ``(S, S, 3)`` pixels for raw
+    images (S from their preprocessing)."""
     preprocessing = getattr(self.images, "preprocessing", None)
     if preprocessing is not None:
       return (preprocessing.size, preprocessing.size, 3)
-    return (self.num_regions, self.feature_dim)
+    return tuple(int(n) for n in self.images.shape[1:])
 
   @property
   def emb_dim(self) -> int | None:

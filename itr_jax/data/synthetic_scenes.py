@@ -464,6 +464,15 @@ def read_manifest(path: str) -> dict:
     raise ValueError(f"{e}; delete the dataset folder to regenerate it.") from e
 
 
+def manifest_files(manifest: dict, path: str) -> dict:
+  """{file name: size} a dataset manifest lists; ValueError if it lists none."""
+  files = manifest.get("files")
+  if not isinstance(files, dict):
+    raise ValueError(f"{path!r} lists no files: the dataset is damaged or not a "
+                     "synthetic-scenes dataset; delete it to regenerate")
+  return files
+
+
 def _reuse(out_dir: str, params: dict) -> bool:
   """True if out_dir holds this dataset; raises if it holds anything else."""
   if not os.path.exists(out_dir):
@@ -483,11 +492,7 @@ def _reuse(out_dir: str, params: dict) -> bool:
         f"out_dir {out_dir!r} holds a synthetic-scenes dataset generated with "
         f"different parameters {manifest.get('params')} (requested {params}); "
         "use another out_dir or delete that one")
-  files = manifest.get("files")
-  if not isinstance(files, dict):
-    raise ValueError(f"{manifest_path!r} lists no files: the dataset in {out_dir!r} is "
-                     "damaged; delete it to regenerate")
-  for name, size in files.items():
+  for name, size in manifest_files(manifest, manifest_path).items():
     path = os.path.join(out_dir, name)
     if not os.path.isfile(path) or os.path.getsize(path) != size:
       raise ValueError(f"{path!r} is missing or has the wrong size: the "

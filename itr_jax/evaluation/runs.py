@@ -22,7 +22,6 @@ from itr_jax.training import optimizer as optimizer_lib
 from itr_jax.training import trainer
 from itr_jax.training import workdir as workdir_lib
 
-NO_CHECKPOINTS_FILE = workdir_lib.NO_CHECKPOINTS_FILE
 # Config fields an evaluation may change: how it is computed and on what
 # data, not the model the checkpoint holds.
 OVERRIDABLE = ("eval.", "data.")

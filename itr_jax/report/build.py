@@ -176,6 +176,7 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
     swept = aggregate.swept_fields(groups[split])
     settings = [g.setting for g in groups[split]]
     follows = {f: _plotted_with(settings, f, swept) for f in swept}
+    dataset = _dataset(runs)  # reads each run's config once, not once per plot
     for field in swept:
       if len(groups[split]) < 2:
         break
@@ -187,7 +188,7 @@ def _write_report(runs, sweep_dir: str, out_dir: str, metrics: Sequence[str],
         continue
       path = plots.metric_vs_param(groups[split], field, plot_metrics,
                                    os.path.join(plot_dir, f"{field}.png"),
-                                   title=f"{_dataset(runs)}, {split} split: mean ± std "
+                                   title=f"{dataset}, {split} split: mean ± std "
                                          f"over n = {n} runs per setting",
                                    labels=_headers(plot_metrics), limits=limits)
       paths[f"plot_{field}"] = path

@@ -72,15 +72,13 @@ def _imported_from(workdir: str) -> str | None:
   if not fs.isdir(directory):
     return None
   for step in sorted((n for n in fs.listdir(directory) if n.isdigit()), key=int):
-    record = fs.join(directory, step, integrity.RECORD_FILE)
-    if fs.exists(record):
-      try:
-        source = integrity.read_record(fs.join(directory, step))
-        source = source.get("extra", {}).get("imported_from")
-      except (integrity.IntegrityError, AttributeError):
-        continue
-      if source:
-        return str(source)
+    try:  # a step without a readable record is skipped
+      source = integrity.read_record(fs.join(directory, step))
+      source = source.get("extra", {}).get("imported_from")
+    except (integrity.IntegrityError, AttributeError):
+      continue
+    if source:
+      return str(source)
   return None
 
 

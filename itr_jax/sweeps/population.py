@@ -37,7 +37,6 @@ import numpy as np
 from itr_jax import losses
 from itr_jax import models
 from itr_jax.evaluation import evaluate
-from itr_jax.evaluation import runs as runs_lib
 from itr_jax.sweeps import declaration
 from itr_jax.sweeps import members as members_lib
 from itr_jax.training import experiment_data
@@ -124,7 +123,7 @@ def train_population(base: ml_collections.ConfigDict,
     # aside (previous_runs/), not appended to.
     workdir_lib.prepare(m.workdir, c, fresh=True)
     # Evaluation/retrieval of this member say why there is no checkpoint.
-    with open(os.path.join(m.workdir, runs_lib.NO_CHECKPOINTS_FILE), "w") as f:
+    with open(os.path.join(m.workdir, workdir_lib.NO_CHECKPOINTS_FILE), "w") as f:
       f.write("it was trained in a population sweep (itr-sweep --population), "
               "which keeps no checkpoints; its test results are in "
               f"{os.path.join(m.workdir, 'eval_' + c.data.test_split + '.json')}. "

@@ -30,17 +30,15 @@ from typing import Sequence
 
 import numpy as np
 
+from itr_jax import filesystem as fs
+
 MAX_FILE_BYTES = 64 << 20  # tokenizer files are a few MB; refuse anything absurd
 
 
 def _read(path: str) -> bytes:
   if not os.path.isfile(path):
     raise ValueError(f"tokenizer file {path!r} does not exist.")
-  if os.path.getsize(path) > MAX_FILE_BYTES:
-    raise ValueError(f"tokenizer file {path!r} is larger than {MAX_FILE_BYTES >> 20} MiB; "
-                     "is it really a tokenizer file?")
-  with open(path, "rb") as f:
-    return f.read()
+  return fs.read_bounded(path, MAX_FILE_BYTES, what="tokenizer file")
 
 
 def _bytes_to_unicode() -> list[str]:

@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 
 from itr_jax import filesystem as fs
+from itr_jax import own_flags
 from itr_jax import shipped_configs
 from itr_jax.training import workdir
 
@@ -139,8 +140,7 @@ def config_flag_problem(argv) -> Optional[str]:
 
 def run(main: Callable, **app_run_kwargs) -> None:
   """`app.run(main, **app_run_kwargs)` with readable errors (see module doc)."""
-  verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True")
-                for a in sys.argv[1:])
+  verbose = own_flags.verbose(sys.argv)
   try:
     app.run(main, **app_run_kwargs)
   except KeyboardInterrupt:

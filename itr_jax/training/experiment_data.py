@@ -182,9 +182,7 @@ def _stage_dir(config: ml_collections.ConfigDict) -> str:
           f"{synthetic_scenes.MANIFEST}): generate it on a local disk "
           "(python -m itr_jax.data.synthetic_scenes --out_dir=DIR) and copy "
           "the folder there; datasets are not generated into a bucket.")
-    files = synthetic_scenes.read_manifest(manifest).get("files")
-    if not isinstance(files, dict):
-      raise ValueError(f"{manifest!r} lists no files: not a synthetic-scenes dataset.")
+    files = synthetic_scenes.manifest_files(synthetic_scenes.read_manifest(manifest), manifest)
     names += [synthetic_scenes.MANIFEST, *files]
   local = staging.stage_dir(data.data_dir, names,
                             staging.cache_dir(data.get("local_cache_dir", "")))

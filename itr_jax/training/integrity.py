@@ -70,7 +70,7 @@ def read_record(directory: str) -> dict:
     if not isinstance(record.get("files"), dict):
       raise ValueError("no 'files' table")
     return record
-  except (OSError, ValueError, AttributeError) as e:
+  except (*fs.errors(directory), ValueError, AttributeError) as e:
     raise IntegrityError(f"its integrity record {RECORD_FILE} is unreadable "
                          f"({e})") from e
 
