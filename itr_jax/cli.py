@@ -25,6 +25,8 @@ from absl import flags
 from itr_jax.own_flags import HELP_ARGS
 from itr_jax.own_flags import flag_error_text
 from itr_jax.own_flags import parse_own_flags  # pylint: disable=unused-import
+from itr_jax.own_flags import required_text
+from itr_jax.own_flags import verbose
 # Shipped configs by name (also used by training.errors, which cli imports).
 from itr_jax.shipped_configs import configs_dir  # pylint: disable=unused-import
 from itr_jax.shipped_configs import resolve_config
@@ -38,12 +40,18 @@ _SHARED_FLAG_MODULES = ("itr_jax.training.errors",)
 def lazy_import(name: str):
   """Module `name`, executed on its first attribute access (stdlib LazyLoader).
 
-  Its parent packages are imported now, so they must be light.
+  Its parent packages are imported now, so they must be light. This
+  project's packages are refused: a submodule imported before the lazy
+  package has run loads a second time and replaces the package's attribute
+  of the same name (the function `itr_jax.metrics.ndcg` by the module).
 
   >>> json = lazy_import("json")
   >>> json.dumps([1])
   '[1]'
   """
+  if name.startswith("itr_jax.") and os.path.isdir(
+      os.path.join(os.path.dirname(__file__), *name.split(".")[1:])):
+    raise ValueError(f"lazy_import({name!r}): {name} is a package; import it directly.")
   if name in sys.modules:
     return sys.modules[name]
   spec = importlib.util.find_spec(name)
@@ -131,8 +139,7 @@ def flag_values(argv: Sequence[str], values: Mapping[str, Any],
   result = {name: flag.value for name, flag in values.items()}
   missing = [f"--{name}" for name in required if not result[name]]
   if missing:
-    raise app.UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                         "required. (--help lists the flags)")
+    raise app.UsageError(required_text(missing))
   return result
 
 
@@ -147,11 +154,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
       traceback.print_exc()
     print(f"Error: {problem or flag_error_text(e)}", file=sys.stderr)
     sys.exit(1)
-
-
-def verbose(argv: Sequence[str]) -> bool:
-  """Whether `argv` asks for --verbose (before absl has parsed it)."""
-  return any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv[1:])
 
 
 def quiet_logs(show: bool = False) -> None:

@@ -64,11 +64,11 @@ import numpy as np
 
 from itr_jax import filesystem as fs
 from itr_jax import cli
+from itr_jax import metrics  # light (NumPy only); a package cannot be lazy_import-ed
 from itr_jax.training import defaults
 from itr_jax.training import workdir as workdir_lib
 
 # Imported on first use, so that --help and flag errors answer at once.
-metrics = cli.lazy_import("itr_jax.metrics")
 embedding_cache = cli.lazy_import("itr_jax.evaluation.embedding_cache")
 evaluate = cli.lazy_import("itr_jax.evaluation.evaluate")
 runs = cli.lazy_import("itr_jax.evaluation.runs")

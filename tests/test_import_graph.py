@@ -183,3 +183,21 @@ def test_eager_imports_follow_packages_and_skip_functions():
   assert {"jax", "orbax"} <= external
   _, external = eager_imports("itr_jax.cli", _modules())
   assert "jax" not in external and "absl" in external
+
+
+def test_lazy_imports_leave_the_public_api_intact():
+  """A command's lazy imports must not replace package attributes: after
+  `itr_jax.evaluate` and the report (which imports `itr_jax.metrics.ndcg`),
+  `itr_jax.metrics.ndcg` is still the function (a lazily imported package
+  made it the module). The project's packages cannot be lazy-imported."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import pytest  # pylint: disable=import-outside-toplevel
+  code = ("from itr_jax import evaluate\nfrom itr_jax.report import build\n"
+          "from itr_jax import metrics\nprint(callable(metrics.ndcg))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=os.path.join(PACKAGE, ".."), timeout=120, check=True).stdout
+  assert out.strip() == "True"
+  from itr_jax import cli  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="is a package; import it directly"):
+    cli.lazy_import("itr_jax.metrics")
